@@ -1,0 +1,5 @@
+"""Allow ``python -m edgeft``."""
+
+from edgeft.cli import main
+
+main()

@@ -1,0 +1,1 @@
+"""Training backends that run a train step on the device (no torch needed)."""

@@ -1,0 +1,73 @@
+"""The ``edgeft`` command line: a Click group whose commands are imported only when run.
+
+Lazy loading keeps ``edgeft --help`` instant and keeps torch out of device-side commands. User
+mistakes (``EdgeftError``) are printed as one clear message with a non-zero exit, never as a
+traceback.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+import click
+
+from edgeft import __version__
+from edgeft.errors import EdgeftError
+
+# command name -> (module in edgeft.commands, one-line help shown by `edgeft --help`)
+COMMANDS: dict[str, tuple[str, str]] = {
+    "export": ("export", "Turn a pretrained model into ONNX Runtime training artifacts."),
+    "inspect": ("inspect", "Show an artifact folder's manifest and verify every file's hash."),
+}
+
+
+class LazyGroup(click.Group):
+    """A group that imports a command's module the first time the command is needed."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return list(COMMANDS)
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        if name not in COMMANDS:
+            return None
+        module = importlib.import_module(f"edgeft.commands.{COMMANDS[name][0]}")
+        return module.command
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        with formatter.section("Commands"):
+            formatter.write_dl([(name, help_text) for name, (_, help_text) in COMMANDS.items()])
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, prog_name="edgeft")
+def cli() -> None:
+    """edgeft: fine-tune pretrained models on edge devices, then deploy them.
+
+    \b
+    Typical flow:
+      edgeft export --labels labels.txt          # host: model -> training artifacts
+      edgeft inspect artifacts/minilm            # check what was built
+    """
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point: run the CLI, turning user mistakes into one message and exit code 1."""
+    try:
+        cli.main(args=argv, prog_name="edgeft", standalone_mode=False)
+    except EdgeftError as exc:
+        click.secho(f"error: {exc.what}", fg="red", err=True)
+        if exc.where:
+            click.echo(f"  where: {exc.where}", err=True)
+        if exc.hint:
+            click.echo(f"  what to do: {exc.hint}", err=True)
+        sys.exit(1)
+    except click.exceptions.Abort:
+        click.echo("aborted", err=True)
+        sys.exit(130)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        click.echo("interrupted; nothing half-written was kept", err=True)
+        sys.exit(130)

@@ -1,0 +1,1 @@
+"""One module per CLI command; each defines ``command``. Imported lazily by edgeft.cli."""

@@ -1,0 +1,66 @@
+"""``edgeft inspect``: show a manifest and check every file against its sha256 (device side)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import click
+
+
+@click.command(name="inspect")
+@click.argument("folder", type=click.Path(path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Print the manifest and the check result as JSON.")
+def command(folder: Path, as_json: bool) -> None:
+    """Print the manifest of an artifact FOLDER (or bundle) and verify every file's sha256.
+
+    Exits with status 1 when a file is missing or was changed.
+
+    \b
+    Examples:
+      edgeft inspect artifacts/minilm
+      edgeft inspect artifacts/minilm --json | jq .trainable.parameters
+    """
+    from rich.markup import escape
+    from rich.table import Table
+
+    from edgeft.manifest import load_manifest, verify_files
+    from edgeft.report import stderr
+
+    manifest = load_manifest(folder, verify=False)
+    problems = verify_files(manifest)
+    data = manifest.data
+    if as_json:
+        click.echo(json.dumps({"manifest": data, "verified": not problems, "problems": problems}, indent=2))
+    else:
+        overview = Table.grid(padding=(0, 2))
+        overview.add_column(style="bold")
+        overview.add_column()
+        trainable = data.get("trainable", {})
+        labels = data.get("labels", {}).get("names", [])
+        rows = [
+            ("folder", str(folder)), ("kind", str(data.get("kind"))), ("name", str(data.get("name"))),
+            ("format", str(data.get("format_version"))), ("source", json.dumps(data.get("source", {}))),
+            ("task", f"{data.get('task')} ({data.get('modality')}), loss {data.get('loss')}, optimizer {data.get('optimizer')}"),
+            ("inputs", ", ".join(f"{i['name']} {i['dtype']}[{','.join(map(str, i['shape']))}]" for i in data.get("inputs", []))),
+            ("labels", f"{len(labels)}: " + ", ".join(labels[:8]) + (" ..." if len(labels) > 8 else "")),
+            ("trainable", f"{trainable.get('spec')}: {len(trainable.get('tensors', []))} tensors, "
+                          f"{trainable.get('parameters', 0):,} parameters ({trainable.get('frozen_parameters', 0):,} frozen)"),
+            ("versions", ", ".join(f"{k} {v}" for k, v in data.get("tool", {}).items())),
+        ]
+        for key, value in rows:
+            overview.add_row(key, escape(value))
+        stderr.print(overview)
+        files = Table(title="Files", title_justify="left")
+        for col in ("file", "bytes", "sha256", "check"):
+            files.add_column(col, justify="right" if col == "bytes" else "left")
+        bad = {p.split(" ")[0] for p in problems}
+        for entry in data["files"].values():
+            ok = entry["path"] not in bad
+            files.add_row(entry["path"], f"{entry['bytes']:,}", entry["sha256"][:16] + "…",
+                          "[green]ok[/]" if ok else "[red]MISMATCH[/]")
+        stderr.print(files)
+    if problems:
+        click.secho("error: " + "; ".join(problems), fg="red", err=True)
+        sys.exit(1)

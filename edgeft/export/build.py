@@ -1,0 +1,309 @@
+"""``edgeft export``: a pretrained model -> a verified ONNX Runtime training-artifact folder.
+
+Steps: load the source, choose the trainable parameters, export the forward graph, repair it
+for ORT's gradient builder, generate the training / eval / optimizer models and checkpoint,
+lower IR versions to what the runtime loads, write the manifest, and prove the folder works by
+running one real training step, all inside a staging folder that is renamed into place only
+when everything succeeded.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import re
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+
+from edgeft import __version__
+from edgeft.backends.ort_training import OrtTrainer
+from edgeft.errors import EdgeftError
+from edgeft.export.builtin import BUILTIN_MODELS, DEFAULT_MODEL, builtin_path
+from edgeft.export.repairs import declare_optional_outputs, lower_ir_versions
+from edgeft.export.source import LoadedModel, sample_array
+from edgeft.fsutil import staged_folder
+from edgeft.manifest import Manifest, write_manifest
+from edgeft.ortcompat import captured_native_output, max_ir_version, quiet_runtime, runtime_versions
+from edgeft.selection import select_trainable
+from edgeft.tasks import LOSSES, OPTIMIZERS, label_shape
+
+ARTIFACT_FILES = ("training_model.onnx", "eval_model.onnx", "optimizer_model.onnx")
+
+
+@dataclass
+class ExportOptions:
+    """Everything ``edgeft export`` can be told; the defaults are the built-in MiniLM, last block."""
+
+    model: str | None = None
+    output: Path | None = None
+    train: str = "last:1"
+    loss: str = "cross-entropy"
+    optimizer: str = "adamw"
+    label_names: list[str] = field(default_factory=list)
+    num_labels: int | None = None
+    max_length: int = 128
+    inputs: list[str] = field(default_factory=list)
+    modality: str | None = None
+    seed: int = 0
+    dropout: bool = True
+    force: bool = False
+    name: str | None = None
+
+
+@dataclass
+class Tensor:
+    """A parameter tensor of the exported model and whether it trains."""
+
+    name: str
+    shape: list[int]
+    trainable: bool
+
+    @property
+    def numel(self) -> int:
+        return int(np.prod(self.shape)) if self.shape else 1
+
+
+@dataclass
+class ExportResult:
+    """What an export produced, for the CLI's table and for API callers."""
+
+    folder: Path
+    manifest: Manifest
+    tensors: list[Tensor]  # forward order
+    repairs: list[str]
+    notes: list[str]
+    smoke_loss: float
+    seconds: float
+
+    @property
+    def trainable(self) -> list[Tensor]:
+        return [t for t in self.tensors if t.trainable]
+
+    @property
+    def frozen(self) -> list[Tensor]:
+        return [t for t in self.tensors if not t.trainable]
+
+    def summary(self) -> dict[str, Any]:
+        """The JSON summary printed by ``edgeft export --json``."""
+        return {"folder": str(self.folder), "trainable_tensors": len(self.trainable),
+                "trainable_parameters": sum(t.numel for t in self.trainable),
+                "frozen_tensors": len(self.frozen), "frozen_parameters": sum(t.numel for t in self.frozen),
+                "repairs": self.repairs, "notes": self.notes, "smoke_loss": self.smoke_loss,
+                "seconds": round(self.seconds, 2)}
+
+
+def load_source(options: ExportOptions) -> tuple[LoadedModel, str]:
+    """Resolve the model argument to a loaded model and a default name."""
+    ref = options.model or DEFAULT_MODEL
+    if ref in BUILTIN_MODELS:
+        from edgeft.export.hf_source import load_text
+
+        loaded = load_text(builtin_path(ref), options.label_names, options.num_labels, options.max_length,
+                           options.seed)
+        loaded.source.update({"builtin": ref})
+        return loaded, ref
+    path = Path(ref)
+    if path.suffix == ".onnx" or path.is_file() and not ref.endswith(".py"):
+        if not path.is_file():
+            raise EdgeftError(f"The model file {ref} does not exist.", where=ref, hint="check the path.")
+        from edgeft.export.onnx_source import load_onnx
+
+        loaded = load_onnx(path, options.label_names, options.num_labels)
+        loaded.source["file"] = path.name
+        return loaded, path.stem
+    if path.is_dir():
+        from edgeft.export.hf_source import detect_modality, load_image, load_text
+
+        modality = options.modality or detect_modality(path)
+        if modality == "image":
+            loaded = load_image(path, options.label_names, options.num_labels, options.seed)
+        else:
+            loaded = load_text(path, options.label_names, options.num_labels, options.max_length, options.seed)
+        loaded.source["folder"] = path.resolve().name
+        return loaded, path.resolve().name
+    if ":" in ref and not path.exists():
+        from edgeft.export.torch_source import load_torch
+
+        loaded = load_torch(ref, options.inputs, options.label_names, options.num_labels, options.seed)
+        return loaded, re.sub(r"\W+", "-", ref.rpartition(":")[2]).strip("-") or "model"
+    raise EdgeftError(f"The model {ref!r} was not found.", where=ref,
+                      hint=f"give a built-in name ({', '.join(BUILTIN_MODELS)}), a transformers folder, "
+                           "an .onnx file, or package.module:factory.")
+
+
+def _forward_graph(loaded: LoadedModel, spec: str, dropout: bool) -> tuple[onnx.ModelProto, list[str], list[str]]:
+    """The forward ONNX graph, the parameter names in forward order, and the trainable ones."""
+    if loaded.module is not None:
+        from edgeft.export.torch_export import export_onnx, forward_order, set_export_modes
+
+        order = forward_order(loaded.module, loaded.sample)
+        trainable = select_trainable(order, spec)
+        set_export_modes(loaded.module, set(trainable), dropout)
+        axes = {i.name: {k: d for k, d in enumerate(i.shape) if isinstance(d, str)} for i in loaded.inputs}
+        axes[loaded.output] = {0: "batch"}
+        model = export_onnx(loaded.module, loaded.sample, [loaded.output], axes)
+        return model, order, trainable
+    from edgeft.export.onnx_source import parameter_order
+
+    order = parameter_order(loaded.onnx_model)
+    return loaded.onnx_model, order, select_trainable(order, spec)
+
+
+def _tensors(model: onnx.ModelProto, order: list[str], trainable: set[str]) -> list[Tensor]:
+    dims = {i.name: list(i.dims) for i in model.graph.initializer}
+    return [Tensor(n, dims[n], n in trainable) for n in order]
+
+
+def _gradient_failed(model: onnx.ModelProto, exc: Exception, log: str) -> EdgeftError:
+    """Explain a gradient-builder failure: which op and node, and what to try instead."""
+    text = f"{exc}\n{log}"
+    match = re.search(r"not been registered: (\w+) for node ?(\S*)", text)
+    if match:
+        op, node = match.group(1), match.group(2)
+        if not node:  # unnamed node: name it by its first output
+            node = next((n.output[0] for n in model.graph.node if n.op_type == op), "?")
+        return EdgeftError(
+            f"ONNX Runtime has no gradient for the operator {op} (node {node}), "
+            "which lies between the loss and a trainable parameter.",
+            where=f"operator {op}, node {node}",
+            hint="train only parameters that come after that node (e.g. --train head, or a smaller last:N).")
+    last = text.strip().splitlines()[-1] if text.strip() else type(exc).__name__
+    return EdgeftError(f"ONNX Runtime could not build the training graph: {last}",
+                       where="onnxruntime.training.artifacts.generate_artifacts",
+                       hint="try a smaller trainable set (--train head).")
+
+
+def _generate(model: onnx.ModelProto, trainable: list[str], frozen: list[str], options: ExportOptions,
+              output: str, stage: Path) -> None:
+    from onnxruntime.training import artifacts
+
+    loss = {"cross-entropy": artifacts.LossType.CrossEntropyLoss, "bce": artifacts.LossType.BCEWithLogitsLoss,
+            "mse": artifacts.LossType.MSELoss, "l1": artifacts.LossType.L1Loss}[options.loss]
+    optim = {"adamw": artifacts.OptimType.AdamW, "sgd": artifacts.OptimType.SGD}[options.optimizer]
+    quiet_runtime()
+    logger = logging.getLogger()
+    level = logger.level
+    logger.setLevel(logging.WARNING)
+    try:
+        with captured_native_output() as native:
+            try:
+                artifacts.generate_artifacts(model, requires_grad=trainable, frozen_params=frozen, loss=loss,
+                                             optimizer=optim, artifact_directory=str(stage),
+                                             additional_output_names=[output])
+            except Exception as exc:  # the gradient builder raises RuntimeError / Fail with a C++ message
+                failure = exc
+            else:
+                failure = None
+        if failure is not None:
+            raise _gradient_failed(model, failure, "".join(native)) from failure
+    finally:
+        logger.setLevel(level)
+
+
+def _smoke_step(manifest: Manifest, loaded: LoadedModel, options: ExportOptions) -> float:
+    """Load the folder with the ORT training API and run one train + optimizer + eval step."""
+    batch = {spec.name: sample_array(spec, options.seed) for spec in loaded.inputs}
+    labels = manifest.data["labels"]["input"]
+    shape = [d if isinstance(d, int) else 2 for d in labels["shape"]]
+    batch["labels"] = np.zeros(shape, dtype=labels["dtype"])
+    trainer = OrtTrainer(manifest, threads=None)
+    loss, outputs = trainer.train_step(batch)
+    trainer.optimizer_step()
+    eval_loss, _ = trainer.eval_step(batch)
+    if not (np.isfinite(loss) and np.isfinite(eval_loss)):
+        raise EdgeftError(f"The first training step gave a non-finite loss ({loss}).", where=str(manifest.folder),
+                          hint="check the model's numerics, or try --train head.")
+    expected = (2, loaded.num_outputs)
+    if tuple(np.asarray(outputs).shape) != expected:
+        raise EdgeftError(f"The model's output has shape {np.asarray(outputs).shape}, expected {expected}.",
+                          where=loaded.output, hint="the model's output must be [batch, labels].")
+    return loss
+
+
+def _versions() -> dict[str, str]:
+    versions = {"edgeft": __version__, **runtime_versions()}
+    for package in ("torch", "transformers"):
+        with contextlib.suppress(ImportError):
+            versions[package] = __import__(package).__version__
+    return versions
+
+
+def export_artifacts(options: ExportOptions, progress: Callable[[str], None] | None = None) -> ExportResult:
+    """Run the whole export; see the module docstring. Raises EdgeftError on user mistakes.
+
+    ``progress`` is called with a short description as each step starts (for a spinner).
+    """
+    start = time.perf_counter()
+    step = progress or (lambda _text: None)
+    if options.loss not in LOSSES:
+        raise EdgeftError(f"Unknown loss {options.loss!r}.", where="--loss", hint=f"use one of {', '.join(LOSSES)}.")
+    if options.optimizer not in OPTIMIZERS:
+        raise EdgeftError(f"Unknown optimizer {options.optimizer!r}.", where="--optimizer",
+                          hint=f"use one of {', '.join(OPTIMIZERS)}.")
+    step("loading the model")
+    loaded, default_name = load_source(options)
+    name = options.name or default_name
+    dest = Path(options.output) if options.output else Path("artifacts") / name
+    if dest.exists() and not options.force:  # fail before the slow part
+        raise EdgeftError(f"The output folder {dest} already exists.", where=str(dest),
+                          hint="pass --force to replace it, or choose another --output.")
+    step("exporting the forward graph to ONNX")
+    forward, order, trainable = _forward_graph(loaded, options.train, options.dropout)
+    float_inits = {i.name for i in forward.graph.initializer if i.data_type == onnx.TensorProto.FLOAT}
+    unused = [n for n in order if n not in float_inits]
+    if unused:  # computed in forward() but not reaching the output, e.g. an unused pooler
+        loaded.notes.append(f"left out {len(unused)} parameter(s) that do not reach the output "
+                            f"({', '.join(unused[:2])}{', ...' if len(unused) > 2 else ''})")
+        order = [n for n in order if n in float_inits]
+        trainable = [n for n in trainable if n in float_inits]
+        if not trainable:
+            raise EdgeftError(f"--train {options.train} selects only parameters that do not affect the output.",
+                              where="--train", hint="choose parameters the output depends on (e.g. --train head).")
+    frozen = [n for n in order if n not in set(trainable) and n in float_inits]
+    training_graph = onnx.ModelProto()
+    training_graph.CopyFrom(forward)
+    repairs = declare_optional_outputs(training_graph)
+    with staged_folder(dest, force=options.force) as stage:
+        step("building training, eval and optimizer models")
+        _generate(training_graph, trainable, frozen, options, loaded.output, stage)
+        repairs += lower_ir_versions(stage, list(ARTIFACT_FILES), max_ir_version())
+        onnx.save(forward, str(stage / "forward.onnx"))
+        (stage / "labels.txt").write_text("".join(f"{n}\n" for n in loaded.label_names), encoding="utf-8")
+        files = {"training_model": "training_model.onnx", "eval_model": "eval_model.onnx",
+                 "optimizer_model": "optimizer_model.onnx", "checkpoint": "checkpoint",
+                 "forward_model": "forward.onnx", "labels": "labels.txt"}
+        for fname, content in loaded.preprocessing.files.items():
+            (stage / fname).write_bytes(content)
+            files[fname.split(".")[0]] = fname
+        info = LOSSES[options.loss]
+        tensors = _tensors(forward, order, set(trainable))
+        trainable_t = [t for t in tensors if t.trainable]
+        frozen_t = [t for t in tensors if not t.trainable]
+        data = {
+            "kind": "artifacts", "name": name, "source": loaded.source,
+            "modality": {"text-classification": "text", "image-classification": "image"}.get(loaded.task_hint or "", "tensor"),
+            "task": info.task, "loss": options.loss, "optimizer": options.optimizer,
+            "inputs": [i.as_dict() for i in loaded.inputs],
+            "output": {"name": loaded.output, "dtype": "float32", "shape": ["batch", loaded.num_outputs]},
+            "labels": {"names": loaded.label_names,
+                       "input": {"name": "labels", "dtype": info.label_dtype,
+                                 "shape": label_shape(options.loss, loaded.num_outputs)}},
+            "preprocessing": {"kind": loaded.preprocessing.kind, **loaded.preprocessing.settings},
+            "trainable": {"spec": options.train, "dropout": options.dropout,
+                          "tensors": [{"name": t.name, "shape": t.shape} for t in trainable_t],
+                          "parameters": sum(t.numel for t in trainable_t),
+                          "frozen_tensors": len(frozen_t), "frozen_parameters": sum(t.numel for t in frozen_t)},
+            "repairs": repairs, "seed": options.seed, "tool": _versions(),
+        }
+        manifest = write_manifest(stage, data, files)
+        step("running one training step to check the artifacts")
+        smoke_loss = _smoke_step(manifest, loaded, options)
+    final = Manifest(folder=dest, data=manifest.data)
+    return ExportResult(folder=dest, manifest=final, tensors=tensors, repairs=repairs,
+                        notes=loaded.notes, smoke_loss=smoke_loss, seconds=time.perf_counter() - start)

@@ -1,0 +1,172 @@
+"""Hugging Face transformers folders: text and image classification.
+
+A folder with a classification head is used as it is (the head is replaced when the label count
+differs). A bare text encoder, such as a sentence-transformers model, gets mean pooling and a
+new linear head, initialised from a fixed seed so exports are reproducible.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from edgeft.errors import EdgeftError
+from edgeft.export.source import InputSpec, LoadedModel, Preprocessing
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
+
+
+class MeanPoolClassifier(nn.Module):
+    """Encoder + attention-masked mean pooling + linear head (the sentence-transformers recipe)."""
+
+    def __init__(self, backbone: nn.Module, hidden: int, num_labels: int) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.classifier = nn.Linear(hidden, num_labels)
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        hidden = self.backbone(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
+        pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
+        return self.classifier(pooled)
+
+
+class LogitsOnly(nn.Module):
+    """Wrap a transformers classifier so the forward returns the logits tensor alone."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, **inputs: torch.Tensor) -> torch.Tensor:
+        return self.model(**inputs).logits
+
+
+def _read_config(folder: Path) -> dict[str, Any]:
+    path = folder / "config.json"
+    if not path.is_file():
+        raise EdgeftError(f"{folder} is not a transformers model folder (no config.json).", where=str(folder),
+                          hint="give a folder saved with save_pretrained(), an .onnx file, or module:factory.")
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise EdgeftError(f"config.json cannot be read: {exc}.", where=str(path),
+                          hint="repair or re-download the model folder.") from exc
+
+
+def detect_modality(folder: Path) -> str:
+    """``text`` when the folder has a tokenizer, ``image`` when it has an image processor."""
+    if any((folder / n).is_file() for n in ("tokenizer.json", "tokenizer_config.json", "vocab.txt")):
+        return "text"
+    if (folder / "preprocessor_config.json").is_file():
+        return "image"
+    raise EdgeftError(f"{folder} has neither a tokenizer nor an image preprocessor config.", where=str(folder),
+                      hint="add tokenizer.json (text) or preprocessor_config.json (images) to the folder.")
+
+
+def _num_labels(config: dict[str, Any], label_names: list[str], num_labels: int | None) -> tuple[int, list[str]]:
+    if label_names:
+        if num_labels is not None and num_labels != len(label_names):
+            raise EdgeftError(f"--num-labels {num_labels} disagrees with the {len(label_names)} names in --labels.",
+                              where="--num-labels / --labels", hint="give one of the two.")
+        return len(label_names), label_names
+    if num_labels is not None:
+        return num_labels, [f"LABEL_{i}" for i in range(num_labels)]
+    id2label = config.get("id2label") or {}
+    if id2label:
+        names = [id2label[k] for k in sorted(id2label, key=int)]
+        return len(names), names
+    return 2, ["LABEL_0", "LABEL_1"]
+
+
+def _load_failed(folder: Path, exc: Exception) -> EdgeftError:
+    return EdgeftError(f"transformers could not load the model: {exc}", where=str(folder),
+                       hint="check that the folder holds a complete model (config.json and weights).")
+
+
+def load_text(folder: Path, label_names: list[str], num_labels: int | None, max_length: int,
+              seed: int) -> LoadedModel:
+    """A text classifier from a transformers folder (new mean-pool head for a bare encoder)."""
+    from transformers import AutoConfig, AutoModel, AutoModelForSequenceClassification, AutoTokenizer
+
+    raw = _read_config(folder)
+    count, names = _num_labels(raw, label_names, num_labels)
+    notes = []
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(folder, use_fast=True, local_files_only=True)
+        config = AutoConfig.from_pretrained(folder, local_files_only=True)
+        has_head = any(a.endswith("ForSequenceClassification") for a in (config.architectures or []))
+        torch.manual_seed(seed)
+        if has_head:
+            module = LogitsOnly(AutoModelForSequenceClassification.from_pretrained(
+                folder, num_labels=count, ignore_mismatched_sizes=True, local_files_only=True,
+                attn_implementation="eager"))
+            notes.append("used the folder's sequence-classification head")
+        else:
+            backbone = AutoModel.from_pretrained(folder, local_files_only=True, attn_implementation="eager")
+            module = MeanPoolClassifier(backbone, config.hidden_size, count)
+            notes.append(f"bare encoder: added mean pooling and a new linear head ({count} labels, seed {seed})")
+    except EdgeftError:
+        raise
+    except Exception as exc:
+        raise _load_failed(folder, exc) from exc
+    if not getattr(tokenizer, "is_fast", False):
+        raise EdgeftError("The folder's tokenizer has no fast (tokenizers) version.", where=str(folder),
+                          hint="save the tokenizer with a tokenizer.json file.")
+    limit = min(max_length, int(getattr(config, "max_position_embeddings", max_length)))
+    with tempfile.TemporaryDirectory() as tmp:
+        tokenizer.backend_tokenizer.save(str(Path(tmp) / "tokenizer.json"))
+        tokenizer_json = (Path(tmp) / "tokenizer.json").read_bytes()
+    encoded = tokenizer(["a sample sentence for export", "another one"], padding=True, return_tensors="pt")
+    sample = {"input_ids": encoded["input_ids"], "attention_mask": encoded["attention_mask"]}
+    inputs = [InputSpec("input_ids", "int64", ["batch", "sequence"]),
+              InputSpec("attention_mask", "int64", ["batch", "sequence"])]
+    preprocessing = Preprocessing(
+        kind="tokenizer",
+        settings={"file": "tokenizer.json", "max_length": limit, "pad_token_id": int(tokenizer.pad_token_id or 0),
+                  "lowercase_hint": bool(getattr(tokenizer, "do_lower_case", False))},
+        files={"tokenizer.json": tokenizer_json})
+    return LoadedModel(inputs=inputs, output="logits", num_outputs=count,
+                       source={"kind": "transformers", "model_type": config.model_type},
+                       module=module, sample=sample, task_hint="text-classification",
+                       label_names=names, preprocessing=preprocessing, notes=notes)
+
+
+def load_image(folder: Path, label_names: list[str], num_labels: int | None, seed: int) -> LoadedModel:
+    """An image classifier from a transformers folder (head replaced when the label count differs)."""
+    from transformers import AutoConfig, AutoImageProcessor, AutoModelForImageClassification
+
+    raw = _read_config(folder)
+    count, names = _num_labels(raw, label_names, num_labels)
+    try:
+        processor = AutoImageProcessor.from_pretrained(folder, local_files_only=True)
+        config = AutoConfig.from_pretrained(folder, local_files_only=True)
+        torch.manual_seed(seed)
+        model = AutoModelForImageClassification.from_pretrained(
+            folder, num_labels=count, ignore_mismatched_sizes=True, local_files_only=True,
+            id2label=dict(enumerate(names)), label2id={n: i for i, n in enumerate(names)})
+    except Exception as exc:
+        raise _load_failed(folder, exc) from exc
+    size = getattr(processor, "size", None) or {}
+    height = int(size.get("height", size.get("shortest_edge", getattr(config, "image_size", 224))))
+    width = int(size.get("width", size.get("shortest_edge", getattr(config, "image_size", 224))))
+    channels = int(getattr(config, "num_channels", 3))
+    sample = {"pixel_values": torch.randn(2, channels, height, width, generator=torch.Generator().manual_seed(seed))}
+    inputs = [InputSpec("pixel_values", "float32", ["batch", channels, height, width])]
+    settings = {"height": height, "width": width, "channels": channels,
+                "mean": [float(v) for v in (getattr(processor, "image_mean", None) or [0.5] * channels)],
+                "std": [float(v) for v in (getattr(processor, "image_std", None) or [0.5] * channels)],
+                "rescale_factor": float(getattr(processor, "rescale_factor", 1 / 255))}
+    preprocessing = Preprocessing(kind="image", settings=settings,
+                                  files={"preprocessor_config.json": (folder / "preprocessor_config.json").read_bytes()})
+    return LoadedModel(inputs=inputs, output="logits", num_outputs=count,
+                       source={"kind": "transformers", "model_type": config.model_type},
+                       module=LogitsOnly(model), sample=sample, task_hint="image-classification",
+                       label_names=names, preprocessing=preprocessing)

@@ -1,0 +1,97 @@
+"""PyTorch module -> ONNX forward graph ready for ORT training.
+
+Three things matter for a training graph and are handled here:
+- the forward order of parameters (found with hooks) drives ``head`` / ``last:N`` selection;
+- module modes: the frozen part is exported as inference (no dropout, BatchNorm on running
+  statistics) so it can later be cached; dropout stays live only in the trainable part;
+- the exporter runs with the root module in training mode (``TrainingMode.PRESERVE``), which
+  keeps equal-valued parameters as separate initializers instead of merging them.
+"""
+
+from __future__ import annotations
+
+import io
+import warnings
+from collections.abc import Mapping
+
+import onnx
+import torch
+from torch import nn
+
+from edgeft.errors import EdgeftError
+
+OPSET = 17
+
+
+def forward_order(module: nn.Module, sample: Mapping[str, torch.Tensor]) -> list[str]:
+    """Parameter names in the order one forward pass first uses them; unused ones are left out."""
+    seen: list[str] = []
+    owners = {id(m): name for name, m in module.named_modules()}
+    handles = []
+
+    def record(mod: nn.Module, _args: object) -> None:
+        prefix = owners[id(mod)]
+        for pname, _ in mod.named_parameters(recurse=False):
+            full = f"{prefix}.{pname}" if prefix else pname
+            if full not in seen:
+                seen.append(full)
+
+    for mod in module.modules():
+        if any(True for _ in mod.parameters(recurse=False)):
+            handles.append(mod.register_forward_pre_hook(record))
+    try:
+        with torch.no_grad():
+            module(**sample)
+    finally:
+        for handle in handles:
+            handle.remove()
+    canonical = {id(p): n for n, p in module.named_parameters()}
+    by_id = dict(module.named_parameters(remove_duplicate=False))
+    ordered = []
+    for name in seen:
+        param = by_id.get(name)
+        canon = canonical.get(id(param), name)
+        if canon not in ordered:
+            ordered.append(canon)
+    return ordered
+
+
+def set_export_modes(module: nn.Module, trainable: set[str], dropout: bool) -> None:
+    """Eval mode everywhere except the trainable part, whose dropout stays live if asked."""
+    module.eval()
+    module.training = True  # root flag only: the exporter then keeps parameters distinct
+    if not dropout:
+        return
+    names = dict(module.named_modules())
+    for name, mod in names.items():
+        if not name or isinstance(mod, nn.modules.batchnorm._BatchNorm):
+            continue
+        params = [n for n, _ in mod.named_parameters(prefix=name)]
+        if params:
+            live = all(p in trainable for p in params)
+        else:
+            parent = names[name.rpartition(".")[0]] if "." in name else module
+            parent_name = name.rpartition(".")[0]
+            live = any(n in trainable for n, _ in parent.named_parameters(prefix=parent_name))
+        if live:
+            mod.training = True
+
+
+def export_onnx(module: nn.Module, sample: Mapping[str, torch.Tensor], output_names: list[str],
+                dynamic_axes: Mapping[str, Mapping[int, str]]) -> onnx.ModelProto:
+    """Export with the TorchScript exporter in the form ORT's gradient builder accepts."""
+    buffer = io.BytesIO()
+    names = list(sample)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # exporter chatter (e.g. padding_idx) is not the user's concern
+        try:
+            torch.onnx.export(
+                module, (), buffer, kwargs=dict(sample), input_names=names, output_names=output_names,
+                dynamic_axes={k: dict(v) for k, v in dynamic_axes.items()}, opset_version=OPSET,
+                training=torch.onnx.TrainingMode.PRESERVE, do_constant_folding=False,
+                export_params=True, dynamo=False)
+        except Exception as exc:  # the exporter raises many types for unsupported code
+            raise EdgeftError(f"PyTorch could not export the model to ONNX: {exc}",
+                              where=type(module).__name__,
+                              hint="make sure the module runs with the sample inputs and uses only traceable operations.") from exc
+    return onnx.load_from_string(buffer.getvalue())

@@ -1,0 +1,116 @@
+"""Crash-safe writes: nothing saved is ever left half-written.
+
+Files are written to a temporary sibling, flushed to disk and renamed over the target; folders
+are built next to their destination and renamed into place in one step, so a reader sees either
+the old complete content or the new complete content, never a mix.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import hashlib
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+from edgeft.errors import EdgeftError
+
+
+def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
+    """Hex sha256 of a file, read in chunks so large models do not load into memory."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while block := handle.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _fsync_dir(path: Path) -> None:
+    with contextlib.suppress(OSError):
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def write_failed(path: Path, exc: OSError) -> EdgeftError:
+    """Turn an OS error during a write into a user-facing error naming the place."""
+    reason = "the disk is full" if exc.errno == errno.ENOSPC else (exc.strerror or str(exc))
+    return EdgeftError(
+        f"Could not write {path}: {reason}.",
+        where=str(path),
+        hint="free some space or choose another output folder; nothing was changed there.",
+    )
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` so that a crash leaves either the old or the new file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise write_failed(path, exc) from exc
+    _fsync_dir(path.parent)
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Text flavour of :func:`atomic_write_bytes` (UTF-8)."""
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+@contextlib.contextmanager
+def staged_folder(dest: Path, force: bool = False) -> Iterator[Path]:
+    """Build a folder in a temporary sibling and move it to ``dest`` only when complete.
+
+    If the body raises, the staging folder is removed and ``dest`` is untouched. With ``force``
+    an existing ``dest`` is replaced only after the new content is complete.
+    """
+    dest = Path(dest)
+    if dest.exists() and not force:
+        raise EdgeftError(
+            f"The output folder {dest} already exists.",
+            where=str(dest),
+            hint="pass --force to replace it, or choose another --output.",
+        )
+    try:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        stage = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".partial", dir=dest.parent))
+    except OSError as exc:
+        raise write_failed(dest, exc) from exc
+    try:
+        yield stage
+        _fsync_tree(stage)
+        if dest.exists():
+            old = dest.with_name(f".{dest.name}.old-{os.getpid()}")
+            os.replace(dest, old)
+            os.replace(stage, dest)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(stage, dest)
+        _fsync_dir(dest.parent)
+    except OSError as exc:
+        shutil.rmtree(stage, ignore_errors=True)
+        raise write_failed(dest, exc) from exc
+    except BaseException:
+        shutil.rmtree(stage, ignore_errors=True)
+        raise
+
+
+def _fsync_tree(root: Path) -> None:
+    for path in root.rglob("*"):
+        if path.is_file():
+            with open(path, "rb") as handle:
+                os.fsync(handle.fileno())
+    _fsync_dir(root)

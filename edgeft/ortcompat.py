@@ -1,0 +1,84 @@
+"""Facts about the installed ONNX Runtime that artifacts must respect (device side).
+
+The highest ONNX IR version the runtime loads is probed once with a tiny model rather than read
+from a table, so a newer or older runtime on a device is handled without a code change.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import importlib.util
+import os
+import sys
+import tempfile
+from collections.abc import Iterator
+
+import onnx
+from onnx import TensorProto, helper
+
+
+@functools.lru_cache(maxsize=1)
+def max_ir_version() -> int:
+    """Highest ONNX IR version the installed onnxruntime accepts (probed, then cached)."""
+    import onnxruntime as ort
+
+    node = helper.make_node("Identity", ["x"], ["y"])
+    graph = helper.make_graph([node], "probe", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])])
+    for version in range(onnx.IR_VERSION, 6, -1):
+        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+        model.ir_version = version
+        try:
+            ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+            return version
+        except Exception:  # the runtime refuses IR versions it does not know
+            continue
+    return 7
+
+
+def has_training_api() -> bool:
+    """True when the ONNX Runtime build in this environment includes the training API."""
+    return importlib.util.find_spec("onnxruntime.training") is not None
+
+
+def runtime_versions() -> dict[str, str]:
+    """Versions of the runtime packages, recorded in manifests for later compatibility checks."""
+    import numpy
+    import onnxruntime as ort
+
+    return {"onnxruntime": ort.__version__, "onnx": onnx.__version__, "numpy": numpy.__version__}
+
+
+def quiet_runtime() -> None:
+    """Keep ONNX Runtime's own log to errors: its info and warning lines are not the user's concern."""
+    import onnxruntime as ort
+
+    ort.set_default_logger_severity(3)
+
+
+@contextlib.contextmanager
+def captured_native_output() -> Iterator[list[str]]:
+    """Capture what native code writes to stdout/stderr (file descriptors 1 and 2).
+
+    ONNX Runtime's graph builders log through C++ streams that Python cannot silence; the
+    captured text is kept so an error can quote it. Yields a list that receives the text.
+    """
+    sys.stdout.flush()
+    sys.stderr.flush()
+    captured: list[str] = []
+    saved = [os.dup(1), os.dup(2)]
+    with tempfile.TemporaryFile(mode="w+b") as sink:
+        os.dup2(sink.fileno(), 1)
+        os.dup2(sink.fileno(), 2)
+        try:
+            yield captured
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os.dup2(saved[0], 1)
+            os.dup2(saved[1], 2)
+            for fd in saved:
+                os.close(fd)
+            sink.seek(0)
+            captured.append(sink.read().decode("utf-8", "replace"))

@@ -1,0 +1,40 @@
+"""Losses and what they imply: the task, and the dtype and shape of the labels tensor.
+
+Shared by export (which builds the loss into the training graph) and the device side (which
+must feed labels of the right kind), so both agree from one table.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class LossInfo:
+    """A loss edgeft can build, and the labels it expects."""
+
+    name: str
+    task: str  # "classification", "multi-label" or "regression"
+    label_dtype: str
+    per_output_labels: bool  # labels have shape [batch, outputs] rather than [batch]
+    description: str
+
+
+LOSSES: dict[str, LossInfo] = {
+    "cross-entropy": LossInfo("cross-entropy", "classification", "int64", False,
+                              "single-label classification (softmax cross-entropy)"),
+    "bce": LossInfo("bce", "multi-label", "float32", True,
+                    "multi-label classification (sigmoid binary cross-entropy with logits)"),
+    "mse": LossInfo("mse", "regression", "float32", True, "regression (mean squared error)"),
+    "l1": LossInfo("l1", "regression", "float32", True, "regression (mean absolute error)"),
+}
+
+OPTIMIZERS: dict[str, str] = {
+    "adamw": "AdamW with decoupled weight decay",
+    "sgd": "plain stochastic gradient descent",
+}
+
+
+def label_shape(loss: str, num_outputs: int) -> list[int | str]:
+    """The labels tensor's shape for ``loss`` ("batch" is the dynamic batch axis)."""
+    return ["batch", num_outputs] if LOSSES[loss].per_output_labels else ["batch"]
