@@ -25,7 +25,7 @@ from edgeft import __version__
 from edgeft.backends.ort_training import OrtTrainer
 from edgeft.errors import EdgeftError
 from edgeft.export.builtin import BUILTIN_MODELS, DEFAULT_MODEL, builtin_path
-from edgeft.export.repairs import declare_optional_outputs, lower_ir_versions
+from edgeft.export.repairs import declare_optional_outputs, lower_ir_versions, rename_label_input
 from edgeft.export.source import LoadedModel, sample_array
 from edgeft.fsutil import staged_folder
 from edgeft.manifest import Manifest, write_manifest
@@ -273,6 +273,7 @@ def export_artifacts(options: ExportOptions, progress: Callable[[str], None] | N
         step("building training, eval and optimizer models")
         _generate(training_graph, trainable, frozen, options, loaded.output, stage)
         repairs += lower_ir_versions(stage, list(ARTIFACT_FILES), max_ir_version())
+        rename_label_input(stage, ["training_model.onnx", "eval_model.onnx"], [i.name for i in loaded.inputs])
         onnx.save(forward, str(stage / "forward.onnx"))
         (stage / "labels.txt").write_text("".join(f"{n}\n" for n in loaded.label_names), encoding="utf-8")
         files = {"training_model": "training_model.onnx", "eval_model": "eval_model.onnx",

@@ -39,14 +39,15 @@ class MeanPoolClassifier(nn.Module):
 
 
 class LogitsOnly(nn.Module):
-    """Wrap a transformers classifier so the forward returns the logits tensor alone."""
+    """Wrap a transformers classifier: positional inputs in, the logits tensor alone out."""
 
-    def __init__(self, model: nn.Module) -> None:
+    def __init__(self, model: nn.Module, input_names: list[str]) -> None:
         super().__init__()
         self.model = model
+        self.input_names = input_names
 
-    def forward(self, **inputs: torch.Tensor) -> torch.Tensor:
-        return self.model(**inputs).logits
+    def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
+        return self.model(**dict(zip(self.input_names, inputs))).logits
 
 
 def _read_config(folder: Path) -> dict[str, Any]:
@@ -107,7 +108,7 @@ def load_text(folder: Path, label_names: list[str], num_labels: int | None, max_
         if has_head:
             module = LogitsOnly(AutoModelForSequenceClassification.from_pretrained(
                 folder, num_labels=count, ignore_mismatched_sizes=True, local_files_only=True,
-                attn_implementation="eager"))
+                attn_implementation="eager"), ["input_ids", "attention_mask"])
             notes.append("used the folder's sequence-classification head")
         else:
             backbone = AutoModel.from_pretrained(folder, local_files_only=True, attn_implementation="eager")
@@ -168,5 +169,5 @@ def load_image(folder: Path, label_names: list[str], num_labels: int | None, see
                                   files={"preprocessor_config.json": (folder / "preprocessor_config.json").read_bytes()})
     return LoadedModel(inputs=inputs, output="logits", num_outputs=count,
                        source={"kind": "transformers", "model_type": config.model_type},
-                       module=LogitsOnly(model), sample=sample, task_hint="image-classification",
+                       module=LogitsOnly(model, ["pixel_values"]), sample=sample, task_hint="image-classification",
                        label_names=names, preprocessing=preprocessing)

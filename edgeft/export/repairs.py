@@ -62,3 +62,26 @@ def lower_ir_versions(folder: Path, files: list[str], max_ir: int) -> list[str]:
         onnx.save(model, str(path))
         done.append(f"lowered the IR version of {name} from {before} to {max_ir} (the runtime's maximum)")
     return done
+
+
+def rename_label_input(folder: Path, files: list[str], forward_inputs: list[str], name: str = "labels") -> None:
+    """Give the loss's target input one name for every loss (ORT calls it ``labels`` or ``target``).
+
+    The device side then feeds ``labels`` whatever the loss; only graph inputs are renamed, so
+    the checkpoint (keyed by parameter names) is unaffected.
+    """
+    for fname in files:
+        path = folder / fname
+        model = onnx.load(str(path), load_external_data=False)
+        params = {i.name for i in model.graph.initializer}
+        extra = [i for i in model.graph.input if i.name not in forward_inputs and i.name not in params]
+        targets = [i for i in extra if i.name in ("labels", "target")]
+        if not targets or targets[0].name == name:
+            continue
+        old = targets[0].name
+        targets[0].name = name
+        for node in model.graph.node:
+            for index, value in enumerate(node.input):
+                if value == old:
+                    node.input[index] = name
+        onnx.save(model, str(path))

@@ -41,7 +41,7 @@ def forward_order(module: nn.Module, sample: Mapping[str, torch.Tensor]) -> list
             handles.append(mod.register_forward_pre_hook(record))
     try:
         with torch.no_grad():
-            module(**sample)
+            module(*sample.values())
     finally:
         for handle in handles:
             handle.remove()
@@ -86,7 +86,7 @@ def export_onnx(module: nn.Module, sample: Mapping[str, torch.Tensor], output_na
         warnings.simplefilter("ignore")  # exporter chatter (e.g. padding_idx) is not the user's concern
         try:
             torch.onnx.export(
-                module, (), buffer, kwargs=dict(sample), input_names=names, output_names=output_names,
+                module, tuple(sample.values()), buffer, input_names=names, output_names=output_names,
                 dynamic_axes={k: dict(v) for k, v in dynamic_axes.items()}, opset_version=OPSET,
                 training=torch.onnx.TrainingMode.PRESERVE, do_constant_folding=False,
                 export_params=True, dynamo=False)

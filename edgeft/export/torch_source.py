@@ -76,12 +76,13 @@ def _import_factory(ref: str):
 class FirstOutput(nn.Module):
     """Make the exported graph's first output the tensor the loss reads."""
 
-    def __init__(self, model: nn.Module) -> None:
+    def __init__(self, model: nn.Module, input_names: list[str]) -> None:
         super().__init__()
         self.model = model
+        self.input_names = input_names
 
-    def forward(self, **inputs: torch.Tensor) -> torch.Tensor:
-        out = self.model(**inputs)
+    def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
+        out = self.model(**dict(zip(self.input_names, inputs)))
         if isinstance(out, (tuple, list)):
             out = out[0]
         elif isinstance(out, dict):
@@ -106,11 +107,11 @@ def load_torch(ref: str, input_specs: list[str], label_names: list[str], num_lab
     if not isinstance(built, nn.Module):
         raise EdgeftError(f"{ref} returned {type(built).__name__}, not a torch.nn.Module.", where=ref,
                           hint="return the model object from the factory.")
-    module = FirstOutput(built)
+    module = FirstOutput(built, [s.name for s in specs])
     sample = {s.name: torch.from_numpy(sample_array(s, seed)) for s in specs}
     try:
         with torch.no_grad():
-            out = module(**sample)
+            out = module(*sample.values())
     except Exception as exc:
         raise EdgeftError(f"The model failed on the sample inputs: {exc}", where=ref,
                           hint="check the --input names, dtypes and dims against the forward() signature.") from exc
