@@ -46,9 +46,16 @@ def find_blocks(names: list[str]) -> Blocks | None:
 
 
 def head_names(order: list[str], blocks: Blocks | None) -> list[str]:
-    """Parameters used after the last block in forward order (all of them when there are no blocks)."""
-    if blocks is None:
+    """Parameters used after the last block in forward order.
+
+    A model without blocks has as head the module of its last parameter (``head.weight`` and
+    ``head.bias``), or that last parameter alone when names carry no module path.
+    """
+    if not order:
         return []
+    if blocks is None:
+        module = order[-1].rpartition(".")[0]
+        return [n for n in order if n.rpartition(".")[0] == module] if module else [order[-1]]
     in_blocks = {n for members in blocks.members.values() for n in members}
     last_pos = max(i for i, n in enumerate(order) if n in in_blocks)
     return [n for n in order[last_pos + 1 :] if n not in in_blocks]
@@ -59,7 +66,7 @@ def select_trainable(order: list[str], spec: str) -> list[str]:
     spec = spec.strip()
     blocks = find_blocks(order)
     if spec == "head" or spec.startswith("last:"):
-        if blocks is None:
+        if blocks is None and spec != "head":
             raise EdgeftError(
                 f"--train {spec} needs a model made of numbered blocks, and none were found in its parameter names.",
                 where="parameter names such as " + ", ".join(order[:3]),

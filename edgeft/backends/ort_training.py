@@ -79,11 +79,11 @@ class OrtTrainer:
 
     def parameters(self) -> dict[str, np.ndarray]:
         """Current values of the trainable parameters, by name."""
-        return {name: np.array(param.data) for name, param in self.state.parameters.items() if param.requires_grad}
+        return {name: np.array(param.data) for name, param in self.state.parameters if param.requires_grad}
 
     def gradients(self) -> dict[str, np.ndarray]:
         """Gradients accumulated since the last optimizer step, by parameter name."""
-        return {name: np.array(param.grad) for name, param in self.state.parameters.items()
+        return {name: np.array(param.grad) for name, param in self.state.parameters
                 if param.requires_grad and param.grad is not None}
 
     def set_learning_rate(self, value: float) -> None:

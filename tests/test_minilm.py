@@ -1,0 +1,85 @@
+"""End to end on the real all-MiniLM-L6-v2: gradient parity with PyTorch, and a last:2 export."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import pytest
+from onnx import numpy_helper
+
+from conftest import text_batch
+from edgeft.backends.ort_training import OrtTrainer
+
+pytestmark = pytest.mark.slow
+
+TEXTS = ["turn on the kitchen lights", "what's the weather like tomorrow", "play some jazz please",
+         "set an alarm for 6:30", "lock the front door", "it's freezing, make it warmer"]
+LABELS = ["lights", "weather", "music", "alarm", "door", "temperature"]
+
+
+@pytest.fixture(scope="module")
+def minilm_last1(export_cache):
+    return export_cache(label_names=LABELS, train="last:1", optimizer="sgd", dropout=False)
+
+
+def test_gradients_match_pytorch_autograd(minilm_last1):
+    import torch
+
+    from edgeft.export.builtin import builtin_path
+    from edgeft.export.hf_source import MeanPoolClassifier
+    from transformers import AutoModel
+
+    result = minilm_last1
+    batch = text_batch(result.folder, TEXTS)
+    batch["labels"] = np.arange(6, dtype=np.int64)
+    trainer = OrtTrainer(result.manifest, threads=2)
+    ort_loss, _ = trainer.train_step(batch)
+    ort_grads = trainer.gradients()
+
+    backbone = AutoModel.from_pretrained(builtin_path("minilm"), local_files_only=True, attn_implementation="eager")
+    reference = MeanPoolClassifier(backbone, 384, 6).eval()
+    forward = onnx.load(str(result.folder / "forward.onnx"))
+    weights = {i.name: torch.from_numpy(numpy_helper.to_array(i).copy()) for i in forward.graph.initializer}
+    state = reference.state_dict()
+    loaded = {k: weights[k] for k in state if k in weights}
+    assert len(loaded) == len([t for t in result.tensors])  # every exported parameter maps to the module
+    reference.load_state_dict(loaded, strict=False)
+    logits = reference(torch.from_numpy(batch["input_ids"]), torch.from_numpy(batch["attention_mask"]))
+    loss = torch.nn.functional.cross_entropy(logits, torch.from_numpy(batch["labels"]))
+    loss.backward()
+    params = dict(reference.named_parameters())
+
+    assert ort_loss == pytest.approx(loss.item(), rel=1e-4)
+    trainable = [t.name for t in result.trainable]
+    assert set(ort_grads) == set(trainable) and len(trainable) == 18
+    scale = max(np.linalg.norm(params[n].grad.numpy()) for n in trainable)
+    for name in trainable:
+        expected = params[name].grad.numpy()
+        got = ort_grads[name].reshape(expected.shape)
+        error = np.linalg.norm(got - expected)
+        if np.linalg.norm(expected) < 1e-6 * scale:
+            # e.g. the attention key bias: softmax over keys cancels it, so its true gradient is 0
+            # and both sides hold only rounding noise; compare against the overall gradient scale
+            assert error < 1e-6 * scale, f"{name}: gradient noise {error:.2e} vs scale {scale:.2e}"
+        else:
+            rel = error / np.linalg.norm(expected)
+            assert rel < 1e-3, f"{name}: relative gradient error {rel:.2e}"
+    # frozen parameters get no gradient in PyTorch's graph either when they are not asked for
+    assert "backbone.encoder.layer.4.output.dense.weight" not in ort_grads
+
+
+def test_last2_export_trains(export_cache):
+    result = export_cache(label_names=LABELS, train="last:2")
+    data = result.manifest.data
+    assert data["trainable"]["parameters"] == 2 * 1_774_464 + 384 * 6 + 6
+    assert data["source"]["builtin"] == "minilm"
+    batch = text_batch(result.folder, TEXTS)
+    batch["labels"] = np.arange(6, dtype=np.int64)
+    trainer = OrtTrainer(result.manifest, threads=2)
+    trainer.set_learning_rate(5e-4)
+    before, _ = trainer.eval_step(batch)
+    for _ in range(5):
+        trainer.train_step(batch)
+        trainer.optimizer_step()
+    after, _ = trainer.eval_step(batch)
+    assert np.isfinite(after) and after < before
