@@ -10,8 +10,10 @@ from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
+import onnx
 
 from edgeft.errors import EdgeftError
+from edgeft.fsutil import atomic_write_bytes
 from edgeft.manifest import Manifest
 from edgeft.ortcompat import quiet_runtime
 
@@ -31,7 +33,7 @@ class OrtTrainer:
     """Train / eval / optimizer sessions of one artifact set (``prefix`` selects e.g. the tail)."""
 
     def __init__(self, manifest: Manifest, threads: int | None = None, checkpoint: Path | None = None,
-                 prefix: str = "") -> None:
+                 prefix: str = "", optimizer_model: Path | None = None) -> None:
         try:
             from onnxruntime.training.api import CheckpointState, Module, Optimizer
         except ImportError as exc:
@@ -45,7 +47,7 @@ class OrtTrainer:
             self.module = Module(str(manifest.path(f"{prefix}training_model")), self.state,
                                  str(manifest.path(f"{prefix}eval_model")), device="cpu",
                                  session_options=session_options(threads))
-            self.optimizer = Optimizer(str(manifest.path(f"{prefix}optimizer_model")), self.module)
+            self.optimizer = Optimizer(str(optimizer_model or manifest.path(f"{prefix}optimizer_model")), self.module)
         except EdgeftError:
             raise
         except Exception as exc:
@@ -88,3 +90,21 @@ class OrtTrainer:
 
     def set_learning_rate(self, value: float) -> None:
         self.optimizer.set_learning_rate(float(value))
+
+    def load_parameters(self, values: Mapping[str, np.ndarray]) -> None:
+        """Overwrite trainable parameters by name (e.g. weights trained on the tail graph)."""
+        for name, param in self.state.parameters:
+            if param.requires_grad and name in values:
+                param.data = np.ascontiguousarray(values[name], dtype=np.float32)
+
+
+def with_weight_decay(source: Path, target: Path, weight_decay: float) -> Path:
+    """Copy an AdamW optimizer model with another weight decay (ORT bakes it into the graph)."""
+    model = onnx.load(str(source))
+    for node in model.graph.node:
+        if node.op_type == "AdamWOptimizer":
+            for attribute in node.attribute:
+                if attribute.name == "weight_decay":
+                    attribute.f = float(weight_decay)
+    atomic_write_bytes(target, model.SerializeToString())
+    return target

@@ -10,7 +10,6 @@ when everything succeeded.
 from __future__ import annotations
 
 import contextlib
-import logging
 import re
 import time
 from collections.abc import Callable
@@ -25,16 +24,14 @@ from edgeft import __version__
 from edgeft.backends.ort_training import OrtTrainer
 from edgeft.errors import EdgeftError
 from edgeft.export.builtin import BUILTIN_MODELS, DEFAULT_MODEL, builtin_path
-from edgeft.export.repairs import declare_optional_outputs, lower_ir_versions, rename_label_input
+from edgeft.export.ort_artifacts import generate
+from edgeft.export.tail import TAIL, build_tail
 from edgeft.export.source import LoadedModel, sample_array
 from edgeft.fsutil import staged_folder
 from edgeft.manifest import Manifest, write_manifest
-from edgeft.ortcompat import captured_native_output, max_ir_version, quiet_runtime, runtime_versions
+from edgeft.ortcompat import runtime_versions
 from edgeft.selection import select_trainable
 from edgeft.tasks import LOSSES, OPTIMIZERS, label_shape
-
-ARTIFACT_FILES = ("training_model.onnx", "eval_model.onnx", "optimizer_model.onnx")
-
 
 @dataclass
 class ExportOptions:
@@ -160,59 +157,15 @@ def _tensors(model: onnx.ModelProto, order: list[str], trainable: set[str]) -> l
     return [Tensor(n, dims[n], n in trainable) for n in order]
 
 
-def _gradient_failed(model: onnx.ModelProto, exc: Exception, log: str) -> EdgeftError:
-    """Explain a gradient-builder failure: which op and node, and what to try instead."""
-    text = f"{exc}\n{log}"
-    match = re.search(r"not been registered: (\w+) for node ?(\S*)", text)
-    if match:
-        op, node = match.group(1), match.group(2)
-        if not node:  # unnamed node: name it by its first output
-            node = next((n.output[0] for n in model.graph.node if n.op_type == op), "?")
-        return EdgeftError(
-            f"ONNX Runtime has no gradient for the operator {op} (node {node}), "
-            "which lies between the loss and a trainable parameter.",
-            where=f"operator {op}, node {node}",
-            hint="train only parameters that come after that node (e.g. --train head, or a smaller last:N).")
-    last = text.strip().splitlines()[-1] if text.strip() else type(exc).__name__
-    return EdgeftError(f"ONNX Runtime could not build the training graph: {last}",
-                       where="onnxruntime.training.artifacts.generate_artifacts",
-                       hint="try a smaller trainable set (--train head).")
-
-
-def _generate(model: onnx.ModelProto, trainable: list[str], frozen: list[str], options: ExportOptions,
-              output: str, stage: Path) -> None:
-    from onnxruntime.training import artifacts
-
-    loss = {"cross-entropy": artifacts.LossType.CrossEntropyLoss, "bce": artifacts.LossType.BCEWithLogitsLoss,
-            "mse": artifacts.LossType.MSELoss, "l1": artifacts.LossType.L1Loss}[options.loss]
-    optim = {"adamw": artifacts.OptimType.AdamW, "sgd": artifacts.OptimType.SGD}[options.optimizer]
-    quiet_runtime()
-    logger = logging.getLogger()
-    level = logger.level
-    logger.setLevel(logging.WARNING)
-    try:
-        with captured_native_output() as native:
-            try:
-                artifacts.generate_artifacts(model, requires_grad=trainable, frozen_params=frozen, loss=loss,
-                                             optimizer=optim, artifact_directory=str(stage),
-                                             additional_output_names=[output])
-            except Exception as exc:  # the gradient builder raises RuntimeError / Fail with a C++ message
-                failure = exc
-            else:
-                failure = None
-        if failure is not None:
-            raise _gradient_failed(model, failure, "".join(native)) from failure
-    finally:
-        logger.setLevel(level)
-
-
 def _smoke_step(manifest: Manifest, loaded: LoadedModel, options: ExportOptions) -> float:
-    """Load the folder with the ORT training API and run one train + optimizer + eval step."""
+    """Load the folder with the ORT training API, run one train + optimizer + eval step, and
+    check that the cached path (prefix, then tail) gives the same eval loss as the full graph."""
     batch = {spec.name: sample_array(spec, options.seed) for spec in loaded.inputs}
     labels = manifest.data["labels"]["input"]
     shape = [d if isinstance(d, int) else 2 for d in labels["shape"]]
     batch["labels"] = np.zeros(shape, dtype=labels["dtype"])
     trainer = OrtTrainer(manifest, threads=None)
+    full_eval, _ = trainer.eval_step(batch)
     loss, outputs = trainer.train_step(batch)
     trainer.optimizer_step()
     eval_loss, _ = trainer.eval_step(batch)
@@ -223,6 +176,18 @@ def _smoke_step(manifest: Manifest, loaded: LoadedModel, options: ExportOptions)
     if tuple(np.asarray(outputs).shape) != expected:
         raise EdgeftError(f"The model's output has shape {np.asarray(outputs).shape}, expected {expected}.",
                           where=loaded.output, hint="the model's output must be [batch, labels].")
+    if manifest.data["cache"]["available"]:
+        import onnxruntime as ort
+
+        prefix = ort.InferenceSession(str(manifest.path("prefix_model")), providers=["CPUExecutionProvider"])
+        feed = {i.name: batch[i.name] for i in prefix.get_inputs()}
+        tail_batch = dict(zip((o.name for o in prefix.get_outputs()), prefix.run(None, feed)))
+        tail_batch.update({name: batch[name] for name in manifest.data["cache"]["raw_inputs"]})
+        tail_batch["labels"] = batch["labels"]
+        tail_eval, _ = OrtTrainer(manifest, prefix=TAIL).eval_step(tail_batch)
+        if not np.isclose(tail_eval, full_eval, rtol=1e-4, atol=1e-6):
+            raise EdgeftError(f"The cached path gives loss {tail_eval}, the full graph {full_eval}.",
+                              where=str(manifest.folder), hint="export again; report this model if it persists.")
     return loss
 
 
@@ -266,19 +231,18 @@ def export_artifacts(options: ExportOptions, progress: Callable[[str], None] | N
             raise EdgeftError(f"--train {options.train} selects only parameters that do not affect the output.",
                               where="--train", hint="choose parameters the output depends on (e.g. --train head).")
     frozen = [n for n in order if n not in set(trainable) and n in float_inits]
-    training_graph = onnx.ModelProto()
-    training_graph.CopyFrom(forward)
-    repairs = declare_optional_outputs(training_graph)
     with staged_folder(dest, force=options.force) as stage:
         step("building training, eval and optimizer models")
-        _generate(training_graph, trainable, frozen, options, loaded.output, stage)
-        repairs += lower_ir_versions(stage, list(ARTIFACT_FILES), max_ir_version())
-        rename_label_input(stage, ["training_model.onnx", "eval_model.onnx"], [i.name for i in loaded.inputs])
+        repairs = generate(forward, trainable, frozen, options.loss, options.optimizer, loaded.output, stage)
         onnx.save(forward, str(stage / "forward.onnx"))
+        step("splitting off the frozen prefix for the activation cache")
+        cache, cache_files, cache_notes = build_tail(forward, trainable, frozen, loaded.inputs, options.loss,
+                                                     options.optimizer, loaded.output, stage, options.seed)
+        loaded.notes.extend(cache_notes)
         (stage / "labels.txt").write_text("".join(f"{n}\n" for n in loaded.label_names), encoding="utf-8")
         files = {"training_model": "training_model.onnx", "eval_model": "eval_model.onnx",
                  "optimizer_model": "optimizer_model.onnx", "checkpoint": "checkpoint",
-                 "forward_model": "forward.onnx", "labels": "labels.txt"}
+                 "forward_model": "forward.onnx", "labels": "labels.txt", **cache_files}
         for fname, content in loaded.preprocessing.files.items():
             (stage / fname).write_bytes(content)
             files[fname.split(".")[0]] = fname
@@ -300,7 +264,7 @@ def export_artifacts(options: ExportOptions, progress: Callable[[str], None] | N
                           "tensors": [{"name": t.name, "shape": t.shape} for t in trainable_t],
                           "parameters": sum(t.numel for t in trainable_t),
                           "frozen_tensors": len(frozen_t), "frozen_parameters": sum(t.numel for t in frozen_t)},
-            "repairs": repairs, "seed": options.seed, "tool": _versions(),
+            "cache": cache, "repairs": repairs, "seed": options.seed, "tool": _versions(),
         }
         manifest = write_manifest(stage, data, files)
         step("running one training step to check the artifacts")

@@ -24,12 +24,13 @@ class InputSpec:
 SAMPLE_DIM = 2
 
 
-def sample_array(spec: InputSpec, seed: int) -> np.ndarray:
-    """A small sample of an input: named dims get size 2; normal floats, ones for integers.
+def sample_array(spec: InputSpec, seed: int, sizes: dict[str, int] | None = None) -> np.ndarray:
+    """A small sample of an input: named dims get ``sizes[name]`` or 2; normal floats, ones for integers.
 
     Ones are valid token ids and a valid attention mask, so text models see a real batch.
     """
-    shape = [d if isinstance(d, int) else SAMPLE_DIM for d in spec.shape]
+    sizes = sizes or {}
+    shape = [d if isinstance(d, int) else sizes.get(d, SAMPLE_DIM) for d in spec.shape]
     dtype = np.dtype(spec.dtype)
     if dtype.kind == "f":
         return np.random.default_rng(seed).standard_normal(shape).astype(dtype)

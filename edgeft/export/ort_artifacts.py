@@ -1,0 +1,74 @@
+"""ONNX Runtime's artifact generator, wrapped: graph repairs first, quiet logs, clear failures.
+
+``generate`` turns a forward graph into training / eval / optimizer models and a checkpoint,
+then lowers IR versions to what the installed runtime loads and gives the loss's target input
+the one name ``labels``. A gradient the runtime cannot build is explained by operator and node.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from pathlib import Path
+
+import onnx
+
+from edgeft.errors import EdgeftError
+from edgeft.export.repairs import declare_optional_outputs, lower_ir_versions, rename_label_input
+from edgeft.ortcompat import captured_native_output, max_ir_version, quiet_runtime
+
+ARTIFACT_FILES = ("training_model.onnx", "eval_model.onnx", "optimizer_model.onnx")
+
+
+def _gradient_failed(model: onnx.ModelProto, exc: Exception, log: str) -> EdgeftError:
+    """Explain a gradient-builder failure: which op and node, and what to try instead."""
+    text = f"{exc}\n{log}"
+    match = re.search(r"not been registered: (\w+) for node ?(\S*)", text)
+    if match:
+        op, node = match.group(1), match.group(2)
+        if not node:  # unnamed node: name it by its first output
+            node = next((n.output[0] for n in model.graph.node if n.op_type == op), "?")
+        return EdgeftError(
+            f"ONNX Runtime has no gradient for the operator {op} (node {node}), "
+            "which lies between the loss and a trainable parameter.",
+            where=f"operator {op}, node {node}",
+            hint="train only parameters that come after that node (e.g. --train head, or a smaller last:N).")
+    last = text.strip().splitlines()[-1] if text.strip() else type(exc).__name__
+    return EdgeftError(f"ONNX Runtime could not build the training graph: {last}",
+                       where="onnxruntime.training.artifacts.generate_artifacts",
+                       hint="try a smaller trainable set (--train head).")
+
+
+def generate(model: onnx.ModelProto, trainable: list[str], frozen: list[str], loss_name: str, optimizer: str,
+             output: str, stage: Path, prefix: str = "") -> list[str]:
+    """Repair ``model``, build its ORT training artifacts in ``stage``; returns the repairs made."""
+    from onnxruntime.training import artifacts
+
+    loss = {"cross-entropy": artifacts.LossType.CrossEntropyLoss, "bce": artifacts.LossType.BCEWithLogitsLoss,
+            "mse": artifacts.LossType.MSELoss, "l1": artifacts.LossType.L1Loss}[loss_name]
+    optim = {"adamw": artifacts.OptimType.AdamW, "sgd": artifacts.OptimType.SGD}[optimizer]
+    graph = onnx.ModelProto()
+    graph.CopyFrom(model)
+    repairs = declare_optional_outputs(graph)
+    quiet_runtime()
+    logger = logging.getLogger()
+    level = logger.level
+    logger.setLevel(logging.WARNING)
+    try:
+        with captured_native_output() as native:
+            try:
+                artifacts.generate_artifacts(graph, requires_grad=trainable, frozen_params=frozen, loss=loss,
+                                             optimizer=optim, artifact_directory=str(stage), prefix=prefix,
+                                             additional_output_names=[output])
+            except Exception as exc:  # the gradient builder raises RuntimeError / Fail with a C++ message
+                failure = exc
+            else:
+                failure = None
+        if failure is not None:
+            raise _gradient_failed(model, failure, "".join(native)) from failure
+    finally:
+        logger.setLevel(level)
+    files = [f"{prefix}{name}" for name in ARTIFACT_FILES]
+    repairs += lower_ir_versions(stage, files, max_ir_version())
+    rename_label_input(stage, files[:2], [i.name for i in model.graph.input])
+    return repairs

@@ -1,0 +1,92 @@
+"""Artifacts for the frozen-prefix cache: ``prefix.onnx`` plus training artifacts of the tail.
+
+The split (see :mod:`edgeft.export.split`) is checked on sample batches: every boundary tensor
+must have the batch on axis 0 and at most one dynamic axis (the sequence, on axis 1) that
+follows the input's sequence length, so cached rows can be stored per example and re-padded.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+
+from edgeft.export.ort_artifacts import generate
+from edgeft.export.source import InputSpec, sample_array
+from edgeft.export.split import Split, split_forward
+
+PREFIX_FILE = "prefix.onnx"
+TAIL = "tail_"
+
+
+def _run_prefix(prefix: onnx.ModelProto, inputs: list[InputSpec], sizes: dict[str, int], seed: int) -> list[np.ndarray]:
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(prefix.SerializeToString(), providers=["CPUExecutionProvider"])
+    names = {i.name for i in session.get_inputs()}
+    feed = {spec.name: sample_array(spec, seed, sizes) for spec in inputs if spec.name in names}
+    return session.run(None, feed)
+
+
+def boundary_spec(split: Split, inputs: list[InputSpec], seed: int) -> tuple[list[dict[str, Any]] | None, str]:
+    """Shapes of the boundary tensors with "batch" / "sequence" axes, or None and the reason."""
+    dynamic = sorted({d for spec in inputs for d in spec.shape if isinstance(d, str) and d != "batch"})
+    small = {"batch": 2, **{d: 5 for d in dynamic}}
+    large = {"batch": 3, **{d: 7 for d in dynamic}}
+    first = _run_prefix(split.prefix, inputs, small, seed)
+    second = _run_prefix(split.prefix, inputs, large, seed)
+    specs = []
+    for name, a, b in zip(split.boundary, first, second):
+        if a.ndim < 1 or a.shape[0] != 2 or b.shape[0] != 3 or a.ndim != b.ndim:
+            return None, f"the frozen part's output {name} has no batch axis"
+        shape: list[int | str] = ["batch"]
+        for axis in range(1, a.ndim):
+            if a.shape[axis] == b.shape[axis]:
+                shape.append(int(a.shape[axis]))
+            elif axis == 1 and a.shape[axis] == 5 and b.shape[axis] == 7 and len(dynamic) == 1:
+                shape.append("sequence")
+            else:
+                return None, f"the frozen part's output {name} has a dynamic axis {axis} that cannot be cached"
+        specs.append({"name": name, "dtype": a.dtype.name, "shape": shape})
+    return specs, ""
+
+
+def _declare_shape(value: onnx.ValueInfoProto, shape: list[int | str]) -> None:
+    dims = value.type.tensor_type.shape
+    del dims.dim[:]
+    for size in shape:
+        dim = dims.dim.add()
+        if isinstance(size, int):
+            dim.dim_value = size
+        else:
+            dim.dim_param = size
+
+
+def build_tail(forward: onnx.ModelProto, trainable: list[str], frozen: list[str], inputs: list[InputSpec],
+               loss: str, optimizer: str, output: str, stage: Path, seed: int) -> tuple[dict[str, Any], dict[str, str], list[str]]:
+    """Write prefix.onnx and tail_* artifacts; returns (manifest section, files, notes)."""
+    split = split_forward(forward, set(trainable), set(frozen))
+    if split is None:
+        return {"available": False, "reason": "no frozen part ahead of the trainable layers"}, {}, []
+    boundary, reason = boundary_spec(split, inputs, seed)
+    if boundary is None:
+        return {"available": False, "reason": reason}, {}, [f"frozen-prefix cache not available: {reason}"]
+    shapes = {b["name"]: b["shape"] for b in boundary}
+    for value in [*split.tail.graph.input, *split.prefix.graph.output]:
+        if value.name in shapes:
+            _declare_shape(value, shapes[value.name])
+    tail_params = {i.name for i in split.tail.graph.initializer}
+    generate(split.tail, trainable, [n for n in frozen if n in tail_params], loss, optimizer, output,
+                       stage, prefix=TAIL)
+    onnx.save(split.prefix, str(stage / PREFIX_FILE))
+    files = {"prefix_model": PREFIX_FILE, "tail_training_model": f"{TAIL}training_model.onnx",
+             "tail_eval_model": f"{TAIL}eval_model.onnx", "tail_optimizer_model": f"{TAIL}optimizer_model.onnx",
+             "tail_checkpoint": f"{TAIL}checkpoint"}
+    per_example = sum(int(np.prod([d for d in b["shape"][1:] if isinstance(d, int)])) * 4 for b in boundary)
+    section = {"available": True, "boundary": boundary, "raw_inputs": split.raw_inputs,
+               "bytes_per_example_row": per_example}
+    notes = [f"frozen-prefix cache: the tail reads {len(boundary)} cached tensor(s) "
+             f"({per_example:,} bytes per example{' per token' if any('sequence' in b['shape'] for b in boundary) else ''})"]
+    return section, files, notes

@@ -1,0 +1,1 @@
+"""The device-side training loop (onnxruntime + numpy only)."""

@@ -1,0 +1,288 @@
+"""``edgeft train``: the whole fine-tuning loop around ONNX Runtime's train / optimizer steps.
+
+Epochs or max steps, warm-up and decay, gradient accumulation, early stopping on a validation
+metric with the best checkpoint kept, atomic checkpoints that resume exactly (data order and
+dropout randomness are functions of the seed and the step, so nothing random needs saving),
+and one JSON line of metrics per epoch in the run folder.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgeft.backends.ort_training import OrtTrainer, with_weight_decay
+from edgeft.data.batching import length_bucketed_batches
+from edgeft.data.records import Records, read_records
+from edgeft.data.split import stratified_split
+from edgeft.errors import EdgeftError
+from edgeft.fsutil import atomic_write_text, sha256_file
+from edgeft.manifest import MANIFEST_NAME, Manifest, load_manifest
+from edgeft.train import checkpoints, metrics
+from edgeft.train.evaluate import Examples, evaluate
+from edgeft.train.examples import ExampleSet
+from edgeft.train.schedule import learning_rate
+
+RUN_FILE = "run.json"
+METRICS_FILE = "metrics.jsonl"
+SUMMARY_FILE = "summary.json"
+
+
+@dataclass
+class TrainConfig:
+    """Hyper-parameters of a run; saved in run.json so --resume can check it is the same run."""
+
+    epochs: int = 3
+    max_steps: int | None = None
+    batch_size: int = 16
+    lr: float = 1e-3
+    schedule: str = "linear"
+    warmup: float = 0.1  # fraction of all optimizer steps
+    weight_decay: float = 0.01
+    accumulate: int = 1
+    seed: int = 0
+    patience: int | None = None
+    metric: str | None = None
+    checkpoint_every: int | None = None
+    bucket: bool = True
+    keep: int = 2
+    val_fraction: float = 0.1
+
+
+@dataclass
+class DataOptions:
+    """Where the data is and how to read it."""
+
+    train: Path
+    val: Path | None = None
+    text_column: str = "text"
+    label_column: str = "label"
+    strict: bool = False
+
+
+class Reporter:
+    """Progress events; the CLI draws a progress bar, the API default stays silent."""
+
+    def message(self, text: str) -> None: ...
+    def start(self, total_steps: int, done_steps: int, epochs: int) -> None: ...
+    def step(self, step: int, loss: float, examples_per_second: float, lr: float) -> None: ...
+    def epoch(self, record: dict[str, Any]) -> None: ...
+    def finish(self) -> None: ...
+
+
+@dataclass
+class RunState:
+    """The loop position saved with every checkpoint."""
+
+    epoch: int = 0  # epochs completed
+    batch: int = 0  # next batch within the current epoch
+    step: int = 0  # optimizer steps done
+    micro: int = 0  # train steps (micro-batches) done; seeds dropout
+    best: float | None = None
+    best_epoch: int | None = None
+    bad_epochs: int = 0
+    history: list[dict[str, Any]] = field(default_factory=list)
+    seconds: float = 0.0
+    examples_seen: int = 0
+
+
+def _read(path: Path, manifest: Manifest, data: DataOptions, reporter: Reporter) -> Records:
+    records = read_records(path, manifest.data, text_column=data.text_column, label_column=data.label_column,
+                           strict=data.strict)
+    if records.skipped:
+        reporter.message(f"skipped {len(records.skipped)} row(s) of {path} with missing values:")
+        for place in records.skipped[:5]:
+            reporter.message(f"  {place}")
+        if len(records.skipped) > 5:
+            reporter.message(f"  ... and {len(records.skipped) - 5} more (use --strict to refuse them)")
+    return records
+
+
+def load_examples(manifest: Manifest, data: DataOptions, config: TrainConfig,
+                  reporter: Reporter) -> tuple[ExampleSet, ExampleSet | None]:
+    """Training and validation examples (validation from --val or a seeded stratified split)."""
+    records = _read(data.train, manifest, data, reporter)
+    if data.val is not None:
+        val_records: Records | None = _read(data.val, manifest, data, reporter)
+    elif config.val_fraction > 0 and len(records) >= 10:
+        train_idx, val_idx = stratified_split(records.labels, config.val_fraction, config.seed)
+        records, val_records = records.subset(train_idx), records.subset(val_idx)
+        reporter.message(f"validation: {len(val_records)} examples split from the training data (seed {config.seed})")
+    else:
+        val_records = None
+    return ExampleSet(records, manifest), (ExampleSet(val_records, manifest) if val_records is not None else None)
+
+
+def _run_record(manifest: Manifest, data: DataOptions, config: TrainConfig) -> dict[str, Any]:
+    return {"artifacts": str(manifest.folder.resolve()),
+            "manifest_sha256": sha256_file(manifest.folder / MANIFEST_NAME),
+            "train": str(data.train), "val": str(data.val) if data.val else None,
+            "text_column": data.text_column, "label_column": data.label_column, "config": asdict(config)}
+
+
+def _prepare_run_dir(run_dir: Path, record: dict[str, Any], resume: bool, force: bool) -> None:
+    run_file = run_dir / RUN_FILE
+    if resume:
+        if not run_file.is_file():
+            raise EdgeftError(f"There is no run to resume in {run_dir}.", where=str(run_dir),
+                              hint="start the run without --resume, or give the --run-dir of the interrupted run.")
+        saved = json.loads(run_file.read_text(encoding="utf-8"))
+        for key in ("manifest_sha256", "train", "val", "config"):
+            if saved.get(key) != record.get(key):
+                raise EdgeftError(f"--resume: this run was started with another {key.replace('_', ' ')}.",
+                                  where=str(run_file),
+                                  hint="resume with the same artifacts, data and options, or start a new --run-dir.")
+        return
+    if run_dir.exists() and any(run_dir.iterdir()):
+        if not force:
+            raise EdgeftError(f"The run folder {run_dir} already holds a run.", where=str(run_dir),
+                              hint="pass --resume to continue it, --force to start over, or another --run-dir.")
+        shutil.rmtree(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(run_file, json.dumps(record, indent=2) + "\n")
+
+
+def _open_trainer(manifest: Manifest, config: TrainConfig, run_dir: Path, threads: int | None,
+                  checkpoint: Path | None) -> OrtTrainer:
+    optimizer_model = None
+    if manifest.data["optimizer"] == "adamw" and config.weight_decay:
+        optimizer_model = with_weight_decay(manifest.path("optimizer_model"), run_dir / "optimizer_model.onnx",
+                                            config.weight_decay)
+    elif manifest.data["optimizer"] == "sgd" and config.weight_decay:
+        raise EdgeftError("ONNX Runtime's SGD optimizer has no weight decay.", where="--weight-decay",
+                          hint="pass --weight-decay 0, or export with --optimizer adamw.")
+    return OrtTrainer(manifest, threads=threads, checkpoint=checkpoint, optimizer_model=optimizer_model)
+
+
+def _better(metric: str, value: float, best: float | None) -> bool:
+    if best is None:
+        return True
+    return value > best if metrics.HIGHER_IS_BETTER.get(metric, False) else value < best
+
+
+def train(artifacts: Path, data: DataOptions, run_dir: Path, config: TrainConfig = TrainConfig(),
+          threads: int | None = None, resume: bool = False, force: bool = False,
+          reporter: Reporter | None = None) -> dict[str, Any]:
+    """Fine-tune the artifacts' trainable layers on ``data``; returns the run summary."""
+    import onnxruntime as ort
+
+    reporter = reporter or Reporter()
+    manifest = load_manifest(artifacts, kind="artifacts")
+    task, labels = manifest.data["task"], manifest.data["labels"]["names"]
+    metric = config.metric or metrics.default_metric(task)
+    if metric not in metrics.HIGHER_IS_BETTER:
+        raise EdgeftError(f"Unknown metric {metric!r}.", where="--metric",
+                          hint=f"use one of {', '.join(metrics.HIGHER_IS_BETTER)}.")
+    record = _run_record(manifest, data, config)
+    train_set, val_set = load_examples(manifest, data, config, reporter)
+    _prepare_run_dir(run_dir, record, resume, force)
+    latest = checkpoints.latest(run_dir) if resume else None
+    state = RunState(**checkpoints.load_state(latest)) if latest else RunState()
+    trainer = _open_trainer(manifest, config, run_dir, threads,
+                            latest / checkpoints.ORT_CHECKPOINT if latest else None)
+    if resume:
+        reporter.message(f"resuming from {latest.name if latest else 'the start'} "
+                         f"(epoch {state.epoch}, step {state.step})")
+    examples: Examples = train_set
+    batches_per_epoch = math.ceil(len(examples) / config.batch_size)
+    steps_per_epoch = math.ceil(batches_per_epoch / config.accumulate)
+    total_steps = config.max_steps or config.epochs * steps_per_epoch
+    epochs = math.ceil(total_steps / steps_per_epoch)
+    warmup = int(round(config.warmup * total_steps))
+    lr_scale = 1.0 / config.accumulate if manifest.data["optimizer"] == "sgd" else 1.0
+    num_labels = len(labels)
+
+    def checkpoint(folder: Path, force_replace: bool = False) -> None:
+        checkpoints.save(folder, trainer.state, asdict(state), force=force_replace)
+
+    if not state.history and val_set is not None:
+        before = evaluate(trainer, val_set, task, num_labels, config.batch_size)
+        state.history.append({"epoch": 0, "step": 0, "val": before})
+        reporter.message(f"before training: {_describe(before)}")
+    reporter.start(total_steps, state.step, epochs)
+    started = time.perf_counter() - state.seconds
+    stop = False
+    for epoch in range(state.epoch, epochs):
+        order = length_bucketed_batches(examples.lengths, config.batch_size,
+                                        np.random.default_rng([config.seed, epoch]), config.bucket)
+        train_losses: list[float] = []
+        window_start, window_examples = time.perf_counter(), 0
+        for index in range(state.batch, len(order)):
+            batch = examples.inputs(order[index])
+            batch["labels"] = examples.labels(order[index])
+            ort.set_seed(config.seed * 1_000_003 + state.micro)  # dropout masks follow the step: resumable
+            loss, _ = trainer.train_step(batch)
+            state.micro += 1
+            if not math.isfinite(loss):
+                last = checkpoints.latest(run_dir)
+                raise EdgeftError(
+                    f"Training diverged: the loss became {loss} at epoch {epoch + 1}, step {state.step}.",
+                    where=str(run_dir),
+                    hint="lower --lr (or raise --warmup); the last good checkpoint is "
+                         f"{last if last else 'the exported one'} and is untouched.")
+            train_losses.append(loss)
+            state.examples_seen += len(order[index])
+            window_examples += len(order[index])
+            state.batch = index + 1
+            if state.batch % config.accumulate == 0 or state.batch == len(order):
+                rate = learning_rate(state.step, total_steps, config.lr, warmup, config.schedule)
+                trainer.set_learning_rate(rate * lr_scale)
+                trainer.optimizer_step()
+                state.step += 1
+                elapsed = time.perf_counter() - window_start
+                reporter.step(state.step, float(np.mean(train_losses[-20:])), window_examples / max(elapsed, 1e-9), rate)
+                if config.checkpoint_every and state.step % config.checkpoint_every == 0 and state.batch < len(order):
+                    state.seconds = time.perf_counter() - started
+                    checkpoint(checkpoints.step_folder(run_dir, state.step))
+                    checkpoints.prune(run_dir, config.keep)
+                if state.step >= total_steps:
+                    break
+        state.epoch, state.batch = epoch + 1, 0
+        entry: dict[str, Any] = {"epoch": epoch + 1, "step": state.step, "train_loss": float(np.mean(train_losses))
+                                 if train_losses else None, "lr": learning_rate(max(state.step - 1, 0), total_steps,
+                                                                               config.lr, warmup, config.schedule)}
+        if val_set is not None:
+            entry["val"] = evaluate(trainer, val_set, task, num_labels, config.batch_size)
+            value = entry["val"][metric]
+            if _better(metric, value, state.best):
+                state.best, state.best_epoch, state.bad_epochs = value, epoch + 1, 0
+                checkpoint(run_dir / checkpoints.BEST, force_replace=True)
+            else:
+                state.bad_epochs += 1
+            stop = config.patience is not None and state.bad_epochs >= config.patience
+        state.history.append(entry)
+        state.seconds = time.perf_counter() - started
+        entry["seconds"] = round(state.seconds, 3)
+        atomic_write_text(run_dir / METRICS_FILE, "".join(json.dumps(h) + "\n" for h in state.history))
+        checkpoint(checkpoints.step_folder(run_dir, state.step), force_replace=True)
+        checkpoints.prune(run_dir, config.keep)
+        reporter.epoch(entry)
+        if stop:
+            reporter.message(f"early stopping: no better {metric} for {config.patience} epoch(s)")
+            break
+        if state.step >= total_steps:
+            break
+    reporter.finish()
+    summary = {
+        "run_dir": str(run_dir), "artifacts": str(artifacts), "task": task, "metric": metric,
+        "train_examples": len(train_set), "val_examples": len(val_set) if val_set is not None else 0,
+        "epochs": state.epoch, "steps": state.step, "seconds": round(state.seconds, 3),
+        "examples_per_second": round(state.examples_seen / max(state.seconds, 1e-9), 1),
+        "before": state.history[0].get("val") if state.history and state.history[0]["epoch"] == 0 else None,
+        "after": state.history[-1].get("val") if state.history else None,
+        "best": {"epoch": state.best_epoch, metric: state.best}, "early_stopped": stop,
+        "checkpoint": str(run_dir / checkpoints.BEST if state.best_epoch else checkpoints.latest(run_dir)),
+    }
+    atomic_write_text(run_dir / SUMMARY_FILE, json.dumps(summary, indent=2) + "\n")
+    return summary
+
+
+def _describe(values: dict[str, Any]) -> str:
+    return ", ".join(f"{k} {v:.4f}" for k, v in values.items() if isinstance(v, float))
