@@ -19,6 +19,8 @@ from edgeft.errors import EdgeftError
 COMMANDS: dict[str, tuple[str, str]] = {
     "export": ("export", "Turn a pretrained model into ONNX Runtime training artifacts."),
     "inspect": ("inspect", "Show an artifact folder's manifest and verify every file's hash."),
+    "train": ("train", "Fine-tune the trainable layers on your data, on this CPU."),
+    "evaluate": ("evaluate", "Metrics of artifacts or a trained run on labelled data."),
 }
 
 
@@ -48,6 +50,8 @@ def cli() -> None:
     Typical flow:
       edgeft export --labels labels.txt          # host: model -> training artifacts
       edgeft inspect artifacts/minilm            # check what was built
+      edgeft train artifacts/minilm train.csv    # device: fine-tune on your data
+      edgeft evaluate artifacts/runs/minilm test.csv
     """
 
 

@@ -18,6 +18,7 @@ from edgeft.fsutil import atomic_write_text, sha256_file
 
 MANIFEST_NAME = "manifest.json"
 FORMAT_VERSION = 1
+TAIL_PREFIX = "tail_"  # file keys of the tail artifacts used with the frozen-prefix cache
 
 
 @dataclass

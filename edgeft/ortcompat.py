@@ -12,10 +12,13 @@ import importlib.util
 import os
 import sys
 import tempfile
+import types
 from collections.abc import Iterator
 
 import onnx
 from onnx import TensorProto, helper
+
+from edgeft.errors import EdgeftError
 
 
 @functools.lru_cache(maxsize=1)
@@ -35,6 +38,32 @@ def max_ir_version() -> int:
         except Exception:  # the runtime refuses IR versions it does not know
             continue
     return 7
+
+
+def training_api() -> types.ModuleType:
+    """``onnxruntime.training.api`` loaded without torch.
+
+    The ``onnxruntime/training/__init__.py`` of onnxruntime-training-cpu 1.19.2 imports its
+    ``optim`` helpers, which ``import torch`` unconditionally, so on a device without torch the
+    training API cannot be imported although it needs only the runtime. When that import fails,
+    the package is registered without running its ``__init__`` and the ``api`` subpackage (pure
+    bindings) is imported directly.
+    """
+    try:
+        from onnxruntime.training import api
+
+        return api
+    except ImportError as exc:
+        spec = importlib.util.find_spec("onnxruntime.training")
+        if spec is None or not spec.submodule_search_locations:
+            raise EdgeftError("The installed onnxruntime has no training API.", where="onnxruntime",
+                              hint="install onnxruntime-training-cpu (see edgeft's constraints file), "
+                                   "or train with the portable backend.") from exc
+        package = types.ModuleType("onnxruntime.training")
+        package.__path__ = list(spec.submodule_search_locations)
+        package.__spec__ = spec
+        sys.modules["onnxruntime.training"] = package
+        return importlib.import_module("onnxruntime.training.api")
 
 
 def has_training_api() -> bool:

@@ -129,3 +129,17 @@ def text_batch(folder: Path, texts: list[str]) -> dict[str, np.ndarray]:
         ids[row, : len(e.ids)] = e.ids
         mask[row, : len(e.ids)] = 1
     return {"input_ids": ids, "attention_mask": mask}
+
+
+HEAVY = ("torch", "transformers", "optimum", "sentence_transformers")
+# Makes `import torch` (and the others) fail as on a device where they are not installed;
+# onnxruntime's training package then skips its optional torch helpers, as it does there.
+BLOCK_HEAVY = "import sys\n" + "".join(f"sys.modules[{m!r}] = None\n" for m in HEAVY)
+
+
+def run_device_side(code: str, timeout: int = 300):
+    """Run Python code in a fresh interpreter in which torch, transformers and optimum cannot load."""
+    import subprocess
+
+    return subprocess.run([sys.executable, "-c", BLOCK_HEAVY + code], capture_output=True, text=True,
+                          timeout=timeout, cwd=str(TESTS))

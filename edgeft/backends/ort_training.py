@@ -15,7 +15,7 @@ import onnx
 from edgeft.errors import EdgeftError
 from edgeft.fsutil import atomic_write_bytes
 from edgeft.manifest import Manifest
-from edgeft.ortcompat import quiet_runtime
+from edgeft.ortcompat import quiet_runtime, training_api
 
 
 def session_options(threads: int | None):  # -> onnxruntime.SessionOptions
@@ -34,20 +34,16 @@ class OrtTrainer:
 
     def __init__(self, manifest: Manifest, threads: int | None = None, checkpoint: Path | None = None,
                  prefix: str = "", optimizer_model: Path | None = None) -> None:
-        try:
-            from onnxruntime.training.api import CheckpointState, Module, Optimizer
-        except ImportError as exc:
-            raise EdgeftError("The installed onnxruntime has no training API.", where="onnxruntime",
-                              hint="install onnxruntime-training-cpu (see edgeft's constraints file).") from exc
+        api = training_api()
         quiet_runtime()
         self.manifest = manifest
         ckpt = checkpoint or manifest.path(f"{prefix}checkpoint")
         try:
-            self.state = CheckpointState.load_checkpoint(str(ckpt))
-            self.module = Module(str(manifest.path(f"{prefix}training_model")), self.state,
+            self.state = api.CheckpointState.load_checkpoint(str(ckpt))
+            self.module = api.Module(str(manifest.path(f"{prefix}training_model")), self.state,
                                  str(manifest.path(f"{prefix}eval_model")), device="cpu",
                                  session_options=session_options(threads))
-            self.optimizer = Optimizer(str(optimizer_model or manifest.path(f"{prefix}optimizer_model")), self.module)
+            self.optimizer = api.Optimizer(str(optimizer_model or manifest.path(f"{prefix}optimizer_model")), self.module)
         except EdgeftError:
             raise
         except Exception as exc:

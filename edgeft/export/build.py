@@ -25,10 +25,10 @@ from edgeft.backends.ort_training import OrtTrainer
 from edgeft.errors import EdgeftError
 from edgeft.export.builtin import BUILTIN_MODELS, DEFAULT_MODEL, builtin_path
 from edgeft.export.ort_artifacts import generate
-from edgeft.export.tail import TAIL, build_tail
+from edgeft.export.tail import build_tail
 from edgeft.export.source import LoadedModel, sample_array
 from edgeft.fsutil import staged_folder
-from edgeft.manifest import Manifest, write_manifest
+from edgeft.manifest import TAIL_PREFIX, Manifest, write_manifest
 from edgeft.ortcompat import runtime_versions
 from edgeft.selection import select_trainable
 from edgeft.tasks import LOSSES, OPTIMIZERS, label_shape
@@ -184,7 +184,7 @@ def _smoke_step(manifest: Manifest, loaded: LoadedModel, options: ExportOptions)
         tail_batch = dict(zip((o.name for o in prefix.get_outputs()), prefix.run(None, feed)))
         tail_batch.update({name: batch[name] for name in manifest.data["cache"]["raw_inputs"]})
         tail_batch["labels"] = batch["labels"]
-        tail_eval, _ = OrtTrainer(manifest, prefix=TAIL).eval_step(tail_batch)
+        tail_eval, _ = OrtTrainer(manifest, prefix=TAIL_PREFIX).eval_step(tail_batch)
         if not np.isclose(tail_eval, full_eval, rtol=1e-4, atol=1e-6):
             raise EdgeftError(f"The cached path gives loss {tail_eval}, the full graph {full_eval}.",
                               where=str(manifest.folder), hint="export again; report this model if it persists.")

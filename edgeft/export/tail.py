@@ -16,9 +16,9 @@ import onnx
 from edgeft.export.ort_artifacts import generate
 from edgeft.export.source import InputSpec, sample_array
 from edgeft.export.split import Split, split_forward
+from edgeft.manifest import TAIL_PREFIX as TAIL
 
 PREFIX_FILE = "prefix.onnx"
-TAIL = "tail_"
 
 
 def _run_prefix(prefix: onnx.ModelProto, inputs: list[InputSpec], sizes: dict[str, int], seed: int) -> list[np.ndarray]:

@@ -15,6 +15,7 @@ from typing import Any
 
 from edgeft.errors import EdgeftError
 from edgeft.fsutil import staged_folder
+from edgeft.ortcompat import training_api
 
 CHECKPOINTS = "checkpoints"
 BEST = "best"
@@ -24,10 +25,8 @@ ORT_CHECKPOINT = "checkpoint"
 
 def save(folder: Path, ort_state: Any, state: dict[str, Any], force: bool = False) -> Path:
     """Write ``folder`` (ORT checkpoint with optimizer state, then state.json) atomically."""
-    from onnxruntime.training.api import CheckpointState
-
     with staged_folder(folder, force=force) as stage:
-        CheckpointState.save_checkpoint(ort_state, str(stage / ORT_CHECKPOINT), include_optimizer_state=True)
+        training_api().CheckpointState.save_checkpoint(ort_state, str(stage / ORT_CHECKPOINT), include_optimizer_state=True)
         (stage / STATE).write_text(json.dumps(state, indent=1, sort_keys=True), encoding="utf-8")
     return folder
 

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
 
 from edgeft.data.batching import sequential_batches
+from edgeft.errors import EdgeftError
+from edgeft.manifest import Manifest, load_manifest
 from edgeft.train import metrics
 
 
@@ -49,3 +53,58 @@ def evaluate(trainer: Stepper, examples: Examples, task: str, num_labels: int, b
     """Loss plus the task's metrics (see edgeft.train.metrics)."""
     loss, outputs, labels = predict(trainer, examples, batch_size)
     return {"loss": loss, **metrics.compute(task, outputs, labels, num_labels)}
+
+
+def checkpoint_parameters(path: Path) -> dict[str, np.ndarray]:
+    """Trainable parameters stored in an ORT checkpoint (full or tail artifacts alike)."""
+    from edgeft.ortcompat import training_api
+
+    state = training_api().CheckpointState.load_checkpoint(str(path))
+    return {name: np.array(param.data) for name, param in state.parameters if param.requires_grad}
+
+
+def resolve_model(path: Path, checkpoint: Path | None = None) -> tuple[Manifest, Path | None]:
+    """An artifact folder, or a run folder (its artifacts and best, else latest, checkpoint)."""
+    from edgeft.train import checkpoints
+    from edgeft.train.loop import RUN_FILE
+
+    run_file = path / RUN_FILE
+    if run_file.is_file():
+        try:
+            record = json.loads(run_file.read_text(encoding="utf-8"))
+            artifacts = Path(record["artifacts"])
+        except (OSError, KeyError, json.JSONDecodeError) as exc:
+            raise EdgeftError(f"The run record cannot be read: {exc}.", where=str(run_file),
+                              hint="give the artifact folder and --checkpoint instead.") from exc
+        if checkpoint is None:
+            best = path / checkpoints.BEST
+            chosen = best if (best / checkpoints.STATE).is_file() else checkpoints.latest(path)
+            if chosen is None:
+                raise EdgeftError(f"The run {path} has no checkpoint yet.", where=str(path),
+                                  hint="train for at least one epoch (or --checkpoint-every N steps).")
+            checkpoint = chosen / checkpoints.ORT_CHECKPOINT
+        return load_manifest(artifacts, kind="artifacts"), checkpoint
+    return load_manifest(path, kind="artifacts"), checkpoint
+
+
+def evaluate_folder(path: Path, data: Path, checkpoint: Path | None = None, batch_size: int = 32,
+                    threads: int | None = None, text_column: str = "text", label_column: str = "label",
+                    strict: bool = False) -> dict[str, Any]:
+    """``edgeft evaluate``: metrics of an artifact folder or a trained run on a data file."""
+    from edgeft.backends.ort_training import OrtTrainer
+    from edgeft.data.records import read_records
+    from edgeft.train.examples import ExampleSet
+
+    manifest, checkpoint = resolve_model(path, checkpoint)
+    records = read_records(data, manifest.data, text_column=text_column, label_column=label_column, strict=strict)
+    trainer = OrtTrainer(manifest, threads=threads)
+    if checkpoint is not None:
+        if not Path(checkpoint).exists():
+            raise EdgeftError(f"The checkpoint {checkpoint} does not exist.", where=str(checkpoint),
+                              hint="give a checkpoint file written by edgeft train.")
+        trainer.load_parameters(checkpoint_parameters(Path(checkpoint)))
+    result = evaluate(trainer, ExampleSet(records, manifest), manifest.data["task"],
+                      len(manifest.data["labels"]["names"]), batch_size)
+    return {"model": str(path), "checkpoint": str(checkpoint) if checkpoint else None, "data": str(data),
+            "examples": len(records), "skipped": len(records.skipped), "labels": manifest.data["labels"]["names"],
+            **result}

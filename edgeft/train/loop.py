@@ -24,8 +24,9 @@ from edgeft.data.records import Records, read_records
 from edgeft.data.split import stratified_split
 from edgeft.errors import EdgeftError
 from edgeft.fsutil import atomic_write_text, sha256_file
-from edgeft.manifest import MANIFEST_NAME, Manifest, load_manifest
+from edgeft.manifest import MANIFEST_NAME, TAIL_PREFIX, Manifest, load_manifest
 from edgeft.train import checkpoints, metrics
+from edgeft.train.cache import CachedExamples
 from edgeft.train.evaluate import Examples, evaluate
 from edgeft.train.examples import ExampleSet
 from edgeft.train.schedule import learning_rate
@@ -51,6 +52,8 @@ class TrainConfig:
     patience: int | None = None
     metric: str | None = None
     checkpoint_every: int | None = None
+    cache: bool = True
+    cache_mb: int = 1024
     bucket: bool = True
     keep: int = 2
     val_fraction: float = 0.1
@@ -150,15 +153,15 @@ def _prepare_run_dir(run_dir: Path, record: dict[str, Any], resume: bool, force:
 
 
 def _open_trainer(manifest: Manifest, config: TrainConfig, run_dir: Path, threads: int | None,
-                  checkpoint: Path | None) -> OrtTrainer:
+                  checkpoint: Path | None, prefix: str) -> OrtTrainer:
     optimizer_model = None
     if manifest.data["optimizer"] == "adamw" and config.weight_decay:
-        optimizer_model = with_weight_decay(manifest.path("optimizer_model"), run_dir / "optimizer_model.onnx",
-                                            config.weight_decay)
+        optimizer_model = with_weight_decay(manifest.path(f"{prefix}optimizer_model"),
+                                            run_dir / f"{prefix}optimizer_model.onnx", config.weight_decay)
     elif manifest.data["optimizer"] == "sgd" and config.weight_decay:
         raise EdgeftError("ONNX Runtime's SGD optimizer has no weight decay.", where="--weight-decay",
                           hint="pass --weight-decay 0, or export with --optimizer adamw.")
-    return OrtTrainer(manifest, threads=threads, checkpoint=checkpoint, optimizer_model=optimizer_model)
+    return OrtTrainer(manifest, threads=threads, checkpoint=checkpoint, prefix=prefix, optimizer_model=optimizer_model)
 
 
 def _better(metric: str, value: float, best: float | None) -> bool:
@@ -185,12 +188,24 @@ def train(artifacts: Path, data: DataOptions, run_dir: Path, config: TrainConfig
     _prepare_run_dir(run_dir, record, resume, force)
     latest = checkpoints.latest(run_dir) if resume else None
     state = RunState(**checkpoints.load_state(latest)) if latest else RunState()
+    use_cache = config.cache and bool(manifest.data.get("cache", {}).get("available"))
     trainer = _open_trainer(manifest, config, run_dir, threads,
-                            latest / checkpoints.ORT_CHECKPOINT if latest else None)
+                            latest / checkpoints.ORT_CHECKPOINT if latest else None, TAIL_PREFIX if use_cache else "")
     if resume:
         reporter.message(f"resuming from {latest.name if latest else 'the start'} "
                          f"(epoch {state.epoch}, step {state.step})")
     examples: Examples = train_set
+    val_examples: Examples | None = val_set
+    if use_cache:
+        reporter.message("running the frozen part once over the data (frozen-prefix cache)")
+        budget = config.cache_mb * 2**20
+        cached = CachedExamples(train_set, manifest, threads, budget, run_dir / "cache")
+        examples = cached
+        if val_set is not None:
+            val_examples = CachedExamples(val_set, manifest, threads, max(budget - cached.nbytes, 0), run_dir / "cache")
+        reporter.message(f"cache: {cached.nbytes / 2**20:.1f} MiB{' (spilled to disk)' if cached.spilled else ''}")
+    elif config.cache and not manifest.data.get("cache", {}).get("available"):
+        reporter.message(f"frozen-prefix cache not available: {manifest.data.get('cache', {}).get('reason', 'old artifacts')}")
     batches_per_epoch = math.ceil(len(examples) / config.batch_size)
     steps_per_epoch = math.ceil(batches_per_epoch / config.accumulate)
     total_steps = config.max_steps or config.epochs * steps_per_epoch
@@ -199,11 +214,19 @@ def train(artifacts: Path, data: DataOptions, run_dir: Path, config: TrainConfig
     lr_scale = 1.0 / config.accumulate if manifest.data["optimizer"] == "sgd" else 1.0
     num_labels = len(labels)
 
+    def diverged(what: str) -> EdgeftError:
+        last = checkpoints.latest(run_dir)
+        return EdgeftError(f"Training diverged: {what} at epoch {state.epoch + 1}, step {state.step}.",
+                           where=str(run_dir), hint="lower --lr (or raise --warmup); the last good checkpoint is "
+                                                    f"{last if last else 'the exported one'} and is untouched.")
+
     def checkpoint(folder: Path, force_replace: bool = False) -> None:
+        if not all(np.isfinite(value).all() for value in trainer.parameters().values()):
+            raise diverged("the weights became infinite or NaN")
         checkpoints.save(folder, trainer.state, asdict(state), force=force_replace)
 
-    if not state.history and val_set is not None:
-        before = evaluate(trainer, val_set, task, num_labels, config.batch_size)
+    if not state.history and val_examples is not None:
+        before = evaluate(trainer, val_examples, task, num_labels, config.batch_size)
         state.history.append({"epoch": 0, "step": 0, "val": before})
         reporter.message(f"before training: {_describe(before)}")
     reporter.start(total_steps, state.step, epochs)
@@ -221,12 +244,7 @@ def train(artifacts: Path, data: DataOptions, run_dir: Path, config: TrainConfig
             loss, _ = trainer.train_step(batch)
             state.micro += 1
             if not math.isfinite(loss):
-                last = checkpoints.latest(run_dir)
-                raise EdgeftError(
-                    f"Training diverged: the loss became {loss} at epoch {epoch + 1}, step {state.step}.",
-                    where=str(run_dir),
-                    hint="lower --lr (or raise --warmup); the last good checkpoint is "
-                         f"{last if last else 'the exported one'} and is untouched.")
+                raise diverged(f"the loss became {loss}")
             train_losses.append(loss)
             state.examples_seen += len(order[index])
             window_examples += len(order[index])
@@ -248,8 +266,8 @@ def train(artifacts: Path, data: DataOptions, run_dir: Path, config: TrainConfig
         entry: dict[str, Any] = {"epoch": epoch + 1, "step": state.step, "train_loss": float(np.mean(train_losses))
                                  if train_losses else None, "lr": learning_rate(max(state.step - 1, 0), total_steps,
                                                                                config.lr, warmup, config.schedule)}
-        if val_set is not None:
-            entry["val"] = evaluate(trainer, val_set, task, num_labels, config.batch_size)
+        if val_examples is not None:
+            entry["val"] = evaluate(trainer, val_examples, task, num_labels, config.batch_size)
             value = entry["val"][metric]
             if _better(metric, value, state.best):
                 state.best, state.best_epoch, state.bad_epochs = value, epoch + 1, 0
@@ -270,11 +288,15 @@ def train(artifacts: Path, data: DataOptions, run_dir: Path, config: TrainConfig
         if state.step >= total_steps:
             break
     reporter.finish()
+    for holder in (examples, val_examples):
+        if isinstance(holder, CachedExamples):
+            holder.close()
     summary = {
         "run_dir": str(run_dir), "artifacts": str(artifacts), "task": task, "metric": metric,
         "train_examples": len(train_set), "val_examples": len(val_set) if val_set is not None else 0,
         "epochs": state.epoch, "steps": state.step, "seconds": round(state.seconds, 3),
         "examples_per_second": round(state.examples_seen / max(state.seconds, 1e-9), 1),
+        "cache": use_cache, "artifact_set": "tail" if use_cache else "full",
         "before": state.history[0].get("val") if state.history and state.history[0]["epoch"] == 0 else None,
         "after": state.history[-1].get("val") if state.history else None,
         "best": {"epoch": state.best_epoch, metric: state.best}, "early_stopped": stop,

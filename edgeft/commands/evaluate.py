@@ -1,0 +1,60 @@
+"""``edgeft evaluate``: metrics of an artifact folder or a trained run on labelled data."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from edgeft.commands.common import data_options
+
+
+@click.command(name="evaluate", context_settings={"max_content_width": 100})
+@click.argument("model", type=click.Path(path_type=Path))
+@click.argument("data", type=click.Path(path_type=Path))
+@click.option("--checkpoint", type=click.Path(path_type=Path), help="An ORT checkpoint to evaluate [default: the run's best].")
+@click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True)
+@click.option("--threads", type=click.IntRange(min=1), help="Compute threads [default: ONNX Runtime's choice].")
+@data_options
+@click.option("--json", "as_json", is_flag=True, help="Print the metrics as JSON on stdout.")
+def command(model: Path, data: Path, checkpoint: Path | None, batch_size: int, threads: int | None,
+            text_column: str, label_column: str, strict: bool, as_json: bool) -> None:
+    """Evaluate MODEL (an artifact folder, or a run folder from edgeft train) on DATA.
+
+    Classification: loss, accuracy, macro-F1 and the confusion matrix; multi-label: exact-match
+    accuracy and F1; regression: MAE and RMSE.
+
+    \b
+    Examples:
+      edgeft evaluate artifacts/runs/minilm data/test.csv
+      edgeft evaluate artifacts/minilm data/test.csv          # before fine-tuning
+      edgeft evaluate artifacts/runs/minilm test.jsonl --json | jq .accuracy
+    """
+    from rich.table import Table
+
+    from edgeft.report import stderr
+    from edgeft.train.evaluate import evaluate_folder
+
+    result = evaluate_folder(model, data, checkpoint, batch_size, threads, text_column, label_column, strict)
+    if as_json:
+        click.echo(json.dumps(result, indent=2))
+        return
+    table = Table(title=f"{result['examples']} examples of {data}", title_justify="left")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for key, value in result.items():
+        if isinstance(value, float):
+            table.add_row(key, f"{value:.4f}")
+    stderr.print(table)
+    confusion = result.get("confusion")
+    if confusion and len(confusion) <= 20:
+        matrix = Table(title="Confusion matrix (rows: true, columns: predicted)", title_justify="left")
+        matrix.add_column("")
+        names = result["labels"]
+        for index in range(len(names)):
+            matrix.add_column(str(index), justify="right")
+        for index, row in enumerate(confusion):
+            matrix.add_row(f"{index} {names[index]}", *[f"[bold]{v}[/]" if i == index else (str(v) if v else "·")
+                                                      for i, v in enumerate(row)])
+        stderr.print(matrix)

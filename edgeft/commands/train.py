@@ -1,0 +1,74 @@
+"""``edgeft train``: fine-tune on the device (onnxruntime and numpy only)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from edgeft.commands.common import data_options
+
+
+@click.command(name="train", context_settings={"max_content_width": 100})
+@click.argument("artifacts", type=click.Path(path_type=Path))
+@click.argument("data", type=click.Path(path_type=Path))
+@click.option("--val", type=click.Path(path_type=Path), help="Validation data [default: a stratified split of DATA].")
+@click.option("--val-fraction", type=click.FloatRange(0, 0.9), default=0.1, show_default=True,
+              help="Share of DATA held out for validation when --val is not given (0: none).")
+@click.option("--run-dir", type=click.Path(path_type=Path), help="Run folder [default: artifacts/runs/NAME].")
+@click.option("--epochs", type=click.IntRange(min=1), default=3, show_default=True)
+@click.option("--max-steps", type=click.IntRange(min=1), help="Stop after this many optimizer steps.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=16, show_default=True)
+@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=1e-3, show_default=True, help="Peak learning rate.")
+@click.option("--schedule", type=click.Choice(["linear", "cosine", "constant"]), default="linear", show_default=True)
+@click.option("--warmup", type=click.FloatRange(0, 1), default=0.1, show_default=True, help="Warm-up share of all steps.")
+@click.option("--weight-decay", type=click.FloatRange(min=0), default=0.01, show_default=True, help="AdamW decoupled weight decay.")
+@click.option("--accumulate", type=click.IntRange(min=1), default=1, show_default=True, help="Batches per optimizer step.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed for data order, split and dropout.")
+@click.option("--threads", type=click.IntRange(min=1), help="Compute threads [default: ONNX Runtime's choice].")
+@click.option("--patience", type=click.IntRange(min=1), help="Stop after N epochs without a better validation metric.")
+@click.option("--metric", help="Validation metric for early stopping and the best checkpoint [default: accuracy / rmse].")
+@click.option("--checkpoint-every", type=click.IntRange(min=1), help="Also checkpoint every N optimizer steps.")
+@click.option("--no-cache", is_flag=True, help="Train through the full graph instead of caching the frozen part.")
+@click.option("--cache-mb", type=click.IntRange(min=0), default=1024, show_default=True,
+              help="Memory budget of the activation cache; beyond it the cache is a file on disk.")
+@click.option("--no-bucket", is_flag=True, help="Do not group examples of similar length into batches.")
+@data_options
+@click.option("--resume", is_flag=True, help="Continue the interrupted run in --run-dir from its last checkpoint.")
+@click.option("--force", is_flag=True, help="Start over in a run folder that already holds a run.")
+@click.option("--json", "as_json", is_flag=True, help="Print the run summary as JSON on stdout.")
+def command(artifacts: Path, data: Path, val: Path | None, val_fraction: float, run_dir: Path | None, epochs: int,
+            max_steps: int | None, batch_size: int, lr: float, schedule: str, warmup: float, weight_decay: float,
+            accumulate: int, seed: int, threads: int | None, patience: int | None, metric: str | None,
+            checkpoint_every: int | None, no_cache: bool, cache_mb: int, no_bucket: bool, text_column: str,
+            label_column: str, strict: bool, resume: bool, force: bool, as_json: bool) -> None:
+    """Fine-tune the trainable layers of ARTIFACTS on DATA, on this machine's CPU.
+
+    DATA is a CSV, TSV or JSONL file with a text and a label column, a folder of images with one
+    subfolder per class, or an .npz file of model inputs and `labels`. When only the last layers
+    train, the frozen part runs once per example and later epochs cost only the tail.
+    Checkpoints are written after every epoch; a killed run continues with --resume.
+
+    \b
+    Examples:
+      edgeft train artifacts/minilm data/train.csv --val data/val.csv
+      edgeft train artifacts/minilm notes.jsonl --epochs 10 --patience 2 --lr 3e-4
+      edgeft train artifacts/minilm data.csv --run-dir runs/a --resume
+    """
+    from edgeft.progress import RichReporter, summary_table
+    from edgeft.report import stderr
+    from edgeft.train.loop import DataOptions, TrainConfig, train
+
+    config = TrainConfig(epochs=epochs, max_steps=max_steps, batch_size=batch_size, lr=lr, schedule=schedule,
+                         warmup=warmup, weight_decay=weight_decay, accumulate=accumulate, seed=seed, patience=patience,
+                         metric=metric, checkpoint_every=checkpoint_every, cache=not no_cache, cache_mb=cache_mb,
+                         bucket=not no_bucket, val_fraction=val_fraction)
+    options = DataOptions(train=data, val=val, text_column=text_column, label_column=label_column, strict=strict)
+    folder = run_dir or Path("artifacts") / "runs" / Path(artifacts).resolve().name
+    summary = train(artifacts, options, folder, config, threads=threads, resume=resume, force=force,
+                    reporter=None if as_json else RichReporter())
+    if as_json:
+        click.echo(json.dumps(summary, indent=2))
+    else:
+        stderr.print(summary_table(summary))

@@ -1,0 +1,403 @@
+"""Reading the user's data files into examples and labels, before tokenization or image decoding.
+
+Everything here is checked against the manifest as it is read, so a wrong label, a missing
+column or a bad value is reported with the file and line it came from, long before training
+starts. Rows that merely lack a value are skipped and listed (or refused with ``strict``),
+because real exports often have a few incomplete rows that should not stop a run.
+"""
+
+from __future__ import annotations
+
+import codecs
+import csv
+import io
+import json
+import math
+import re
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgeft.errors import EdgeftError
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp")
+TEXT_SUFFIXES = (".csv", ".tsv", ".jsonl")
+FORMATS = ".csv, .tsv or .jsonl (text), .npz (arrays), or a folder of images with one subfolder per class"
+
+
+@dataclass
+class Records:
+    """Examples read from one source, before tokenization or image decoding."""
+
+    source: str  # the file or folder, for messages
+    texts: list[str] | None = None  # text modality
+    images: list[Path] | None = None  # image modality
+    arrays: dict[str, np.ndarray] | None = None  # npz: model inputs by name, axis 0 = example
+    labels: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    places: list[str] = field(default_factory=list)  # "file:line" (or "file[index]") of each example
+    skipped: list[str] = field(default_factory=list)  # "file:line: reason" for each skipped row
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def subset(self, indices: np.ndarray) -> Records:
+        """The examples at ``indices`` (e.g. a validation split); skipped rows stay with the source read."""
+        idx = np.asarray(indices, dtype=np.int64)
+        return Records(
+            source=self.source,
+            texts=[self.texts[i] for i in idx] if self.texts is not None else None,
+            images=[self.images[i] for i in idx] if self.images is not None else None,
+            arrays={name: values[idx] for name, values in self.arrays.items()} if self.arrays is not None else None,
+            labels=self.labels[idx],
+            places=[self.places[i] for i in idx],
+        )
+
+
+def read_records(path: Path | str, manifest: dict[str, Any], text_column: str = "text", label_column: str = "label",
+                 strict: bool = False) -> Records:
+    """Read a .csv, .tsv, .jsonl or .npz file or an image folder, with labels converted for the manifest's task.
+
+    ``manifest`` is the manifest's JSON object (``Manifest.data``). With ``strict`` a row with a
+    missing text or label is an error instead of being skipped.
+    """
+    path = Path(path)
+    modality = manifest["modality"]
+    labels = _LabelReader(manifest)
+    if not path.exists():
+        raise EdgeftError(f"The data path {path} does not exist.", where=str(path), hint="check the path.")
+    if path.is_dir():
+        if modality != "image":
+            raise EdgeftError(f"{path} is a folder, but only image models read folders (this model takes "
+                              f"{modality} inputs).", where=str(path), hint=_expected(manifest))
+        return _read_image_folder(path, labels, strict)
+    suffix = path.suffix.lower()
+    if suffix == ".npz":
+        return _read_npz(path, manifest, labels)
+    if suffix not in TEXT_SUFFIXES:
+        raise EdgeftError(f"edgeft cannot read {path.suffix or 'files without a suffix'} data.", where=str(path),
+                          hint=f"give {FORMATS}.")
+    if modality != "text":
+        raise EdgeftError(f"{path} holds text rows, but this model takes {modality} inputs.", where=str(path),
+                          hint=_expected(manifest))
+    rows = _json_rows(path, text_column, label_column) if suffix == ".jsonl" else \
+        _table_rows(path, "\t" if suffix == ".tsv" else ",", text_column, label_column)
+    texts: list[str] = []
+    values: list[Any] = []
+    places: list[str] = []
+    skipped: list[str] = []
+    for place, text, label in rows:
+        missing = [name for name, value in (("text", text), ("label", label)) if _is_missing(value)]
+        if missing:
+            _skip(place, "missing " + " and ".join(missing), skipped, strict)
+            continue
+        if not isinstance(text, str):
+            raise EdgeftError(f"The text in {place} is {type(text).__name__}, not a string.", where=place,
+                              hint=f"write the {text_column!r} value as a JSON string.")
+        texts.append(text)
+        values.append(labels.from_json(label, place) if suffix == ".jsonl" else labels.from_text(label, place))
+        places.append(place)
+    _require_examples(path, texts, skipped)
+    return Records(source=str(path), texts=texts, labels=labels.stack(values), places=places, skipped=skipped)
+
+
+def _expected(manifest: dict[str, Any]) -> str:
+    """What data this model reads, for hints."""
+    names = ", ".join(spec["name"] for spec in manifest["inputs"])
+    return {"text": "give a .csv, .tsv or .jsonl file with a text and a label column.",
+            "image": "give a folder with one subfolder of images per class."}.get(
+        manifest["modality"], f"give a .npz file with the arrays {names} and labels.")
+
+
+def _is_missing(value: Any) -> bool:
+    return value is None or (isinstance(value, str) and not value.strip())
+
+
+def _skip(place: str, reason: str, skipped: list[str], strict: bool) -> None:
+    """Note an unusable row or file, or refuse it with ``strict``."""
+    if strict:
+        raise EdgeftError(f"{place}: {reason}.", where=place,
+                          hint="fill it in or remove it (without --strict such entries are skipped and listed).")
+    skipped.append(f"{place}: {reason}")
+
+
+def _require_examples(path: Path, examples: list[Any], skipped: list[str]) -> None:
+    if not examples:
+        detail = f"; all {len(skipped)} row(s) lack a value" if skipped else ""
+        raise EdgeftError(f"{path} holds no usable examples{detail}.", where=str(path),
+                          hint=f"give a file with at least one complete example ({FORMATS}).")
+
+
+def _read_text(path: Path) -> str:
+    """The file as text: UTF-8, with an optional BOM, and a decoding error located to its line."""
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise EdgeftError(f"{path} cannot be read: {exc.strerror or exc}.", where=str(path),
+                          hint="check the file's permissions.") from exc
+    if raw.startswith(codecs.BOM_UTF8):
+        raw = raw[len(codecs.BOM_UTF8):]
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw[:exc.start].count(b"\n") + 1
+        raise EdgeftError(f"{path} is not UTF-8 text (byte {raw[exc.start]:#04x} on line {line}).",
+                          where=f"{path}:{line}", hint="save the file as UTF-8 (most editors and spreadsheets "
+                                                       "offer it under 'Save as' / encoding).") from exc
+
+
+def _missing_column(path: Path, column: str, option: str, present: list[str]) -> EdgeftError:
+    return EdgeftError(f"{path} has no column {column!r}; its columns are: {', '.join(present) or 'none'}.",
+                       where=str(path), hint=f"name the right column with {option}, or fix the header row.")
+
+
+def _table_rows(path: Path, delimiter: str, text_column: str,
+                label_column: str) -> list[tuple[str, str | None, str | None]]:
+    """(place, text, label) of each non-blank row of a CSV or TSV file with a header row.
+
+    TSV is read without quote handling: tab-separated files carry quotes as ordinary text,
+    and treating them as CSV quoting would silently merge lines.
+    """
+    text = _read_text(path)
+    kind = "TSV" if delimiter == "\t" else "CSV"
+    quoting = csv.QUOTE_NONE if delimiter == "\t" else csv.QUOTE_MINIMAL
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, quoting=quoting)
+    rows: list[tuple[str, str | None, str | None]] = []
+    header: list[str] | None = None
+    try:
+        while True:
+            start = reader.line_num + 1
+            row = next(reader, None)
+            if row is None:
+                break
+            if not row:
+                continue
+            if header is None:
+                header = [name.strip() for name in row]
+                for column, option in ((text_column, "--text-column"), (label_column, "--label-column")):
+                    if column not in header:
+                        raise _missing_column(path, column, option, header)
+                text_at, label_at = header.index(text_column), header.index(label_column)
+                continue
+            rows.append((f"{path}:{start}", row[text_at] if text_at < len(row) else None,
+                         row[label_at] if label_at < len(row) else None))
+    except csv.Error as exc:
+        raise EdgeftError(f"{path} is not valid {kind}: {exc}.",
+                          where=f"{path}:{reader.line_num}", hint="fix the row, or re-export the file.") from exc
+    if header is None:
+        raise EdgeftError(f"{path} is empty.", where=str(path),
+                          hint=f"give a header row naming the {text_column!r} and {label_column!r} columns.")
+    return rows
+
+
+def _json_rows(path: Path, text_column: str, label_column: str) -> list[tuple[str, Any, Any]]:
+    """(place, text, label) of each non-blank line of a JSONL file (one JSON object per line).
+
+    A key absent from every object is a wrong column name and an error; absent from some
+    objects it is a missing value.
+    """
+    rows: list[tuple[str, Any, Any]] = []
+    keys: dict[str, None] = {}
+    for number, line in enumerate(_read_text(path).split("\n"), start=1):
+        if not line.strip():
+            continue
+        place = f"{path}:{number}"
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise EdgeftError(f"{place} is not valid JSON: {exc.msg} (column {exc.colno}).", where=place,
+                              hint="write one JSON object per line.") from exc
+        if not isinstance(record, dict):
+            example = json.dumps({text_column: "...", label_column: "..."})
+            raise EdgeftError(f"{place} holds a JSON {type(record).__name__}, not an object.", where=place,
+                              hint=f"write one JSON object per line, e.g. {example}.")
+        keys.update(dict.fromkeys(record))
+        rows.append((place, record.get(text_column), record.get(label_column)))
+    if not rows:
+        raise EdgeftError(f"{path} is empty.", where=str(path), hint="write one JSON object per line.")
+    for column, option in ((text_column, "--text-column"), (label_column, "--label-column")):
+        if column not in keys:
+            raise _missing_column(path, column, option, list(keys))
+    return rows
+
+
+def _read_image_folder(folder: Path, labels: _LabelReader, strict: bool) -> Records:
+    """Images under one subfolder per class; the subfolder's name is the label."""
+    if labels.task != "classification":
+        raise EdgeftError(f"An image folder gives one class per image, but this model is {labels.task}.",
+                          where=str(folder), hint="image folders work only with classification models.")
+    images: list[Path] = []
+    values: list[Any] = []
+    skipped: list[str] = []
+    for entry in sorted(folder.iterdir()):
+        if entry.name.startswith("."):
+            continue
+        if not entry.is_dir():
+            reason = "missing label (not inside a class subfolder)" if _is_image(entry) else "not an image file"
+            _skip(str(entry), reason, skipped, strict)
+            continue
+        index = labels.class_index(entry.name, str(entry), what="class folder")
+        for file in sorted(entry.rglob("*")):
+            if any(part.startswith(".") for part in file.relative_to(entry).parts) or file.is_dir():
+                continue
+            if not _is_image(file):
+                _skip(str(file), "not an image file", skipped, strict)
+                continue
+            images.append(file)
+            values.append(index)
+    _require_examples(folder, images, skipped)
+    return Records(source=str(folder), images=images, labels=labels.stack(values),
+                   places=[str(p) for p in images], skipped=skipped)
+
+
+def _is_image(path: Path) -> bool:
+    return path.suffix.lower() in IMAGE_SUFFIXES
+
+
+def _read_npz(path: Path, manifest: dict[str, Any], labels: _LabelReader) -> Records:
+    """Model inputs and labels stored as arrays, checked against the manifest's names, dtypes and shapes."""
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            arrays = {name: archive[name] for name in archive.files}
+    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
+        raise EdgeftError(f"{path} is not a readable .npz file: {exc}.", where=str(path),
+                          hint="save it with numpy.savez (numeric arrays only).") from exc
+    specs = [*manifest["inputs"], manifest["labels"]["input"]]
+    wanted = [spec["name"] for spec in specs]
+    absent = [name for name in wanted if name not in arrays]
+    extra = [name for name in arrays if name not in wanted]
+    if absent or extra:
+        problem = f"lacks {', '.join(absent)}" if absent else f"has unexpected arrays {', '.join(extra)}"
+        raise EdgeftError(f"{path} {problem}; it holds: {', '.join(arrays) or 'nothing'}.", where=str(path),
+                          hint=f"store exactly the arrays {', '.join(wanted)} (axis 0 = example).")
+    sizes = {name: (arrays[name].shape[0] if arrays[name].ndim else None) for name in wanted}
+    if len(set(sizes.values())) != 1 or None in sizes.values():
+        shapes = ", ".join(f"{name} {list(arrays[name].shape)}" for name in wanted)
+        raise EdgeftError(f"The arrays in {path} do not agree on the number of examples (axis 0): {shapes}.",
+                          where=str(path), hint="give every array one entry per example along axis 0.")
+    count = next(iter(sizes.values()))
+    if not count:
+        raise EdgeftError(f"{path} holds no examples.", where=str(path), hint="store at least one example.")
+    inputs = {spec["name"]: _checked_array(path, arrays[spec["name"]], spec) for spec in manifest["inputs"]}
+    return Records(source=str(path), arrays=inputs, labels=labels.from_array(path, arrays[wanted[-1]]),
+                   places=[f"{path}[{i}]" for i in range(count)])
+
+
+def _checked_array(path: Path, values: np.ndarray, spec: dict[str, Any]) -> np.ndarray:
+    """``values`` cast to the spec's dtype after checking rank, fixed dimensions and castability."""
+    shape, dtype, name = spec["shape"], np.dtype(spec["dtype"]), spec["name"]
+    fixed = all(not isinstance(dim, int) or dim == size for dim, size in zip(shape[1:], values.shape[1:]))
+    if values.ndim != len(shape) or not fixed:
+        raise EdgeftError(f"The array {name!r} in {path} has shape {list(values.shape)}, but the model takes "
+                          f"{shape}.", where=str(path), hint="named dimensions may have any size; numbers must match.")
+    if not np.can_cast(values.dtype, dtype, casting="same_kind"):
+        raise EdgeftError(f"The array {name!r} in {path} is {values.dtype}, which does not convert to {dtype}.",
+                          where=str(path), hint=f"store {name!r} as {dtype}.")
+    return values.astype(dtype, copy=False)
+
+
+class _LabelReader:
+    """Turns one example's label, as written in the data, into the value the model's loss takes."""
+
+    def __init__(self, manifest: dict[str, Any]) -> None:
+        self.task: str = manifest["task"]
+        self.names: list[str] = list(manifest["labels"]["names"])
+        self.spec: dict[str, Any] = manifest["labels"]["input"]
+        self.width = int(manifest["output"]["shape"][-1])
+        self.index = {name: i for i, name in enumerate(self.names)}
+        # Models exported without label names accept plain class numbers too.
+        self.numbered = self.names == [f"LABEL_{i}" for i in range(len(self.names))]
+
+    def _hint(self) -> str:
+        shown = ", ".join(repr(name) for name in self.names[:5])
+        more = f", ... ({len(self.names)} in all)" if len(self.names) > 5 else ""
+        numbers = f", or a class number 0..{len(self.names) - 1}" if self.numbered else ""
+        return f"use one of the model's labels: {shown}{more}{numbers}."
+
+    def class_index(self, raw: str, place: str, what: str = "label") -> int:
+        name = raw.strip()
+        if name in self.index:
+            return self.index[name]
+        if self.numbered and re.fullmatch(r"\d+", name) and int(name) < len(self.names):
+            return int(name)
+        raise EdgeftError(f"{place}: unknown {what} {name!r}.", where=place, hint=self._hint())
+
+    def _names(self, raw: str, place: str) -> np.ndarray:
+        hot = np.zeros(len(self.names), dtype=np.float32)
+        for part in re.split(r"[|;]", raw):
+            if part.strip():
+                hot[self.class_index(part, place)] = 1.0
+        return hot
+
+    def _floats(self, values: list[Any], place: str) -> np.ndarray:
+        if len(values) != self.width:
+            raise EdgeftError(f"{place} gives {len(values)} target value(s), but the model predicts {self.width}.",
+                              where=place, hint=f"give {self.width} number(s) per example.")
+        try:
+            numbers = [float(v) for v in values]
+        except ValueError as exc:
+            raise EdgeftError(f"The target in {place} is not a number: {exc}.", where=place,
+                              hint="write numbers such as 0.5 or -3e2.") from exc
+        if not all(math.isfinite(v) for v in numbers):
+            raise EdgeftError(f"The target in {place} is NaN or infinite.", where=place,
+                              hint="give finite numbers, or remove the row.")
+        return np.array(numbers, dtype=np.float32)
+
+    def from_text(self, raw: str, place: str) -> Any:
+        """A CSV/TSV cell: a label name; names split by | or ; (multi-label); numbers split by spaces or commas."""
+        if self.task == "classification":
+            return self.class_index(raw, place)
+        if self.task == "multi-label":
+            return self._names(raw, place)
+        return self._floats(re.split(r"[\s,]+", raw.strip()), place)
+
+    def from_json(self, value: Any, place: str) -> Any:
+        """A JSONL value: a name or class number; a list of names (multi-label); a number or list of numbers."""
+        if isinstance(value, str):
+            return self.from_text(value, place)
+        if self.task == "regression":
+            items = value if isinstance(value, list) else [value]
+            if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in items):
+                raise EdgeftError(f"The target in {place} must be a number or a list of numbers.", where=place,
+                                  hint='write e.g. 0.5 or [0.5, 1.0].')
+            return self._floats(items, place)
+        names = value if self.task == "multi-label" and isinstance(value, list) else [value]
+        if not all(isinstance(v, (str, int)) and not isinstance(v, bool) for v in names):
+            raise EdgeftError(f"The label in {place} must be a label name or class number, not {value!r}.",
+                              where=place, hint=self._hint())
+        indices = [self.class_index(str(v), place) for v in names]
+        if self.task == "classification":
+            return indices[0]
+        hot = np.zeros(len(self.names), dtype=np.float32)
+        hot[indices] = 1.0
+        return hot
+
+    def from_array(self, path: Path, values: np.ndarray) -> np.ndarray:
+        """npz labels: class numbers for classification, [N, K] 0/1 or targets otherwise."""
+        if self.task == "regression" and self.width == 1 and values.ndim == 1:
+            values = values[:, None]  # a plain target vector for a single-output regressor
+        labels = _checked_array(path, values, self.spec)
+        if self.task == "classification":
+            bad = np.flatnonzero((labels < 0) | (labels >= len(self.names)))
+            if bad.size:
+                raise EdgeftError(f"Label {labels[bad[0]]} at {path}[{bad[0]}] is not a class number "
+                                  f"0..{len(self.names) - 1}.", where=f"{path}[{bad[0]}]", hint=self._hint())
+            return labels
+        bad = np.flatnonzero(~np.isfinite(labels).all(axis=1))
+        if bad.size:
+            raise EdgeftError(f"The labels at {path}[{bad[0]}] are NaN or infinite.", where=f"{path}[{bad[0]}]",
+                              hint="give finite numbers.")
+        if self.task == "multi-label":
+            bad = np.flatnonzero(((labels < 0) | (labels > 1)).any(axis=1))
+            if bad.size:
+                raise EdgeftError(f"The multi-label targets at {path}[{bad[0]}] are outside 0..1.",
+                                  where=f"{path}[{bad[0]}]", hint="give 1 for each label that applies, else 0.")
+        return labels
+
+    def stack(self, values: list[Any]) -> np.ndarray:
+        """The labels tensor of the examples read: int64 [N], or float32 [N, K]."""
+        if self.task == "classification":
+            return np.array(values, dtype=np.int64)
+        return np.stack(values).astype(np.float32, copy=False)

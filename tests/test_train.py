@@ -1,0 +1,251 @@
+"""edgeft train on tiny models: learning, the cache, resume after SIGKILL, data formats, errors."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import run_device_side
+from edgeft.errors import EdgeftError
+from edgeft.manifest import TAIL_PREFIX
+from edgeft.train.evaluate import checkpoint_parameters
+from edgeft.train.loop import DataOptions, TrainConfig, train
+
+TESTS = Path(__file__).resolve().parent
+LABELS = ["lights", "music", "weather"]
+PHRASES = {
+    "lights": ["turn on the lights", "lights on in the kitchen", "switch the bedroom lights off", "lights please"],
+    "music": ["play some music", "stop the music", "play music in the kitchen", "music please"],
+    "weather": ["what is the weather", "is it rain", "weather for my bedroom", "will it rain at the door"],
+}
+
+
+def write_csv(path: Path, rows: list[tuple[str, str]], delimiter: str = ",") -> Path:
+    with open(path, "w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle, delimiter=delimiter)
+        writer.writerow(["text", "label"])
+        writer.writerows(rows)
+    return path
+
+
+def dataset(seed: int, per_label: int) -> list[tuple[str, str]]:
+    rng = np.random.default_rng(seed)
+    rows = []
+    for label, phrases in PHRASES.items():
+        for _ in range(per_label):
+            words = rng.choice(phrases).split()
+            extra = rng.choice(["", "please", "now", "a", "my"])
+            rows.append((" ".join([*words, extra]).strip(), label))
+    rng.shuffle(rows)
+    return rows
+
+
+@pytest.fixture(scope="module")
+def text_data(tmp_path_factory) -> tuple[Path, Path]:
+    root = tmp_path_factory.mktemp("text-data")
+    return write_csv(root / "train.csv", dataset(0, 30)), write_csv(root / "val.csv", dataset(1, 10))
+
+
+@pytest.fixture(scope="module")
+def bert_artifacts(tiny_bert, export_cache):
+    return export_cache(model=str(tiny_bert), label_names=LABELS, train="last:1", dropout=False).folder
+
+
+def test_fine_tuning_improves_accuracy(bert_artifacts, text_data, tmp_path):
+    train_csv, val_csv = text_data
+    summary = train(bert_artifacts, DataOptions(train=train_csv, val=val_csv), tmp_path / "run",
+                    TrainConfig(epochs=6, batch_size=8, lr=3e-3, seed=0), threads=1)
+    assert summary["cache"] is True and summary["artifact_set"] == "tail"
+    assert summary["before"]["accuracy"] < 0.6
+    assert summary["after"]["accuracy"] >= 0.9
+    assert summary["after"]["loss"] < summary["before"]["loss"] * 0.5
+    lines = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [line["epoch"] for line in lines] == [0, 1, 2, 3, 4, 5, 6]
+    assert all("accuracy" in line["val"] and "macro_f1" in line["val"] for line in lines)
+    assert (tmp_path / "run" / "best" / "checkpoint").is_file()
+
+
+def test_cache_and_full_graph_give_the_same_loss(bert_artifacts, text_data):
+    from edgeft.backends.ort_training import OrtTrainer
+    from edgeft.data.records import read_records
+    from edgeft.manifest import load_manifest
+    from edgeft.train.cache import CachedExamples
+    from edgeft.train.examples import ExampleSet
+
+    manifest = load_manifest(bert_artifacts)
+    examples = ExampleSet(read_records(text_data[0], manifest.data), manifest)
+    cached = CachedExamples(examples, manifest, threads=1, budget_bytes=0)  # budget 0: spilled to disk
+    assert cached.spilled
+    indices = np.array([3, 0, 17, 42, 5, 8])
+    full, tail = OrtTrainer(manifest, threads=1), OrtTrainer(manifest, threads=1, prefix=TAIL_PREFIX)
+    full_batch = examples.inputs(indices) | {"labels": examples.labels(indices)}
+    tail_batch = cached.inputs(indices) | {"labels": cached.labels(indices)}
+    assert full.eval_step(full_batch)[0] == pytest.approx(tail.eval_step(tail_batch)[0], rel=1e-5)
+    full_loss, full_out = full.train_step(full_batch)
+    tail_loss, tail_out = tail.train_step(tail_batch)
+    assert full_loss == pytest.approx(tail_loss, rel=1e-5)
+    np.testing.assert_allclose(full_out, tail_out, rtol=1e-4, atol=1e-5)
+    full_grads, tail_grads = full.gradients(), tail.gradients()
+    for name, grad in full_grads.items():
+        np.testing.assert_allclose(tail_grads[name], grad, rtol=1e-3, atol=1e-6)
+    cached.close()
+
+
+def test_no_cache_trains_through_full_graph(bert_artifacts, text_data, tmp_path):
+    summary = train(bert_artifacts, DataOptions(train=text_data[0], val=text_data[1]), tmp_path / "run",
+                    TrainConfig(epochs=1, batch_size=8, cache=False), threads=1)
+    assert summary["cache"] is False and summary["artifact_set"] == "full"
+
+
+def _cli(*args: str) -> list[str]:
+    return [sys.executable, "-m", "edgeft", *args]
+
+
+def test_resume_after_sigkill_matches_uninterrupted_run(tiny_bert, export_cache, tmp_path):
+    artifacts = export_cache(model=str(tiny_bert), label_names=LABELS, train="last:1").folder  # dropout on
+    data = write_csv(tmp_path / "train.csv", dataset(2, 60))
+    common = ["train", str(artifacts), str(data), "--epochs", "3", "--batch-size", "2", "--checkpoint-every", "7",
+              "--threads", "1", "--seed", "5", "--json"]
+    reference = subprocess.run(_cli(*common, "--run-dir", str(tmp_path / "ref")), capture_output=True, text=True)
+    assert reference.returncode == 0, reference.stderr
+    killed_dir = tmp_path / "killed"
+    process = subprocess.Popen(_cli(*common, "--run-dir", str(killed_dir)), stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while time.time() < deadline and not list((killed_dir / "checkpoints").glob("step-*/state.json")):
+        time.sleep(0.005)
+    time.sleep(0.05)
+    os.kill(process.pid, signal.SIGKILL)
+    assert process.wait() == -signal.SIGKILL
+    resumed = subprocess.run(_cli(*common, "--run-dir", str(killed_dir), "--resume"), capture_output=True, text=True)
+    assert resumed.returncode == 0, resumed.stderr
+    ref_summary, res_summary = json.loads(reference.stdout), json.loads(resumed.stdout)
+    assert ref_summary["steps"] == res_summary["steps"]
+    latest = lambda run: sorted((run / "checkpoints").glob("step-*"))[-1] / "checkpoint"  # noqa: E731
+    expected, got = checkpoint_parameters(latest(tmp_path / "ref")), checkpoint_parameters(latest(killed_dir))
+    assert expected.keys() == got.keys()
+    for name in expected:
+        np.testing.assert_array_equal(got[name], expected[name], err_msg=name)
+    assert res_summary["after"]["accuracy"] == ref_summary["after"]["accuracy"]
+
+
+@pytest.mark.parametrize("fmt", ["tsv", "jsonl"])
+def test_text_formats(bert_artifacts, tmp_path, fmt):
+    rows = dataset(3, 8)
+    if fmt == "tsv":
+        data = write_csv(tmp_path / "d.tsv", rows, delimiter="\t")
+    else:
+        data = tmp_path / "d.jsonl"
+        data.write_text("".join(json.dumps({"utterance": t, "intent": lab}) + "\n" for t, lab in rows))
+    columns = {"text_column": "utterance", "label_column": "intent"} if fmt == "jsonl" else {}
+    summary = train(bert_artifacts, DataOptions(train=data, **columns), tmp_path / "run",
+                    TrainConfig(epochs=1, batch_size=4), threads=1)
+    assert summary["train_examples"] + summary["val_examples"] == 24
+
+
+def test_npz_regression(export_cache, tmp_path):
+    artifacts = export_cache(model="models:mlp", inputs=["x:float32:batch,8"], train="last:1", loss="mse").folder
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((64, 8)).astype(np.float32)
+    y = np.stack([x[:, 0], x[:, 1] - x[:, 2], x[:, 3] * 0.5], axis=1).astype(np.float32)
+    np.savez(tmp_path / "d.npz", x=x, labels=y)
+    summary = train(artifacts, DataOptions(train=tmp_path / "d.npz"), tmp_path / "run",
+                    TrainConfig(epochs=30, batch_size=8, lr=3e-3, weight_decay=0.0), threads=1)
+    assert summary["metric"] == "rmse"
+    assert summary["after"]["rmse"] < summary["before"]["rmse"] * 0.6
+    assert summary["after"]["mae"] < summary["before"]["mae"]
+
+
+def test_image_folder(tiny_vit, export_cache, tmp_path):
+    from PIL import Image
+
+    artifacts = export_cache(model=str(tiny_vit), train="head", label_names=["dark", "bright"]).folder
+    rng = np.random.default_rng(0)
+    for label, level in (("dark", 30), ("bright", 220)):
+        (tmp_path / "imgs" / label).mkdir(parents=True)
+        for i in range(12):
+            pixels = np.clip(rng.normal(level, 20, (20, 20, 3)), 0, 255).astype(np.uint8)
+            Image.fromarray(pixels).save(tmp_path / "imgs" / label / f"{i}.png")
+    summary = train(artifacts, DataOptions(train=tmp_path / "imgs"), tmp_path / "run",
+                    TrainConfig(epochs=8, batch_size=4, lr=1e-2, val_fraction=0.25), threads=1)
+    assert summary["after"]["accuracy"] == 1.0
+
+
+def test_unknown_label_names_file_line_and_label(bert_artifacts, tmp_path):
+    data = write_csv(tmp_path / "bad.csv", [("turn on the lights", "lights"), ("play it", "musik")])
+    with pytest.raises(EdgeftError) as info:
+        train(bert_artifacts, DataOptions(train=data), tmp_path / "run", TrainConfig(epochs=1))
+    assert "musik" in str(info.value) and "bad.csv:3" in str(info.value)
+    assert not (tmp_path / "run").exists()
+
+
+def test_missing_values_skipped_or_refused(bert_artifacts, tmp_path):
+    rows = dataset(4, 5) + [("", "lights"), ("play music", "")]
+    data = write_csv(tmp_path / "gaps.csv", rows)
+    summary = train(bert_artifacts, DataOptions(train=data), tmp_path / "run", TrainConfig(epochs=1, val_fraction=0))
+    assert summary["train_examples"] == 15
+    with pytest.raises(EdgeftError, match="gaps.csv:17"):
+        train(bert_artifacts, DataOptions(train=data, strict=True), tmp_path / "run2", TrainConfig(epochs=1))
+
+
+def test_run_dir_rules(bert_artifacts, text_data, tmp_path):
+    options = DataOptions(train=text_data[0], val=text_data[1])
+    with pytest.raises(EdgeftError, match="no run to resume"):
+        train(bert_artifacts, options, tmp_path / "run", TrainConfig(epochs=1), resume=True)
+    train(bert_artifacts, options, tmp_path / "run", TrainConfig(epochs=1))
+    with pytest.raises(EdgeftError, match="already holds a run") as info:
+        train(bert_artifacts, options, tmp_path / "run", TrainConfig(epochs=1))
+    assert "--resume" in info.value.hint
+    with pytest.raises(EdgeftError, match="another config"):
+        train(bert_artifacts, options, tmp_path / "run", TrainConfig(epochs=1, lr=0.5), resume=True)
+
+
+def test_divergence_stops_with_clear_message_and_keeps_checkpoint(export_cache, tmp_path):
+    artifacts = export_cache(model="models:mlp", inputs=["x:float32:batch,8"], train="last:1", loss="mse",
+                             optimizer="sgd").folder
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "d.npz", x=rng.standard_normal((64, 8)).astype(np.float32),
+             labels=(1e3 * rng.standard_normal((64, 3))).astype(np.float32))
+    with pytest.raises(EdgeftError, match="Training diverged") as info:
+        train(artifacts, DataOptions(train=tmp_path / "d.npz"), tmp_path / "run",
+              TrainConfig(epochs=50, batch_size=8, lr=10.0, warmup=0, weight_decay=0, val_fraction=0,
+                          checkpoint_every=1), threads=1)
+    assert "lower --lr" in info.value.hint
+    saved = sorted((tmp_path / "run" / "checkpoints").glob("step-*"))
+    assert saved, "the last good checkpoint is kept"
+    params = checkpoint_parameters(saved[-1] / "checkpoint")
+    assert all(np.isfinite(v).all() for v in params.values())
+
+
+def test_train_and_evaluate_run_without_heavy_packages(bert_artifacts, text_data, tmp_path):
+    run = str(tmp_path / "r")
+    code = ("from edgeft.cli import main\n"
+            f"for args in (['train', {str(bert_artifacts)!r}, {str(text_data[0])!r}, '--epochs', '1', '--json',"
+            f" '--run-dir', {run!r}], ['evaluate', {run!r}, {str(text_data[1])!r}, '--json']):\n"
+            "    try:\n        main(args)\n    except SystemExit as e:\n        assert not e.code, e.code\n")
+    out = run_device_side(code)
+    assert out.returncode == 0, out.stderr
+    assert '"accuracy"' in out.stdout
+
+
+def test_evaluate_run_folder_matches_summary(bert_artifacts, text_data, tmp_path):
+    from edgeft.train.evaluate import evaluate_folder
+
+    summary = train(bert_artifacts, DataOptions(train=text_data[0], val=text_data[1]), tmp_path / "run",
+                    TrainConfig(epochs=2, batch_size=8, lr=3e-3), threads=1)
+    result = evaluate_folder(tmp_path / "run", text_data[1], threads=1)
+    best = max(summary["after"]["accuracy"], summary["best"]["accuracy"])
+    assert result["accuracy"] == pytest.approx(best)
+    assert np.array(result["confusion"]).sum() == 30
+    out = subprocess.run(_cli("evaluate", str(tmp_path / "run"), str(text_data[1]), "--json"), capture_output=True,
+                         text=True)
+    assert out.returncode == 0 and json.loads(out.stdout)["accuracy"] == pytest.approx(best)
