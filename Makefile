@@ -5,6 +5,8 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 EXAMPLE := edgeft/examples/smart_home
 DEMO := artifacts/smart-home
+RUN := artifacts/runs/smart-home
+BUNDLE := artifacts/bundles/smart-home
 
 .PHONY: setup demo test clean
 
@@ -18,7 +20,11 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 
 demo: setup
 	$(BIN)/edgeft export --labels $(EXAMPLE)/labels.txt --train last:1 -o $(DEMO) --force
-	$(BIN)/edgeft inspect $(DEMO)
+	$(BIN)/edgeft train $(DEMO) $(EXAMPLE)/train.csv --val $(EXAMPLE)/val.csv --epochs 8 --lr 1e-3 \
+		--run-dir $(RUN) --force
+	$(BIN)/edgeft evaluate $(RUN) $(EXAMPLE)/test.csv
+	$(BIN)/edgeft deploy $(RUN) --device auto -o $(BUNDLE) --force
+	$(BIN)/edgeft predict $(BUNDLE) "it's way too dark in the hallway" "remind me to buy oat milk"
 
 test: setup
 	$(BIN)/python -m pytest -q

@@ -21,6 +21,9 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "inspect": ("inspect", "Show an artifact folder's manifest and verify every file's hash."),
     "train": ("train", "Fine-tune the trainable layers on your data, on this CPU."),
     "evaluate": ("evaluate", "Metrics of artifacts or a trained run on labelled data."),
+    "deploy": ("deploy", "Quantize a trained run for a device profile and write a checked bundle."),
+    "predict": ("predict", "Labels and scores from a bundle (onnxruntime only)."),
+    "bench": ("bench", "Latency, throughput and peak memory of a bundle."),
 }
 
 

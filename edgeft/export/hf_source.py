@@ -135,7 +135,9 @@ def load_text(folder: Path, label_names: list[str], num_labels: int | None, max_
                   "lowercase_hint": bool(getattr(tokenizer, "do_lower_case", False))},
         files={"tokenizer.json": tokenizer_json})
     return LoadedModel(inputs=inputs, output="logits", num_outputs=count,
-                       source={"kind": "transformers", "model_type": config.model_type},
+                       source={"kind": "transformers", "model_type": config.model_type,
+                               "num_attention_heads": getattr(config, "num_attention_heads", None),
+                               "hidden_size": getattr(config, "hidden_size", None)},
                        module=module, sample=sample, task_hint="text-classification",
                        label_names=names, preprocessing=preprocessing, notes=notes)
 

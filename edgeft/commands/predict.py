@@ -1,0 +1,55 @@
+"""``edgeft predict``: labels and scores from a bundle, with onnxruntime alone."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+
+@click.command(name="predict", context_settings={"max_content_width": 100})
+@click.argument("bundle", type=click.Path(path_type=Path))
+@click.argument("inputs", nargs=-1, required=True)
+@click.option("--top-k", type=click.IntRange(min=1), default=3, show_default=True, help="Labels shown per input.")
+@click.option("--text-column", default="text", show_default=True, help="Text column of CSV/TSV/JSONL inputs.")
+@click.option("--threads", type=click.IntRange(min=1), help="Compute threads [default: the bundle's profile].")
+@click.option("--json", "as_json", is_flag=True, help="Print predictions as JSON on stdout.")
+def command(bundle: Path, inputs: tuple[str, ...], top_k: int, text_column: str, threads: int | None,
+            as_json: bool) -> None:
+    """Predict with BUNDLE for each of INPUTS: texts, or files (.txt lines, .csv/.tsv/.jsonl with a
+    text column, images or image folders for image bundles).
+
+    \b
+    Examples:
+      edgeft predict artifacts/bundles/smart-home "turn off the kitchen lights"
+      edgeft predict artifacts/bundles/smart-home messages.txt --json
+    """
+    import numpy as np
+    from rich.table import Table
+
+    from edgeft.deploy.bundle import Bundle, read_items
+    from edgeft.report import stderr
+
+    model = Bundle(bundle, threads=threads)
+    items = read_items(list(inputs), model.manifest.data["modality"], text_column)
+    values = model.predict(items)
+    results = []
+    for item, row in zip(items, values):
+        if model.task == "regression":
+            results.append({"input": item, "values": [round(float(v), 6) for v in row]})
+            continue
+        order = np.argsort(-row)[:top_k] if model.task == "classification" else np.flatnonzero(row > 0.5)
+        top = [{"label": model.labels[i], "score": round(float(row[i]), 6)} for i in order]
+        results.append({"input": item, "label": top[0]["label"] if top else None, "top": top})
+    if as_json:
+        click.echo(json.dumps(results if len(results) > 1 else results[0], indent=2))
+        return
+    table = Table(show_header=True)
+    table.add_column("input")
+    table.add_column("prediction")
+    for result in results:
+        shown = ", ".join(f"{t['label']} {t['score']:.2f}" for t in result.get("top", [])) or \
+            ", ".join(f"{v:.4f}" for v in result.get("values", [])) or "(no label above 0.5)"
+        table.add_row(result["input"], shown)
+    stderr.print(table)

@@ -1,0 +1,94 @@
+"""A deployed bundle on the device: verified, loaded into onnxruntime, ready to predict."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+
+from edgeft.deploy.runtime import make_session, scores
+from edgeft.errors import EdgeftError
+from edgeft.manifest import load_manifest
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp"}
+
+
+class Bundle:
+    """The bundle's model with its preprocessing; every file's sha256 is checked on load."""
+
+    def __init__(self, folder: Path, threads: int | None = None) -> None:
+        self.manifest = load_manifest(folder, kind="bundle")
+        data = self.manifest.data
+        self.folder = Path(folder)
+        self.task = data["task"]
+        self.labels = list(data["labels"]["names"])
+        self.threads = threads or data.get("threads")
+        self.session = make_session(self.manifest.path("model"), self.threads, data.get("graph_optimization", "all"))
+        self.input_names = [i.name for i in self.session.get_inputs()]
+
+    def encode(self, items: list[str]) -> dict[str, np.ndarray]:
+        """Model inputs for texts, or for image paths."""
+        data = self.manifest.data
+        if data["modality"] == "text":
+            from edgeft.data.encode import TextEncoder
+
+            encoder = TextEncoder(self.folder, data)
+            return encoder.pad(encoder.encode(items))
+        if data["modality"] == "image":
+            from edgeft.data.encode import ImageEncoder
+
+            encoder = ImageEncoder(data)
+            return {data["inputs"][0]["name"]: np.stack([encoder.load(Path(p)) for p in items])}
+        raise EdgeftError("This bundle takes raw tensors; predict works on text and image bundles.",
+                          where=str(self.folder), hint="run the model with onnxruntime directly.")
+
+    def predict(self, items: list[str], batch_size: int = 32) -> np.ndarray:
+        """Scores per item: probabilities (classification, multi-label) or values (regression)."""
+        outputs = []
+        for start in range(0, len(items), batch_size):
+            feed = self.encode(items[start : start + batch_size])
+            outputs.append(self.session.run(None, {n: feed[n] for n in self.input_names})[0])
+        return scores(self.task, np.concatenate(outputs)) if outputs else np.zeros((0, len(self.labels)))
+
+
+def read_items(args: list[str], modality: str, text_column: str = "text") -> list[str]:
+    """What to predict: literal texts, or files (.txt lines, .csv/.tsv/.jsonl text column, images, folders)."""
+    items: list[str] = []
+    for arg in args:
+        path = Path(arg)
+        if modality == "image":
+            if path.is_dir():
+                items += sorted(str(p) for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+            elif path.is_file():
+                items.append(str(path))
+            else:
+                raise EdgeftError(f"The image {arg} does not exist.", where=arg, hint="give image files or a folder.")
+            continue
+        if not (path.suffix.lower() in (".txt", ".csv", ".tsv", ".jsonl") and path.is_file()):
+            items.append(arg)
+            continue
+        try:
+            text = path.read_text(encoding="utf-8-sig")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise EdgeftError(f"{path} cannot be read: {exc}.", where=str(path), hint="give a UTF-8 text file.") from exc
+        if path.suffix.lower() == ".txt":
+            items += [line.strip() for line in text.splitlines() if line.strip()]
+        elif path.suffix.lower() == ".jsonl":
+            for number, line in enumerate(text.splitlines(), start=1):
+                if line.strip():
+                    try:
+                        items.append(str(json.loads(line)[text_column]))
+                    except (json.JSONDecodeError, KeyError, TypeError) as exc:
+                        raise EdgeftError(f"No {text_column!r} text in this JSON line.", where=f"{path}:{number}",
+                                          hint="each line needs an object with a text field (--text-column).") from exc
+        else:
+            reader = csv.DictReader(text.splitlines(), delimiter="\t" if path.suffix.lower() == ".tsv" else ",")
+            if text_column not in (reader.fieldnames or []):
+                raise EdgeftError(f"{path} has no column {text_column!r} (columns: {reader.fieldnames}).",
+                                  where=str(path), hint="pass --text-column NAME.")
+            items += [row[text_column] for row in reader if row.get(text_column)]
+    if not items:
+        raise EdgeftError("Nothing to predict.", where=" ".join(args) or "(no input)", hint="give a text or a file.")
+    return items

@@ -1,0 +1,46 @@
+"""The accuracy guard: try recipes from the profile's towards safer ones until the drop fits.
+
+Each step keeps everything the previous one changed: per-channel weight scales, then the
+classifier head in fp32, then the embedding table in fp32, then weight-only int8 (fp32 compute),
+and finally no quantization at all, which always fits.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterator
+from typing import Any
+
+from edgeft.selection import find_blocks, head_names
+
+
+def head_node_patterns(trainable: list[str]) -> list[str]:
+    """Node-name patterns of the head (the classifier), the layers most sensitive to quantization."""
+    modules = {name.rpartition(".")[0] for name in head_names(trainable, find_blocks(trainable))}
+    return sorted("^/" + module.replace(".", "/") + "/" for module in modules if module)
+
+
+def ladder(recipe: Any, head_patterns: list[str]) -> Iterator[tuple[str, Any]]:
+    """(why, recipe) pairs, the profile's own recipe first."""
+    yield "the profile's recipe", recipe
+    if recipe.mode in ("dynamic", "static") and not recipe.per_channel:
+        recipe = dataclasses.replace(recipe, per_channel=True)
+        yield "per-channel weight scales", recipe
+    if recipe.mode in ("dynamic", "static", "weight-only") and head_patterns:
+        recipe = dataclasses.replace(recipe, exclude_nodes=tuple(recipe.exclude_nodes) + tuple(head_patterns))
+        yield "classifier head kept in fp32", recipe
+    if recipe.mode != "none" and recipe.quantize_embeddings:
+        recipe = dataclasses.replace(recipe, quantize_embeddings=False)
+        yield "embedding table kept in fp32", recipe
+    if recipe.mode in ("dynamic", "static") or (recipe.mode == "weight-only" and recipe.weight_type == "int4"):
+        recipe = dataclasses.replace(recipe, mode="weight-only", weight_type="int8")
+        yield "weight-only int8 (fp32 compute)", recipe
+    if recipe.mode != "none":
+        yield "no quantization (fp32)", dataclasses.replace(recipe, mode="none")
+
+
+def quality_drop(task: str, reference: dict[str, Any], candidate: dict[str, Any]) -> float:
+    """Accuracy lost in percentage points (regression: RMSE increase in percent)."""
+    if task == "regression":
+        return 100.0 * (candidate["rmse"] - reference["rmse"]) / max(reference["rmse"], 1e-12)
+    return 100.0 * (reference["accuracy"] - candidate["accuracy"])

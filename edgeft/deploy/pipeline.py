@@ -1,0 +1,228 @@
+"""``edgeft deploy``: trained run -> fp32 inference model -> quantized bundle, checked and measured."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgeft import __version__
+from edgeft.deploy.guard import head_node_patterns, ladder, quality_drop
+from edgeft.deploy.inference_model import build_inference_model
+from edgeft.deploy.measure import latency, sample_feed
+from edgeft.deploy.quantize import quantize
+from edgeft.deploy.runtime import InferenceStepper, make_session
+from edgeft.devices import DeviceProfile, load_profile
+from edgeft.errors import EdgeftError
+from edgeft.fsutil import staged_folder
+from edgeft.manifest import Manifest, write_manifest
+from edgeft.ortcompat import runtime_versions
+from edgeft.train.evaluate import checkpoint_parameters, evaluate, resolve_model
+from edgeft.train.examples import ExampleSet
+
+REPORT_JSON = "report.json"
+REPORT_MD = "REPORT.md"
+
+
+@dataclass
+class DeployOptions:
+    """What ``edgeft deploy`` is told."""
+
+    source: Path
+    device: str = "auto"
+    output: Path | None = None
+    val: Path | None = None
+    text_column: str = "text"
+    label_column: str = "label"
+    max_drop: float | None = None
+    sequence: int = 64
+    force: bool = False
+
+
+def _run_data(source: Path) -> dict[str, Any]:
+    from edgeft.train.loop import RUN_FILE
+
+    path = source / RUN_FILE
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+
+
+def _validation(manifest: Manifest, options: DeployOptions, run: dict[str, Any]) -> tuple[ExampleSet, ExampleSet | None]:
+    """Validation examples (--val, or the run's), and training examples for calibration."""
+    from edgeft.train.loop import DataOptions, TrainConfig, load_examples, Reporter
+
+    columns = dict(text_column=run.get("text_column", options.text_column),
+                   label_column=run.get("label_column", options.label_column))
+    if options.val is not None:
+        from edgeft.data.records import read_records
+
+        val = ExampleSet(read_records(options.val, manifest.data, **columns), manifest)
+        train = None
+        if run.get("train"):
+            train, _ = load_examples(manifest, DataOptions(train=Path(run["train"]), **columns),
+                                     TrainConfig(val_fraction=0), Reporter())
+        return val, train
+    if not run.get("train"):
+        raise EdgeftError("deploy needs labelled validation data to check the quantized model's accuracy.",
+                          where=str(options.source), hint="pass --val FILE (or deploy a run folder from edgeft train).")
+    config = dict(run.get("config", {}))
+    data = DataOptions(train=Path(run["train"]), val=Path(run["val"]) if run.get("val") else None, **columns)
+    train, val = load_examples(manifest, data, TrainConfig(seed=config.get("seed", 0),
+                                                           val_fraction=config.get("val_fraction", 0.1)), Reporter())
+    if val is None:
+        raise EdgeftError("The run has no validation data to check the quantized model with.", where=str(options.source),
+                          hint="pass --val FILE.")
+    return val, train
+
+
+def _calibration(train: ExampleSet | None, count: int) -> list[dict[str, np.ndarray]]:
+    if train is None:
+        return []
+    order = np.random.default_rng(0).permutation(len(train))[:count]
+    return [train.inputs(order[i : i + 8]) for i in range(0, len(order), 8)]
+
+
+def auto_device() -> str:
+    """The built-in profile that fits this machine's CPU."""
+    import platform
+
+    machine = platform.machine().lower()
+    if machine in ("x86_64", "amd64"):
+        try:
+            flags = Path("/proc/cpuinfo").read_text()
+        except OSError:
+            flags = ""
+        return "x86-64-avx512-vnni" if "avx512_vnni" in flags else "x86-64-avx2"
+    if machine in ("arm64", "aarch64"):
+        return "apple-m-series" if platform.system() == "Darwin" else "generic-arm64"
+    raise EdgeftError(f"No built-in device profile fits this machine ({machine}).", where="--device auto",
+                      hint="pass --device NAME (see edgeft devices) or the path of your own profile.")
+
+
+def _size_mb(path: Path) -> float:
+    return path.stat().st_size / 2**20
+
+
+def deploy(options: DeployOptions, progress: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """Build, check, measure and write a bundle; returns the report."""
+    step = progress or (lambda _text: None)
+    started = time.perf_counter()
+    profile: DeviceProfile = load_profile(auto_device() if options.device == "auto" else options.device)
+    manifest, checkpoint = resolve_model(Path(options.source))
+    run = _run_data(Path(options.source))
+    trained = checkpoint_parameters(checkpoint) if checkpoint else {}
+    name = f"{manifest.data['name']}-{profile.name}"
+    dest = Path(options.output) if options.output else Path("artifacts") / "bundles" / name
+    if dest.exists() and not options.force:
+        raise EdgeftError(f"The bundle folder {dest} already exists.", where=str(dest),
+                          hint="pass --force to replace it, or choose another --output.")
+    step("reading validation data")
+    val, train = _validation(manifest, options, run)
+    task, max_drop = manifest.data["task"], profile.targets.max_accuracy_drop if options.max_drop is None else options.max_drop
+    threads, level = profile.hardware.threads, profile.runtime.graph_optimization
+    source = manifest.data.get("source", {})
+    with staged_folder(dest, force=options.force) as stage:
+        work = stage / ".work"
+        work.mkdir()
+        step("building the fp32 inference model")
+        fp32, build_notes = build_inference_model(
+            manifest.path("forward_model"), trained, work / "fp32.onnx",
+            fuse=profile.runtime.fuse_transformer and manifest.data["modality"] == "text",
+            heads=source.get("num_attention_heads"), hidden=source.get("hidden_size"))
+        step("evaluating the fp32 model")
+        batch = 32
+        fp32_metrics = evaluate(InferenceStepper(make_session(fp32, threads, level), manifest), val, task,
+                                len(manifest.data["labels"]["names"]), batch)
+        calibration = _calibration(train, profile.quantization.calibration_examples) \
+            if profile.quantization.mode == "static" else []
+        attempts, chosen = [], None
+        for why, recipe in ladder(profile.quantization, head_node_patterns(
+                [t["name"] for t in manifest.data["trainable"]["tensors"]])):
+            step(f"quantizing: {why}")
+            candidate = work / f"candidate-{len(attempts)}.onnx"
+            notes = quantize(fp32, candidate, recipe, calibration)
+            quant_metrics = evaluate(InferenceStepper(make_session(candidate, threads, level), manifest), val, task,
+                                     len(manifest.data["labels"]["names"]), batch)
+            drop = quality_drop(task, fp32_metrics, quant_metrics)
+            accepted = drop <= max_drop + 1e-9
+            attempts.append({"step": why, "recipe": dataclasses.asdict(recipe), "notes": notes,
+                             "metrics": _public(quant_metrics), "drop": round(drop, 4), "size_mb": round(_size_mb(candidate), 3),
+                             "accepted": accepted})
+            if accepted:
+                chosen = candidate, recipe
+                break
+        assert chosen is not None  # the ladder ends with fp32, whose drop is 0
+        model_path = stage / "model.onnx"
+        shutil.move(str(chosen[0]), model_path)
+        step("measuring latency")
+        feed = sample_feed(manifest.data, manifest.folder, 1, options.sequence)
+        speed_fp32 = latency(make_session(fp32, threads, level), feed)
+        speed_bundle = latency(make_session(model_path, threads, level), feed)
+        files = {"model": "model.onnx", "labels": "labels.txt", "profile": "profile.toml"}
+        shutil.copyfile(manifest.path("labels"), stage / "labels.txt")
+        shutil.copyfile(profile.path, stage / "profile.toml")
+        for key in ("tokenizer", "preprocessor_config"):
+            if key in manifest.data["files"]:
+                target = manifest.data["files"][key]["path"]
+                shutil.copyfile(manifest.path(key), stage / target)
+                files[key] = target
+        report = {
+            "bundle": str(dest), "device": profile.name, "threads": threads, "source": str(options.source),
+            "checkpoint": str(checkpoint) if checkpoint else None, "validation_examples": len(val),
+            "fp32": {"size_mb": round(_size_mb(fp32), 3), "metrics": _public(fp32_metrics), "latency": speed_fp32},
+            "bundle_model": {"size_mb": round(_size_mb(model_path), 3), "metrics": attempts[-1]["metrics"],
+                             "latency": speed_bundle},
+            "size_ratio": round(_size_mb(model_path) / _size_mb(fp32), 4),
+            "speedup_batch1": round(speed_fp32["p50_ms"] / speed_bundle["p50_ms"], 3),
+            "accuracy_drop": attempts[-1]["drop"], "max_accuracy_drop": max_drop,
+            "chosen": attempts[-1]["step"], "attempts": attempts, "build_notes": build_notes,
+            "latency_target_ms": profile.targets.latency_ms_p50,
+            "sequence": options.sequence if manifest.data["modality"] == "text" else None,
+        }
+        shutil.rmtree(work)
+        (stage / REPORT_JSON).write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+        (stage / REPORT_MD).write_text(render_report(report), encoding="utf-8")
+        files.update({"report": REPORT_JSON, "report_text": REPORT_MD})
+        data = {key: manifest.data[key] for key in ("task", "modality", "loss", "inputs", "output", "preprocessing")}
+        data.update({"kind": "bundle", "name": name, "labels": {"names": manifest.data["labels"]["names"]},
+                     "device": profile.name, "threads": threads, "graph_optimization": level,
+                     "quantization": dataclasses.asdict(chosen[1]), "artifacts": manifest.data["name"],
+                     "tool": {"edgeft": __version__, **runtime_versions()}})
+        write_manifest(stage, data, files)
+    report["seconds"] = round(time.perf_counter() - started, 2)
+    return report
+
+
+def _public(values: dict[str, Any]) -> dict[str, Any]:
+    return {k: (round(v, 6) if isinstance(v, float) and math.isfinite(v) else v) for k, v in values.items()
+            if k != "confusion"}
+
+
+def render_report(report: dict[str, Any]) -> str:
+    """The readable REPORT.md of a bundle."""
+    fp32, model = report["fp32"], report["bundle_model"]
+    metric = "accuracy" if "accuracy" in fp32["metrics"] else "rmse"
+    lines = [
+        f"# edgeft bundle for {report['device']}", "",
+        f"Chosen recipe: **{report['chosen']}** (drop {report['accuracy_drop']:.2f} within the allowed "
+        f"{report['max_accuracy_drop']:.2f}), checked on {report['validation_examples']} validation examples.", "",
+        "| | fp32 | bundle |", "|---|---|---|",
+        f"| size | {fp32['size_mb']:.1f} MB | {model['size_mb']:.1f} MB ({100 * report['size_ratio']:.0f}%) |",
+        f"| {metric} | {fp32['metrics'][metric]:.4f} | {model['metrics'][metric]:.4f} |",
+        f"| latency p50, batch 1, {report['threads']} thread(s) | {fp32['latency']['p50_ms']:.2f} ms | "
+        f"{model['latency']['p50_ms']:.2f} ms ({report['speedup_batch1']:.2f}x) |",
+        f"| latency p95 | {fp32['latency']['p95_ms']:.2f} ms | {model['latency']['p95_ms']:.2f} ms |", "",
+        "## Recipes tried", "",
+    ]
+    for attempt in report["attempts"]:
+        lines.append(f"- {attempt['step']}: drop {attempt['drop']:.2f}, {attempt['size_mb']:.1f} MB, "
+                     f"{'accepted' if attempt['accepted'] else 'rejected'} ({'; '.join(attempt['notes'])})")
+    lines += ["", "## Inference model", "", *[f"- {note}" for note in report["build_notes"]], ""]
+    return "\n".join(lines)

@@ -1,0 +1,142 @@
+"""Quantize an fp32 inference model with a device profile's recipe.
+
+Recipes: ``dynamic`` (int8 weights, activations quantized at run time), ``static`` (int8
+weights and activations, calibrated on a sample of the training data; QDQ or QOperator),
+``weight-only`` (weights stored as int8 or int4 and dequantized when the model loads: smaller
+files, fp32 compute), ``fp16`` and ``none``.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import onnx
+from onnx import helper, numpy_helper
+
+from edgeft.errors import EdgeftError
+
+EMBEDDING_OPS = {"Gather"}
+
+
+def excluded_nodes(model: onnx.ModelProto, patterns: tuple[str, ...] | list[str]) -> list[str]:
+    """Names of the nodes matching any pattern (kept in fp32)."""
+    compiled = [re.compile(p) for p in patterns]
+    return [n.name for n in model.graph.node if n.name and any(p.search(n.name) for p in compiled)]
+
+
+def _op_types(model: onnx.ModelProto, op_types: tuple[str, ...], quantize_embeddings: bool) -> list[str]:
+    present = {n.op_type for n in model.graph.node}
+    wanted = set(op_types) or {"MatMul", "Gemm", "Attention", "Gather", "Conv"}
+    if quantize_embeddings:
+        wanted |= EMBEDDING_OPS
+    else:
+        wanted -= EMBEDDING_OPS
+    return sorted(wanted & present)
+
+
+class _Calibration:
+    """onnxruntime's CalibrationDataReader over a list of input feeds."""
+
+    def __init__(self, feeds: list[dict[str, np.ndarray]]) -> None:
+        self._feeds: Iterator[dict[str, np.ndarray]] = iter(feeds)
+
+    def get_next(self) -> dict[str, np.ndarray] | None:
+        return next(self._feeds, None)
+
+    def rewind(self) -> None:  # pragma: no cover - required by newer onnxruntime versions
+        pass
+
+
+def weight_only(model: onnx.ModelProto, bits: int, exclude: set[str]) -> tuple[onnx.ModelProto, int]:
+    """Store MatMul / Gemm / Gather weights as int8 with per-channel scales and a DequantizeLinear.
+
+    ONNX Runtime folds the dequantization when the session loads, so compute stays fp32 while
+    the file holds a quarter of the bytes. With ``bits`` 4 the values use 15 levels ([-7, 7])
+    but are still stored one per byte: the training build of ONNX Runtime 1.19 lacks the
+    MatMulNBits packer, so int4 buys accuracy headroom knowledge, not size.
+    """
+    levels = 127 if bits == 8 else 7
+    inits = {i.name: i for i in model.graph.initializer}
+    users: dict[str, list[onnx.NodeProto]] = {}
+    for node in model.graph.node:
+        for name in node.input:
+            users.setdefault(name, []).append(node)
+    new_inits, new_nodes, count = [], [], 0
+    for name, init in list(inits.items()):
+        consumers = users.get(name, [])
+        if init.data_type != onnx.TensorProto.FLOAT or len(init.dims) != 2 or not consumers:
+            continue
+        if not all(n.op_type in ("MatMul", "Gemm", "Gather") and n.name not in exclude for n in consumers):
+            continue
+        weight = numpy_helper.to_array(init)
+        axis = 0 if consumers[0].op_type == "Gather" else 1  # per row of a table, per output column
+        scale = np.abs(weight).max(axis=1 - axis) / levels
+        scale = np.where(scale > 0, scale, 1.0).astype(np.float32)
+        shaped = scale[None, :] if axis == 1 else scale[:, None]
+        quantized = np.clip(np.round(weight / shaped), -levels, levels).astype(np.int8)
+        model.graph.initializer.remove(init)
+        new_inits += [numpy_helper.from_array(quantized, f"{name}_int8"), numpy_helper.from_array(scale, f"{name}_scale")]
+        new_nodes.append(helper.make_node("DequantizeLinear", [f"{name}_int8", f"{name}_scale"], [name],
+                                          name=f"{name}_dequantize", axis=axis))
+        count += 1
+    model.graph.initializer.extend(new_inits)
+    for node in reversed(new_nodes):
+        model.graph.node.insert(0, node)
+    return model, count
+
+
+def quantize(source: Path, target: Path, recipe, calibration: list[dict[str, np.ndarray]] | None = None) -> list[str]:
+    """Apply ``recipe`` (a devices.Quantization) to ``source``; returns notes on what was done."""
+    from onnxruntime.quantization import QuantFormat, QuantType, quantize_dynamic, quantize_static
+
+    model = onnx.load(str(source))
+    exclude = excluded_nodes(model, recipe.exclude_nodes)
+    ops = _op_types(model, recipe.op_types, recipe.quantize_embeddings)
+    weight_type = {"int8": QuantType.QInt8, "uint8": QuantType.QUInt8}.get(recipe.weight_type, QuantType.QInt8)
+    extra = {"DefaultTensorType": onnx.TensorProto.FLOAT}  # fused graphs carry untyped contrib-op outputs
+    notes = []
+    if exclude:
+        notes.append(f"kept {len(exclude)} node(s) in fp32")
+    try:
+        if recipe.mode == "none":
+            shutil.copyfile(source, target)
+        elif recipe.mode == "dynamic":
+            quantize_dynamic(str(source), str(target), op_types_to_quantize=ops, per_channel=recipe.per_channel,
+                             reduce_range=recipe.reduce_range, weight_type=weight_type, nodes_to_exclude=exclude,
+                             extra_options=extra)
+            notes.append(f"dynamic {recipe.weight_type} ({', '.join(ops)})")
+        elif recipe.mode == "static":
+            if not calibration:
+                raise EdgeftError("Static quantization needs calibration data.", where="deploy",
+                                  hint="deploy a run with training data, or use a profile with mode = \"dynamic\".")
+            activation = {"int8": QuantType.QInt8, "uint8": QuantType.QUInt8}.get(recipe.activation_type, QuantType.QUInt8)
+            fmt = QuantFormat.QDQ if recipe.format == "qdq" else QuantFormat.QOperator
+            quantize_static(str(source), str(target), _Calibration(calibration), quant_format=fmt,
+                            op_types_to_quantize=ops, per_channel=recipe.per_channel, reduce_range=recipe.reduce_range,
+                            activation_type=activation, weight_type=weight_type, nodes_to_exclude=exclude,
+                            extra_options=extra)
+            notes.append(f"static {recipe.weight_type}/{recipe.activation_type} {recipe.format} on "
+                         f"{len(calibration)} calibration batches")
+        elif recipe.mode == "weight-only":
+            bits = 4 if recipe.weight_type == "int4" else 8
+            quantized, count = weight_only(model, bits, set(exclude))
+            onnx.save(quantized, str(target))
+            notes.append(f"weight-only int{bits}: {count} weight tensors stored quantized")
+        elif recipe.mode == "fp16":
+            from onnxruntime.transformers.float16 import convert_float_to_float16
+
+            onnx.save(convert_float_to_float16(model, keep_io_types=True), str(target))
+            notes.append("fp16 weights and compute, fp32 inputs and outputs")
+        else:
+            raise EdgeftError(f"Unknown quantization mode {recipe.mode!r}.", where="quantization.mode",
+                              hint="use dynamic, static, weight-only, fp16 or none.")
+    except EdgeftError:
+        raise
+    except Exception as exc:
+        raise EdgeftError(f"Quantization ({recipe.mode}) failed: {exc}", where=str(source),
+                          hint="try another device profile, or quantization.mode = \"none\".") from exc
+    return notes

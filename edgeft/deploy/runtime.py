@@ -1,0 +1,74 @@
+"""Running an inference model with plain onnxruntime: sessions, losses, and bundle loading.
+
+Used by deploy (to evaluate fp32 against quantized), by ``predict`` and by ``bench``: the
+device needs nothing but onnxruntime, numpy and tokenizers.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgeft.manifest import Manifest
+
+OPTIMIZATION_LEVELS = ("disable", "basic", "extended", "all")
+
+
+def make_session(path: Path, threads: int | None = None, optimization: str = "all"):  # -> ort.InferenceSession
+    """An InferenceSession on the CPU with a fixed thread count and graph optimization level."""
+    import onnxruntime as ort
+
+    from edgeft.ortcompat import quiet_runtime
+
+    quiet_runtime()
+    options = ort.SessionOptions()
+    if threads:
+        options.intra_op_num_threads = int(threads)
+        options.inter_op_num_threads = 1
+    options.graph_optimization_level = {
+        "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL, "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+        "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED, "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+    }[optimization]
+    return ort.InferenceSession(str(path), sess_options=options, providers=["CPUExecutionProvider"])
+
+
+def loss_value(task: str, outputs: np.ndarray, labels: np.ndarray, loss: str) -> float:
+    """The training loss recomputed in numpy (so inference models report it too)."""
+    x = outputs.astype(np.float64)
+    if loss == "cross-entropy":
+        shifted = x - x.max(axis=1, keepdims=True)
+        logp = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
+        return float(-logp[np.arange(len(labels)), labels].mean())
+    if loss == "bce":
+        return float(np.mean(np.maximum(x, 0) - x * labels + np.log1p(np.exp(-np.abs(x)))))
+    if loss == "l1":
+        return float(np.mean(np.abs(x - labels)))
+    return float(np.mean((x - labels) ** 2))
+
+
+class InferenceStepper:
+    """Gives an InferenceSession the ``eval_step`` of a trainer, for edgeft.train.evaluate."""
+
+    def __init__(self, session: Any, manifest: Manifest) -> None:
+        self.session = session
+        self.names = [i.name for i in session.get_inputs()]
+        self.output = manifest.data["output"]["name"]
+        self.task = manifest.data["task"]
+        self.loss = manifest.data["loss"]
+
+    def eval_step(self, batch: dict[str, np.ndarray]) -> tuple[float, np.ndarray]:
+        outputs = self.session.run([self.output], {n: batch[n] for n in self.names})[0]
+        return loss_value(self.task, outputs, batch["labels"], self.loss), outputs
+
+
+def scores(task: str, outputs: np.ndarray) -> np.ndarray:
+    """Probabilities for classification (softmax) and multi-label (sigmoid); values for regression."""
+    x = outputs.astype(np.float64)
+    if task == "classification":
+        e = np.exp(x - x.max(axis=1, keepdims=True))
+        return e / e.sum(axis=1, keepdims=True)
+    if task == "multi-label":
+        return 1.0 / (1.0 + np.exp(-x))
+    return x
