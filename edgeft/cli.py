@@ -24,6 +24,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "deploy": ("deploy", "Quantize a trained run for a device profile and write a checked bundle."),
     "predict": ("predict", "Labels and scores from a bundle (onnxruntime only)."),
     "bench": ("bench", "Latency, throughput and peak memory of a bundle."),
+    "build": ("build", "Build the artifacts and bundles declared in edgeft.toml (skips unchanged ones)."),
+    "verify": ("verify", "Check a downloaded artifact folder or bundle: hashes, format, loads here."),
 }
 
 

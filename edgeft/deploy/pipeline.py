@@ -45,6 +45,7 @@ class DeployOptions:
     max_drop: float | None = None
     sequence: int = 64
     force: bool = False
+    extra: dict[str, Any] = dataclasses.field(default_factory=dict)  # more manifest fields, e.g. a build key
 
 
 def _run_data(source: Path) -> dict[str, Any]:
@@ -194,7 +195,7 @@ def deploy(options: DeployOptions, progress: Callable[[str], None] | None = None
         data.update({"kind": "bundle", "name": name, "labels": {"names": manifest.data["labels"]["names"]},
                      "device": profile.name, "threads": threads, "graph_optimization": level,
                      "quantization": dataclasses.asdict(chosen[1]), "artifacts": manifest.data["name"],
-                     "tool": {"edgeft": __version__, **runtime_versions()}})
+                     "tool": {"edgeft": __version__, **runtime_versions()}, **options.extra})
         write_manifest(stage, data, files)
     report["seconds"] = round(time.perf_counter() - started, 2)
     return report

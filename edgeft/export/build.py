@@ -51,6 +51,7 @@ class ExportOptions:
     dropout: bool = True
     force: bool = False
     name: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)  # more manifest fields, e.g. a build key
 
 
 @dataclass
@@ -264,7 +265,7 @@ def export_artifacts(options: ExportOptions, progress: Callable[[str], None] | N
                           "tensors": [{"name": t.name, "shape": t.shape} for t in trainable_t],
                           "parameters": sum(t.numel for t in trainable_t),
                           "frozen_tensors": len(frozen_t), "frozen_parameters": sum(t.numel for t in frozen_t)},
-            "cache": cache, "repairs": repairs, "seed": options.seed, "tool": _versions(),
+            "cache": cache, "repairs": repairs, "seed": options.seed, "tool": _versions(), **options.extra,
         }
         manifest = write_manifest(stage, data, files)
         step("running one training step to check the artifacts")

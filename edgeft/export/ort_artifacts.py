@@ -43,6 +43,11 @@ def generate(model: onnx.ModelProto, trainable: list[str], frozen: list[str], lo
              output: str, stage: Path, prefix: str = "") -> list[str]:
     """Repair ``model``, build its ORT training artifacts in ``stage``; returns the repairs made."""
     from onnxruntime.training import artifacts
+    from onnxruntime.training.onnxblock import _graph_utils
+
+    # onnxblock numbers the names it generates with a process-wide counter; restart it so the
+    # same model always gives the same bytes, however many exports ran before in this process
+    _graph_utils._GRAPH_TOKEN = 0
 
     loss = {"cross-entropy": artifacts.LossType.CrossEntropyLoss, "bce": artifacts.LossType.BCEWithLogitsLoss,
             "mse": artifacts.LossType.MSELoss, "l1": artifacts.LossType.L1Loss}[loss_name]

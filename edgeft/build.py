@@ -1,0 +1,241 @@
+"""``edgeft build``: declarative, reproducible artifact (and bundle) builds from ``edgeft.toml``.
+
+Each ``[[build]]`` entry names a source model, labels, trainable set, loss, optimizer and,
+optionally, device profiles to make untrained bundles for. A build is skipped when its key is
+unchanged: the sha256 of the model files and label file, the entry itself and the tool and
+runtime versions. Outputs carry no timestamps or absolute paths, so an unchanged build gives
+byte-identical ONNX files and checkpoints.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from edgeft import __version__
+from edgeft.errors import EdgeftError
+from edgeft.fsutil import sha256_file
+from edgeft.manifest import load_manifest, verify_files
+from edgeft.ortcompat import runtime_versions
+
+try:
+    import tomllib
+except ImportError:  # Python < 3.11
+    import tomli as tomllib  # type: ignore[no-redef]
+
+
+ARTIFACTS_DIR = "artifacts/build/artifacts"
+BUNDLES_DIR = "artifacts/build/bundles"
+
+
+@dataclass
+class BuildEntry:
+    """One ``[[build]]`` table; paths are relative to the build file's folder."""
+
+    name: str
+    model: str = "minilm"
+    labels: str | None = None
+    num_labels: int | None = None
+    train: str = "last:1"
+    loss: str = "cross-entropy"
+    optimizer: str = "adamw"
+    max_length: int = 128
+    seed: int = 0
+    dropout: bool = True
+    inputs: list[str] = field(default_factory=list)
+    modality: str | None = None
+    devices: list[str] = field(default_factory=list)
+    val: str | None = None
+    text_column: str = "text"
+    label_column: str = "label"
+    output: str | None = None
+
+
+_TYPES: dict[str, tuple[type, ...]] = {
+    "name": (str,), "model": (str,), "labels": (str,), "num_labels": (int,), "train": (str,), "loss": (str,),
+    "optimizer": (str,), "max_length": (int,), "seed": (int,), "dropout": (bool,), "inputs": (list,),
+    "modality": (str,), "devices": (list,), "val": (str,), "text_column": (str,), "label_column": (str,),
+    "output": (str,),
+}
+
+
+def read_build_file(path: Path) -> list[BuildEntry]:
+    """Parse and validate; every error names the file, the build and the field."""
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError as exc:
+        raise EdgeftError(f"The build file {path} does not exist.", where=str(path),
+                          hint="write an edgeft.toml (see the README) or pass its path.") from exc
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise EdgeftError(f"The build file cannot be read: {exc}.", where=str(path), hint="fix the TOML syntax.") from exc
+    unknown_top = set(data) - {"build"}
+    if unknown_top:
+        raise EdgeftError(f"Unknown top-level key(s) {sorted(unknown_top)}.", where=str(path),
+                          hint="the file holds [[build]] tables only.")
+    builds = data.get("build")
+    if not isinstance(builds, list) or not builds:
+        raise EdgeftError("The build file has no [[build]] entries.", where=str(path),
+                          hint="add at least one [[build]] table with a name.")
+    entries, names = [], set()
+    for index, raw in enumerate(builds, start=1):
+        label = f"build #{index}" + (f" ({raw.get('name')})" if isinstance(raw.get("name"), str) else "")
+        where = f"{path}: {label}"
+        for key, value in raw.items():
+            if key not in _TYPES:
+                close = difflib.get_close_matches(key, list(_TYPES), n=1)
+                raise EdgeftError(f"Unknown field {key!r}.", where=where,
+                                  hint=f"did you mean {close[0]!r}?" if close else f"fields: {', '.join(_TYPES)}.")
+            if not isinstance(value, _TYPES[key]) or (isinstance(value, bool) and bool not in _TYPES[key]):
+                raise EdgeftError(f"Field {key!r} must be {_TYPES[key][0].__name__}, not {type(value).__name__}.",
+                                  where=f"{where}, field {key}", hint="fix the value's type.")
+            if key in ("inputs", "devices") and not all(isinstance(v, str) for v in value):
+                raise EdgeftError(f"Field {key!r} must be a list of strings.", where=f"{where}, field {key}",
+                                  hint="write e.g. [\"raspberry-pi-5\"].")
+        if "name" not in raw:
+            raise EdgeftError("The build has no name.", where=where, hint="add name = \"...\".")
+        if raw["name"] in names:
+            raise EdgeftError(f"Two builds are named {raw['name']!r}.", where=where, hint="give each build its own name.")
+        names.add(raw["name"])
+        entry = BuildEntry(**raw)
+        if entry.devices and not entry.val:
+            raise EdgeftError("Bundles need validation data for the accuracy check.", where=f"{where}, field val",
+                              hint="add val = \"path/to/val.csv\" or remove devices.")
+        entries.append(entry)
+    return entries
+
+
+def _hash_files(paths: list[Path], root: Path, digest: Any) -> None:
+    for file in sorted(paths):
+        digest.update(str(file.relative_to(root)).encode())
+        digest.update(sha256_file(file).encode())
+
+
+def model_ref(model: str, base: Path) -> str:
+    """The model argument for export, with paths made relative to the build file's folder."""
+    from edgeft.export.builtin import BUILTIN_MODELS
+
+    if model in BUILTIN_MODELS:
+        return model
+    if (base / model).exists():
+        return str(base / model)
+    target, _, factory = model.rpartition(":")
+    return f"{base / target}:{factory}" if target.endswith(".py") else model
+
+
+def model_files_digest(model: str, base: Path, digest: Any) -> None:
+    """Feed the content of the model's files into ``digest`` (built-in, folder, .onnx or module)."""
+    from edgeft.export.builtin import BUILTIN_MODELS, builtin_path
+
+    if model in BUILTIN_MODELS:
+        folder = builtin_path(model)
+        _hash_files([p for p in folder.rglob("*") if p.is_file()], folder, digest)
+        return
+    path = base / model
+    if path.is_dir():
+        _hash_files([p for p in path.rglob("*") if p.is_file()], path, digest)
+    elif path.is_file():
+        digest.update(sha256_file(path).encode())
+    else:
+        target = model.rpartition(":")[0]
+        candidate = base / target
+        if target.endswith(".py") and candidate.is_file():
+            digest.update(sha256_file(candidate).encode())
+        else:
+            import importlib.util
+
+            spec = importlib.util.find_spec(target) if target else None
+            if spec is None or not spec.origin:
+                raise EdgeftError(f"The model {model!r} was not found.", where=model,
+                                  hint="give a built-in name, a folder, an .onnx file or module:factory.")
+            digest.update(sha256_file(Path(spec.origin)).encode())
+
+
+def build_key(entry: BuildEntry, base: Path) -> str:
+    """sha256 over the inputs of a build; equal keys give identical artifacts."""
+    digest = hashlib.sha256()
+    digest.update(json.dumps(asdict(entry), sort_keys=True).encode())
+    model_files_digest(entry.model, base, digest)
+    for extra in (entry.labels, entry.val):
+        if extra:
+            digest.update(sha256_file(base / extra).encode())
+    digest.update(json.dumps({"edgeft": __version__, **runtime_versions()}, sort_keys=True).encode())
+    return digest.hexdigest()
+
+
+def _up_to_date(folder: Path, key: str) -> bool:
+    if not (folder / "manifest.json").is_file():
+        return False
+    try:
+        manifest = load_manifest(folder, verify=False)
+    except EdgeftError:
+        return False
+    return manifest.data.get("build_key") == key and not verify_files(manifest)
+
+
+def run_builds(path: Path, force: bool = False, only: list[str] | None = None,
+               progress: Any = None) -> dict[str, Any]:
+    """Build every entry (or ``only`` these names) whose key changed; returns the build report."""
+    from edgeft.export.build import ExportOptions, export_artifacts
+    from edgeft.labels import read_label_file
+
+    path = Path(path)
+    base = path.resolve().parent
+    entries = read_build_file(path)
+    if only:
+        missing = sorted(set(only) - {e.name for e in entries})
+        if missing:
+            raise EdgeftError(f"No build named {missing[0]!r}.", where=str(path),
+                              hint=f"builds: {', '.join(e.name for e in entries)}.")
+        entries = [e for e in entries if e.name in only]
+    started = time.perf_counter()
+    results = []
+    for entry in entries:
+        begin = time.perf_counter()
+        key = build_key(entry, base)
+        output = base / (entry.output or f"{ARTIFACTS_DIR}/{entry.name}")
+        result: dict[str, Any] = {"name": entry.name, "key": key, "output": str(output)}
+        if not force and _up_to_date(output, key):
+            result["status"] = "skipped"
+        else:
+            if progress:
+                progress(f"{entry.name}: export")
+            export_artifacts(ExportOptions(
+                model=model_ref(entry.model, base),
+                output=output, train=entry.train, loss=entry.loss, optimizer=entry.optimizer,
+                label_names=read_label_file(base / entry.labels) if entry.labels else [],
+                num_labels=entry.num_labels, max_length=entry.max_length, inputs=entry.inputs,
+                modality=entry.modality, seed=entry.seed, dropout=entry.dropout, force=True, name=entry.name,
+                extra={"build_key": key}))
+            result["status"] = "built"
+        result["files"] = {k: v["sha256"] for k, v in load_manifest(output, verify=False).data["files"].items()}
+        result["bundles"] = []
+        for device in entry.devices:
+            result["bundles"].append(_bundle(entry, device, output, key, base, progress))
+        result["seconds"] = round(time.perf_counter() - begin, 3)
+        results.append(result)
+    return {"build_file": str(path), "seconds": round(time.perf_counter() - started, 3),
+            "built": sum(r["status"] == "built" for r in results),
+            "skipped": sum(r["status"] == "skipped" for r in results), "builds": results}
+
+
+def _bundle(entry: BuildEntry, device: str, artifacts: Path, key: str, base: Path, progress: Any) -> dict[str, Any]:
+    from edgeft.deploy.pipeline import DeployOptions, deploy
+
+    folder = base / BUNDLES_DIR / f"{entry.name}-{Path(device).stem}"
+    result: dict[str, Any] = {"device": device, "output": str(folder)}
+    if _up_to_date(folder, key):
+        result["status"] = "skipped"
+    else:
+        if progress:
+            progress(f"{entry.name}: bundle for {device}")
+        deploy(DeployOptions(source=artifacts, device=device, output=folder, val=base / entry.val,
+                             text_column=entry.text_column, label_column=entry.label_column, force=True,
+                             extra={"build_key": key}))
+        result["status"] = "built"
+    result["files"] = {k: v["sha256"] for k, v in load_manifest(folder, verify=False).data["files"].items()}
+    return result

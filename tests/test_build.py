@@ -1,0 +1,107 @@
+"""edgeft build: reproducible bytes, skipping unchanged builds, clear file errors; edgeft verify."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from edgeft.build import read_build_file, run_builds
+from edgeft.errors import EdgeftError
+from edgeft.verify import verify_folder
+
+TESTS = Path(__file__).resolve().parent
+
+
+@pytest.fixture()
+def project(tmp_path, tiny_onnx) -> Path:
+    shutil.copy(tiny_onnx, tmp_path / "mlp.onnx")
+    shutil.copy(TESTS / "models.py", tmp_path / "nets.py")
+    (tmp_path / "labels.txt").write_text("a\nb\nc\n")
+    (tmp_path / "edgeft.toml").write_text('''
+[[build]]
+name = "onnx-head"
+model = "mlp.onnx"
+labels = "labels.txt"
+train = "head"
+
+[[build]]
+name = "torch-last"
+model = "nets.py:mlp"
+inputs = ["x:float32:batch,8"]
+train = "last:1"
+loss = "cross-entropy"
+optimizer = "sgd"
+''')
+    return tmp_path
+
+
+def shas(report: dict) -> dict:
+    return {b["name"]: b["files"] for b in report["builds"]}
+
+
+def test_two_builds_are_byte_identical_and_unchanged_ones_skip(project):
+    first = run_builds(project / "edgeft.toml")
+    assert [b["status"] for b in first["builds"]] == ["built", "built"]
+    onnx_files = [k for k in first["builds"][1]["files"] if "model" in k or "checkpoint" in k]
+    assert len(onnx_files) >= 9  # training/eval/optimizer/forward/prefix models, checkpoints, tail set
+    forced = run_builds(project / "edgeft.toml", force=True)
+    assert shas(forced) == shas(first)  # rebuilt from scratch: the same sha256 for every file
+    skipped = run_builds(project / "edgeft.toml")
+    assert [b["status"] for b in skipped["builds"]] == ["skipped", "skipped"]
+    assert shas(skipped) == shas(first)
+    assert skipped["seconds"] < 0.1 * forced["seconds"]
+    # a changed label file changes only that build's key
+    (project / "labels.txt").write_text("a\nb\nz\n")
+    changed = run_builds(project / "edgeft.toml")
+    assert [b["status"] for b in changed["builds"]] == ["built", "skipped"]
+
+
+def test_verify_catches_a_changed_byte_in_any_file(project, tmp_path):
+    report = run_builds(project / "edgeft.toml", only=["onnx-head"])
+    folder = Path(report["builds"][0]["output"])
+    assert verify_folder(folder)["ok"]
+    for entry in json.loads((folder / "manifest.json").read_text())["files"].values():
+        copy = tmp_path / "copy"
+        shutil.rmtree(copy, ignore_errors=True)
+        shutil.copytree(folder, copy)
+        target = copy / entry["path"]
+        data = bytearray(target.read_bytes())
+        data[len(data) // 2] ^= 0x01
+        target.write_bytes(bytes(data))
+        with pytest.raises(EdgeftError, match=f"{entry['path']} was modified"):
+            verify_folder(copy)
+    out = subprocess.run([sys.executable, "-m", "edgeft", "verify", str(copy)], capture_output=True, text=True)
+    assert out.returncode == 1 and "was modified" in out.stderr
+
+
+def test_build_file_errors_name_build_and_field(tmp_path):
+    cases = {
+        '[[build]]\nname = "x"\ntrian = "head"\n': ("Unknown field 'trian'", "did you mean 'train'"),
+        '[[build]]\nname = "x"\nseed = "1"\n': ("Field 'seed' must be int", "field seed"),
+        '[[build]]\nmodel = "minilm"\n': ("has no name", "build #1"),
+        '[[build]]\nname = "x"\n[[build]]\nname = "x"\n': ("Two builds are named 'x'", "build #2"),
+        '[[build]]\nname = "x"\ndevices = ["raspberry-pi-5"]\n': ("need validation data", "field val"),
+        'name = "x"\n': ("Unknown top-level key", "edgeft.toml"),
+        '[[build]\n': ("cannot be read", "edgeft.toml"),
+    }
+    for text, (what, where) in cases.items():
+        path = tmp_path / "edgeft.toml"
+        path.write_text(text)
+        with pytest.raises(EdgeftError) as info:
+            read_build_file(path)
+        assert what in info.value.what, text
+        assert where in (info.value.where or "") + " " + (info.value.hint or ""), text
+
+
+def test_build_cli_json_and_report(project):
+    out = subprocess.run([sys.executable, "-m", "edgeft", "build", str(project / "edgeft.toml"), "--only", "onnx-head",
+                          "--json", "--report", str(project / "report.json")], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    report = json.loads(out.stdout)
+    assert report["built"] == 1 and report["builds"][0]["name"] == "onnx-head"
+    assert json.loads((project / "report.json").read_text()) == report
