@@ -9,6 +9,7 @@ import pytest
 
 from conftest import text_batch
 from edgeft.backends.ort_training import OrtTrainer
+from edgeft.deploy.runtime import loss_value
 from edgeft.manifest import load_manifest
 
 LABELS = ["lights_on", "lights_off", "weather"]
@@ -105,18 +106,6 @@ def test_train_forms_on_torch_factory(export_cache, spec, expected_blocks):
     assert result.manifest.data["trainable"]["frozen_parameters"] == frozen
 
 
-def _reference_loss(loss: str, logits: np.ndarray, labels: np.ndarray) -> float:
-    if loss == "cross-entropy":
-        shifted = logits - logits.max(axis=1, keepdims=True)
-        logp = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
-        return float(-logp[np.arange(len(labels)), labels].mean())
-    if loss == "bce":
-        return float(np.mean(np.maximum(logits, 0) - logits * labels + np.log1p(np.exp(-np.abs(logits)))))
-    if loss == "mse":
-        return float(np.mean((logits - labels) ** 2))
-    return float(np.mean(np.abs(logits - labels)))
-
-
 @pytest.mark.parametrize("optimizer", ["adamw", "sgd"])
 @pytest.mark.parametrize("loss", ["cross-entropy", "bce", "mse", "l1"])
 def test_every_loss_and_optimizer(export_cache, loss, optimizer):
@@ -137,7 +126,7 @@ def test_every_loss_and_optimizer(export_cache, loss, optimizer):
     trainer = OrtTrainer(result.manifest, threads=1)
     trainer.set_learning_rate(0.05 if optimizer == "sgd" else 0.01)
     before, logits = trainer.eval_step(batch)
-    assert before == pytest.approx(_reference_loss(loss, logits, labels), rel=1e-5)
+    assert before == pytest.approx(loss_value(data["task"], logits, labels, loss), rel=1e-5)
     for _ in range(25):
         trainer.train_step(batch)
         trainer.optimizer_step()

@@ -18,6 +18,7 @@ from torch import nn
 
 from edgeft.errors import EdgeftError
 from edgeft.export.source import InputSpec, LoadedModel, Preprocessing
+from edgeft.export.torch_export import PositionalModel
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
@@ -36,18 +37,6 @@ class MeanPoolClassifier(nn.Module):
         mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
         pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
         return self.classifier(pooled)
-
-
-class LogitsOnly(nn.Module):
-    """Wrap a transformers classifier: positional inputs in, the logits tensor alone out."""
-
-    def __init__(self, model: nn.Module, input_names: list[str]) -> None:
-        super().__init__()
-        self.model = model
-        self.input_names = input_names
-
-    def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
-        return self.model(**dict(zip(self.input_names, inputs))).logits
 
 
 def _read_config(folder: Path) -> dict[str, Any]:
@@ -106,7 +95,7 @@ def load_text(folder: Path, label_names: list[str], num_labels: int | None, max_
         has_head = any(a.endswith("ForSequenceClassification") for a in (config.architectures or []))
         torch.manual_seed(seed)
         if has_head:
-            module = LogitsOnly(AutoModelForSequenceClassification.from_pretrained(
+            module = PositionalModel(AutoModelForSequenceClassification.from_pretrained(
                 folder, num_labels=count, ignore_mismatched_sizes=True, local_files_only=True,
                 attn_implementation="eager"), ["input_ids", "attention_mask"])
             notes.append("used the folder's sequence-classification head")
@@ -171,5 +160,5 @@ def load_image(folder: Path, label_names: list[str], num_labels: int | None, see
                                   files={"preprocessor_config.json": (folder / "preprocessor_config.json").read_bytes()})
     return LoadedModel(inputs=inputs, output="logits", num_outputs=count,
                        source={"kind": "transformers", "model_type": config.model_type},
-                       module=LogitsOnly(model, ["pixel_values"]), sample=sample, task_hint="image-classification",
+                       module=PositionalModel(model, ["pixel_values"]), sample=sample, task_hint="image-classification",
                        label_names=names, preprocessing=preprocessing)

@@ -23,6 +23,29 @@ from edgeft.errors import EdgeftError
 OPSET = 17
 
 
+class PositionalModel(nn.Module):
+    """Positional inputs in (the exporter's calling convention), the output tensor alone out.
+
+    The output is the model's ``logits`` when it has them (transformers outputs), else the first
+    element of a tuple or dict, else the tensor itself.
+    """
+
+    def __init__(self, model: nn.Module, input_names: list[str]) -> None:
+        super().__init__()
+        self.model = model
+        self.input_names = input_names
+
+    def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
+        out = self.model(**dict(zip(self.input_names, inputs)))
+        if getattr(out, "logits", None) is not None:
+            return out.logits
+        if isinstance(out, (tuple, list)):
+            return out[0]
+        if isinstance(out, dict):
+            return next(iter(out.values()))
+        return out
+
+
 def forward_order(module: nn.Module, sample: Mapping[str, torch.Tensor]) -> list[str]:
     """Parameter names in the order one forward pass first uses them; unused ones are left out."""
     seen: list[str] = []

@@ -17,6 +17,7 @@ from torch import nn
 
 from edgeft.errors import EdgeftError
 from edgeft.export.source import InputSpec, LoadedModel, sample_array
+from edgeft.export.torch_export import PositionalModel
 
 
 def parse_input_spec(text: str) -> InputSpec:
@@ -73,23 +74,6 @@ def _import_factory(ref: str):
     return factory
 
 
-class FirstOutput(nn.Module):
-    """Make the exported graph's first output the tensor the loss reads."""
-
-    def __init__(self, model: nn.Module, input_names: list[str]) -> None:
-        super().__init__()
-        self.model = model
-        self.input_names = input_names
-
-    def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
-        out = self.model(**dict(zip(self.input_names, inputs)))
-        if isinstance(out, (tuple, list)):
-            out = out[0]
-        elif isinstance(out, dict):
-            out = next(iter(out.values()))
-        return out
-
-
 def load_torch(ref: str, input_specs: list[str], label_names: list[str], num_labels: int | None,
                seed: int) -> LoadedModel:
     """Call the factory and run the sample once to learn the output size."""
@@ -107,7 +91,7 @@ def load_torch(ref: str, input_specs: list[str], label_names: list[str], num_lab
     if not isinstance(built, nn.Module):
         raise EdgeftError(f"{ref} returned {type(built).__name__}, not a torch.nn.Module.", where=ref,
                           hint="return the model object from the factory.")
-    module = FirstOutput(built, [s.name for s in specs])
+    module = PositionalModel(built, [s.name for s in specs])
     sample = {s.name: torch.from_numpy(sample_array(s, seed)) for s in specs}
     try:
         with torch.no_grad():

@@ -25,6 +25,7 @@ from edgeft.data.split import stratified_split
 from edgeft.errors import EdgeftError
 from edgeft.fsutil import atomic_write_text, sha256_file
 from edgeft.manifest import MANIFEST_NAME, TAIL_PREFIX, Manifest, load_manifest
+from edgeft.deploy.measure import peak_rss_mb
 from edgeft.train import checkpoints, metrics
 from edgeft.train.cache import CachedExamples
 from edgeft.train.evaluate import Examples, evaluate
@@ -296,7 +297,7 @@ def train(artifacts: Path, data: DataOptions, run_dir: Path, config: TrainConfig
         "train_examples": len(train_set), "val_examples": len(val_set) if val_set is not None else 0,
         "epochs": state.epoch, "steps": state.step, "seconds": round(state.seconds, 3),
         "examples_per_second": round(state.examples_seen / max(state.seconds, 1e-9), 1),
-        "cache": use_cache, "artifact_set": "tail" if use_cache else "full",
+        "cache": use_cache, "artifact_set": "tail" if use_cache else "full", "peak_rss_mb": round(peak_rss_mb(), 1),
         "before": state.history[0].get("val") if state.history and state.history[0]["epoch"] == 0 else None,
         "after": state.history[-1].get("val") if state.history else None,
         "best": {"epoch": state.best_epoch, metric: state.best}, "early_stopped": stop,
