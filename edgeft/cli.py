@@ -26,6 +26,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "bench": ("bench", "Latency, throughput and peak memory of a bundle."),
     "build": ("build", "Build the artifacts and bundles declared in edgeft.toml (skips unchanged ones)."),
     "verify": ("verify", "Check a downloaded artifact folder or bundle: hashes, format, loads here."),
+    "devices": ("devices", "List the device profiles, or show one."),
 }
 
 

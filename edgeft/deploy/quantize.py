@@ -19,7 +19,11 @@ from onnx import helper, numpy_helper
 
 from edgeft.errors import EdgeftError
 
-EMBEDDING_OPS = {"Gather"}
+# Lookup-table operators. Their tables are stored int8 per row by ``weight_only`` rather than
+# by onnxruntime's quantizers, whose one scale for a whole 30k-row table costs accuracy.
+TABLE_OPS = {"Gather", "EmbedLayerNormalization"}
+# Inputs of the fused EmbedLayerNormalization that are lookup tables (word, position, segment).
+_EMBED_TABLE_INPUTS = {2, 3, 4}
 
 
 def excluded_nodes(model: onnx.ModelProto, patterns: tuple[str, ...] | list[str]) -> list[str]:
@@ -28,13 +32,9 @@ def excluded_nodes(model: onnx.ModelProto, patterns: tuple[str, ...] | list[str]
     return [n.name for n in model.graph.node if n.name and any(p.search(n.name) for p in compiled)]
 
 
-def _op_types(model: onnx.ModelProto, op_types: tuple[str, ...], quantize_embeddings: bool) -> list[str]:
+def _op_types(model: onnx.ModelProto, op_types: tuple[str, ...]) -> list[str]:
     present = {n.op_type for n in model.graph.node}
-    wanted = set(op_types) or {"MatMul", "Gemm", "Attention", "Gather", "Conv"}
-    if quantize_embeddings:
-        wanted |= EMBEDDING_OPS
-    else:
-        wanted -= EMBEDDING_OPS
+    wanted = (set(op_types) or {"MatMul", "Gemm", "Attention", "Conv"}) - TABLE_OPS
     return sorted(wanted & present)
 
 
@@ -51,29 +51,44 @@ class _Calibration:
         pass
 
 
-def weight_only(model: onnx.ModelProto, bits: int, exclude: set[str]) -> tuple[onnx.ModelProto, int]:
-    """Store MatMul / Gemm / Gather weights as int8 with per-channel scales and a DequantizeLinear.
+def _table_use(node: onnx.NodeProto, index: int) -> bool:
+    """Whether input ``index`` of ``node`` is an embedding table read row by row."""
+    return (node.op_type == "Gather" and index == 0) or (
+        node.op_type == "EmbedLayerNormalization" and index in _EMBED_TABLE_INPUTS)
 
-    ONNX Runtime folds the dequantization when the session loads, so compute stays fp32 while
-    the file holds a quarter of the bytes. With ``bits`` 4 the values use 15 levels ([-7, 7])
-    but are still stored one per byte: the training build of ONNX Runtime 1.19 lacks the
-    MatMulNBits packer, so int4 buys accuracy headroom knowledge, not size.
+
+def weight_only(model: onnx.ModelProto, bits: int, exclude: set[str], matrices: bool = True,
+                tables: bool = True) -> tuple[onnx.ModelProto, int]:
+    """Store MatMul / Gemm weights and embedding tables as int8 with per-channel scales.
+
+    Each stored tensor is followed by a DequantizeLinear; ONNX Runtime folds it when the
+    session loads, so compute stays fp32 while the file holds a quarter of the bytes. With
+    ``bits`` 4 the values use 15 levels ([-7, 7]) but are still stored one per byte: the
+    training build of ONNX Runtime 1.19 lacks the MatMulNBits packer. ``matrices`` and
+    ``tables`` choose what is stored: tables alone is the pass that follows an int8 recipe
+    whose quantizer left a fused embedding op (half of a MiniLM's bytes) in fp32.
     """
     levels = 127 if bits == 8 else 7
-    inits = {i.name: i for i in model.graph.initializer}
-    users: dict[str, list[onnx.NodeProto]] = {}
+    uses: dict[str, list[tuple[onnx.NodeProto, int]]] = {}
     for node in model.graph.node:
-        for name in node.input:
-            users.setdefault(name, []).append(node)
+        for index, name in enumerate(node.input):
+            uses.setdefault(name, []).append((node, index))
     new_inits, new_nodes, count = [], [], 0
-    for name, init in list(inits.items()):
-        consumers = users.get(name, [])
+    for init in list(model.graph.initializer):
+        consumers = uses.get(init.name, [])
         if init.data_type != onnx.TensorProto.FLOAT or len(init.dims) != 2 or not consumers:
             continue
-        if not all(n.op_type in ("MatMul", "Gemm", "Gather") and n.name not in exclude for n in consumers):
+        if any(node.name in exclude for node, _ in consumers):
             continue
+        table_uses = [_table_use(node, index) for node, index in consumers]
+        if tables and all(table_uses):
+            axis = 0  # one scale per row of a lookup table
+        elif matrices and not any(table_uses) and all(n.op_type in ("MatMul", "Gemm") for n, _ in consumers):
+            axis = 1  # one scale per output column
+        else:
+            continue
+        name = init.name
         weight = numpy_helper.to_array(init)
-        axis = 0 if consumers[0].op_type == "Gather" else 1  # per row of a table, per output column
         scale = np.abs(weight).max(axis=1 - axis) / levels
         scale = np.where(scale > 0, scale, 1.0).astype(np.float32)
         shaped = scale[None, :] if axis == 1 else scale[:, None]
@@ -89,13 +104,22 @@ def weight_only(model: onnx.ModelProto, bits: int, exclude: set[str]) -> tuple[o
     return model, count
 
 
+def _store_remaining_tables(target: Path, exclude: list[str], notes: list[str]) -> None:
+    """Store the embedding tables an int8 quantizer left in fp32 as int8 (see ``weight_only``)."""
+    model = onnx.load(str(target))
+    model, count = weight_only(model, 8, set(exclude), matrices=False)
+    if count:
+        onnx.save(model, str(target))
+        notes.append(f"{count} embedding table(s) stored int8")
+
+
 def quantize(source: Path, target: Path, recipe, calibration: list[dict[str, np.ndarray]] | None = None) -> list[str]:
     """Apply ``recipe`` (a devices.Quantization) to ``source``; returns notes on what was done."""
     from onnxruntime.quantization import QuantFormat, QuantType, quantize_dynamic, quantize_static
 
     model = onnx.load(str(source))
     exclude = excluded_nodes(model, recipe.exclude_nodes)
-    ops = _op_types(model, recipe.op_types, recipe.quantize_embeddings)
+    ops = _op_types(model, recipe.op_types)
     weight_type = {"int8": QuantType.QInt8, "uint8": QuantType.QUInt8}.get(recipe.weight_type, QuantType.QInt8)
     extra = {"DefaultTensorType": onnx.TensorProto.FLOAT}  # fused graphs carry untyped contrib-op outputs
     notes = []
@@ -123,7 +147,7 @@ def quantize(source: Path, target: Path, recipe, calibration: list[dict[str, np.
                          f"{len(calibration)} calibration batches")
         elif recipe.mode == "weight-only":
             bits = 4 if recipe.weight_type == "int4" else 8
-            quantized, count = weight_only(model, bits, set(exclude))
+            quantized, count = weight_only(model, bits, set(exclude), tables=recipe.quantize_embeddings)
             onnx.save(quantized, str(target))
             notes.append(f"weight-only int{bits}: {count} weight tensors stored quantized")
         elif recipe.mode == "fp16":
@@ -134,6 +158,8 @@ def quantize(source: Path, target: Path, recipe, calibration: list[dict[str, np.
         else:
             raise EdgeftError(f"Unknown quantization mode {recipe.mode!r}.", where="quantization.mode",
                               hint="use dynamic, static, weight-only, fp16 or none.")
+        if recipe.mode in ("dynamic", "static") and recipe.quantize_embeddings:
+            _store_remaining_tables(target, exclude, notes)
     except EdgeftError:
         raise
     except Exception as exc:

@@ -1,0 +1,135 @@
+"""edgeft deploy, predict and bench on tiny models: every profile, the accuracy guard, tampering."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import run_device_side
+from edgeft.deploy.bundle import Bundle
+from edgeft.deploy.pipeline import DeployOptions, deploy
+from edgeft.devices import list_profiles
+from edgeft.errors import EdgeftError
+from edgeft.train.loop import DataOptions, TrainConfig, train
+from test_train import LABELS, dataset, write_csv
+
+
+@pytest.fixture(scope="module")
+def text_run(tiny_bert, export_cache, tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("deploy-run")
+    artifacts = export_cache(model=str(tiny_bert), label_names=LABELS, train="last:1").folder
+    train_csv, val_csv = write_csv(root / "train.csv", dataset(0, 30)), write_csv(root / "val.csv", dataset(1, 10))
+    train(artifacts, DataOptions(train=train_csv, val=val_csv), root / "run",
+          TrainConfig(epochs=5, batch_size=8, lr=3e-3), threads=1)
+    return root / "run"
+
+
+@pytest.fixture(scope="module")
+def bundles(text_run, tmp_path_factory) -> dict[str, dict]:
+    root = tmp_path_factory.mktemp("bundles")
+    return {p.name: deploy(DeployOptions(source=text_run, device=p.name, output=root / p.name))
+            for p in list_profiles()}
+
+
+def test_every_profile_deploys_and_predicts(bundles):
+    assert len(bundles) >= 8
+    for name, report in bundles.items():
+        bundle = Bundle(Path(report["bundle"]))  # verifies every sha256
+        assert bundle.manifest.data["device"] == name
+        assert set(bundle.manifest.data["files"]) >= {"model", "tokenizer", "labels", "profile", "report", "report_text"}
+        probs = bundle.predict(["turn on the lights", "play some music please", "will it rain"])
+        assert probs.shape == (3, 3) and np.allclose(probs.sum(axis=1), 1.0, atol=1e-5)
+        assert report["accuracy_drop"] <= report["max_accuracy_drop"] + 1e-9
+        assert report["attempts"][-1]["accepted"] and report["chosen"] == report["attempts"][-1]["step"]
+        assert report["fp32"]["latency"]["p50_ms"] > 0 and report["bundle_model"]["size_mb"] > 0
+        assert (Path(report["bundle"]) / "REPORT.md").read_text().startswith(f"# edgeft bundle for {name}")
+
+
+def test_quantized_bundle_is_smaller_and_accurate(bundles):
+    report = bundles["x86-64-avx512-vnni"]
+    assert report["chosen"] == "the profile's recipe"
+    assert report["size_ratio"] < 0.6  # int8 weights (embeddings included) on a tiny model
+    assert report["bundle_model"]["metrics"]["accuracy"] >= report["fp32"]["metrics"]["accuracy"] - 0.01
+
+
+def test_accuracy_guard_falls_back_with_zero_tolerance(export_cache, tmp_path):
+    from edgeft.deploy.inference_model import build_inference_model
+    from edgeft.deploy.runtime import make_session
+
+    artifacts = export_cache(model="models:mlp", inputs=["x:float32:batch,8"], train="last:1", dropout=False).folder
+    fp32, _ = build_inference_model(artifacts / "forward.onnx", {}, tmp_path / "fp32.onnx", False, None, None)
+    x = np.random.default_rng(0).standard_normal((600, 8)).astype(np.float32)
+    labels = make_session(fp32).run(None, {"x": x})[0].argmax(axis=1)  # fp32 is exactly right on these
+    np.savez(tmp_path / "val.npz", x=x, labels=labels.astype(np.int64))
+    report = deploy(DeployOptions(source=artifacts, device="stm32mp25", val=tmp_path / "val.npz", max_drop=0.0,
+                                  output=tmp_path / "bundle"))
+    assert report["fp32"]["metrics"]["accuracy"] == 1.0
+    assert report["attempts"][0]["accepted"] is False and report["attempts"][0]["drop"] > 0
+    assert len(report["attempts"]) >= 2 and report["accuracy_drop"] == 0.0
+    assert report["chosen"] != "the profile's recipe"
+
+
+def test_tampered_bundle_is_refused(bundles, tmp_path):
+    import shutil
+
+    folder = tmp_path / "copy"
+    shutil.copytree(bundles["raspberry-pi-5"]["bundle"], folder)
+    with open(folder / "model.onnx", "r+b") as handle:
+        handle.seek(200)
+        byte = handle.read(1)
+        handle.seek(200)
+        handle.write(bytes([byte[0] ^ 0x10]))
+    with pytest.raises(EdgeftError, match="model.onnx was modified"):
+        Bundle(folder)
+    out = subprocess.run([sys.executable, "-m", "edgeft", "predict", str(folder), "hello"], capture_output=True, text=True)
+    assert out.returncode == 1 and "model.onnx was modified" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_newer_bundle_format_is_refused(bundles, tmp_path):
+    import shutil
+
+    folder = tmp_path / "copy"
+    shutil.copytree(bundles["raspberry-pi-5"]["bundle"], folder)
+    manifest = json.loads((folder / "manifest.json").read_text())
+    manifest["format_version"] = 99
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(EdgeftError, match="newer than this edgeft reads"):
+        Bundle(folder)
+
+
+def test_unknown_profile_and_existing_output(text_run, bundles, tmp_path):
+    with pytest.raises(EdgeftError, match="no-such-board"):
+        deploy(DeployOptions(source=text_run, device="no-such-board", output=tmp_path / "b"))
+    with pytest.raises(EdgeftError, match="already exists"):
+        deploy(DeployOptions(source=text_run, device="raspberry-pi-5", output=Path(bundles["raspberry-pi-5"]["bundle"])))
+
+
+def test_predict_and_bench_cli_run_without_heavy_packages(bundles):
+    folder = bundles["x86-64-avx2"]["bundle"]
+    code = ("from edgeft.cli import main\n"
+            f"for args in (['predict', {folder!r}, 'turn on the lights', 'play music', '--json'],"
+            f" ['bench', {folder!r}, '--batch', '1', '--batch', '4', '--iterations', '5', '--json']):\n"
+            "    try:\n        main(args)\n    except SystemExit as e:\n        assert not e.code, e.code\n")
+    out = run_device_side(code)
+    assert out.returncode == 0, out.stderr
+    decoder = json.JSONDecoder()
+    predictions, end = decoder.raw_decode(out.stdout)
+    bench, _ = decoder.raw_decode(out.stdout[end:].lstrip())
+    assert [p["input"] for p in predictions] == ["turn on the lights", "play music"]
+    assert all(p["label"] in LABELS and 0 < p["top"][0]["score"] <= 1 for p in predictions)
+    assert [row["batch"] for row in bench["latency"]] == [1, 4]
+    assert bench["latency"][0]["p95_ms"] >= bench["latency"][0]["p50_ms"] > 0 and bench["peak_rss_mb"] > 0
+
+
+def test_deploy_runs_without_heavy_packages(text_run, tmp_path):
+    code = ("from edgeft.cli import main\n"
+            f"try:\n    main(['deploy', {str(text_run)!r}, '--device', 'raspberry-pi-4', '-o', {str(tmp_path / 'b')!r},"
+            " '--json'])\nexcept SystemExit as e:\n    assert not e.code, e.code\n")
+    out = run_device_side(code)
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout)["device"] == "raspberry-pi-4"
