@@ -5,4 +5,8 @@ that needs only onnxruntime, numpy and small helpers, and a *host side* (``edgef
 that needs torch, transformers and optimum. Importing ``edgeft`` itself imports neither.
 """
 
+from edgeft.ortimport import skip_ortmodule
+
 __version__ = "0.1.0"
+
+skip_ortmodule()

@@ -215,7 +215,7 @@ def run_builds(path: Path, force: bool = False, only: list[str] | None = None,
         result["files"] = {k: v["sha256"] for k, v in load_manifest(output, verify=False).data["files"].items()}
         result["bundles"] = []
         for device in entry.devices:
-            result["bundles"].append(_bundle(entry, device, output, key, base, progress))
+            result["bundles"].append(_bundle(entry, device, output, key, base, progress, force))
         result["seconds"] = round(time.perf_counter() - begin, 3)
         results.append(result)
     return {"build_file": str(path), "seconds": round(time.perf_counter() - started, 3),
@@ -223,12 +223,13 @@ def run_builds(path: Path, force: bool = False, only: list[str] | None = None,
             "skipped": sum(r["status"] == "skipped" for r in results), "builds": results}
 
 
-def _bundle(entry: BuildEntry, device: str, artifacts: Path, key: str, base: Path, progress: Any) -> dict[str, Any]:
+def _bundle(entry: BuildEntry, device: str, artifacts: Path, key: str, base: Path, progress: Any,
+            force: bool) -> dict[str, Any]:
     from edgeft.deploy.pipeline import DeployOptions, deploy
 
     folder = base / BUNDLES_DIR / f"{entry.name}-{Path(device).stem}"
     result: dict[str, Any] = {"device": device, "output": str(folder)}
-    if _up_to_date(folder, key):
+    if not force and _up_to_date(folder, key):
         result["status"] = "skipped"
     else:
         if progress:

@@ -7,6 +7,7 @@ traceback.
 
 from __future__ import annotations
 
+import errno
 import importlib
 import sys
 
@@ -66,12 +67,7 @@ def main(argv: list[str] | None = None) -> None:
     try:
         cli.main(args=argv, prog_name="edgeft", standalone_mode=False)
     except EdgeftError as exc:
-        click.secho(f"error: {exc.what}", fg="red", err=True)
-        if exc.where:
-            click.echo(f"  where: {exc.where}", err=True)
-        if exc.hint:
-            click.echo(f"  what to do: {exc.hint}", err=True)
-        sys.exit(1)
+        _fail(exc)
     except click.exceptions.Abort:
         click.echo("aborted", err=True)
         sys.exit(130)
@@ -81,3 +77,29 @@ def main(argv: list[str] | None = None) -> None:
     except KeyboardInterrupt:
         click.echo("interrupted; nothing half-written was kept", err=True)
         sys.exit(130)
+    except Exception as exc:
+        from edgeft.fsutil import disk_error
+
+        full = disk_error(exc)  # a library writing a temporary file on a full disk
+        if full is None:
+            raise  # a bug in edgeft: keep the traceback for the bug report
+        import os
+        import tempfile
+
+        reason = "the disk is full" if full.errno == errno.ENOSPC else full.strerror or str(full)
+        temp = tempfile.tempdir or os.environ.get("TMPDIR") or "/tmp"  # not gettempdir(): it may fail right now
+        _fail(EdgeftError(f"A file could not be written: {reason}.",
+                          where=str(full.filename) if full.filename else
+                          f"the output folder or the temporary folder ({temp})",
+                          hint="free some space (or point TMPDIR to a disk with room) and run the command again; "
+                               "nothing half-written was kept."))
+
+
+def _fail(exc: EdgeftError) -> None:
+    """Print a user-facing error as one message (what, where, what to do) and exit with status 1."""
+    click.secho(f"error: {exc.what}", fg="red", err=True)
+    if exc.where:
+        click.echo(f"  where: {exc.where}", err=True)
+    if exc.hint:
+        click.echo(f"  what to do: {exc.hint}", err=True)
+    sys.exit(1)

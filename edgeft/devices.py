@@ -249,7 +249,10 @@ def _load_file(path: Path) -> DeviceProfile:
                           hint="check the file's permissions.") from exc
     try:
         data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
+    except (ValueError, RecursionError) as exc:  # TOMLDecodeError, or an integer / nesting tomllib cannot take
+        if not isinstance(exc, tomllib.TOMLDecodeError):
+            raise EdgeftError(f"The device profile cannot be read: {str(exc).split(';')[0] or 'nesting too deep'}.",
+                              where=str(path), hint="write plain numbers and flat lists.") from exc
         message = str(exc)
         found = re.search(r"\s*\(at line (\d+), column (\d+)\)\s*$", message)
         if found:
@@ -401,9 +404,13 @@ class _Checker:
                                 "list each entry once.")
             return tuple(value)
         if spec.kind == "float":
-            if not math.isfinite(value):
-                raise self.fail(dotted, f"{dotted} must be a finite number, found {value!r}.", "write a plain number.")
-            value = float(value)
+            try:
+                number = float(value)
+            except OverflowError:  # an integer too large for any float
+                number = math.inf
+            if not math.isfinite(number):
+                raise self.fail(dotted, f"{dotted} must be a finite number, found {_num(value)}.", "write a plain number.")
+            value = number
         if spec.choices and value not in spec.choices:
             raise self.not_allowed(dotted, value, spec.choices)
         if spec.kind in ("int", "float"):
@@ -529,4 +536,9 @@ def _example(key: str, spec: _Field) -> str:
 def _num(value: float | None) -> str:
     if value is None:
         return "?"
+    if isinstance(value, int):  # also integers far beyond float range
+        text = str(value)
+        return text if len(text) <= 24 else f"{text[:6]}...({len(text.lstrip('-'))} digits)"
+    if not math.isfinite(value):
+        return repr(value)
     return str(int(value)) if float(value).is_integer() else f"{value:g}"

@@ -47,11 +47,36 @@ def write_failed(path: Path, exc: OSError) -> EdgeftError:
     )
 
 
+_DISK_ERRNOS = (errno.ENOSPC, errno.EFBIG, errno.EDQUOT)
+
+
+def disk_error(exc: BaseException) -> OSError | None:
+    """The full-disk (or file-size-limit) error behind ``exc``, also when a native library such as
+    ONNX Runtime reports it as a RuntimeError that only names the errno in its text."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, OSError) and current.errno in _DISK_ERRNOS:
+            return current
+        if isinstance(current, FileNotFoundError) and "No usable temporary directory" in str(current):
+            return OSError(errno.ENOSPC, "no temporary folder is writable")  # tempfile hides the ENOSPC it met
+        text = str(current)
+        for code in _DISK_ERRNOS:
+            if f"errno:{code}" in text.replace(" ", "") or os.strerror(code) in text:
+                return OSError(code, os.strerror(code))
+        current = current.__cause__ or current.__context__
+    return None
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Write ``data`` to ``path`` so that a crash leaves either the old or the new file."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as exc:
+        raise write_failed(path, exc) from exc
     try:
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
@@ -62,6 +87,10 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise write_failed(path, exc) from exc
+    except BaseException:  # interrupted or failed mid-write: the old file stays, the temp goes
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
     _fsync_dir(path.parent)
 
 
@@ -95,16 +124,23 @@ def staged_folder(dest: Path, force: bool = False) -> Iterator[Path]:
         if dest.exists():
             old = dest.with_name(f".{dest.name}.old-{os.getpid()}")
             os.replace(dest, old)
-            os.replace(stage, dest)
+            try:
+                os.replace(stage, dest)
+            except OSError:
+                os.replace(old, dest)  # put the previous folder back
+                raise
             shutil.rmtree(old, ignore_errors=True)
         else:
             os.replace(stage, dest)
         _fsync_dir(dest.parent)
     except OSError as exc:
         shutil.rmtree(stage, ignore_errors=True)
-        raise write_failed(dest, exc) from exc
-    except BaseException:
+        raise write_failed(dest, disk_error(exc) or exc) from exc
+    except BaseException as exc:
         shutil.rmtree(stage, ignore_errors=True)
+        full = None if isinstance(exc, EdgeftError) else disk_error(exc)
+        if full is not None:  # e.g. ONNX Runtime's RuntimeError "... No space left on device errno:28"
+            raise write_failed(dest, full) from exc
         raise
 
 

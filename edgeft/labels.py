@@ -12,7 +12,7 @@ def read_label_file(path: Path | str) -> list[str]:
     """Label names in order; refuses empty files, blank names and duplicates."""
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        text = path.read_text(encoding="utf-8-sig")  # a BOM is not part of the first label
     except FileNotFoundError as exc:
         raise EdgeftError(f"The label file {path} does not exist.", where=str(path), hint="check the path.") from exc
     except (OSError, UnicodeDecodeError) as exc:

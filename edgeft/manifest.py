@@ -9,9 +9,12 @@ folder, and any file whose bytes do not match.
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from edgeft.errors import EdgeftError
 from edgeft.fsutil import atomic_write_text, sha256_file
@@ -46,7 +49,12 @@ class Manifest:
 
     def path(self, key: str) -> Path:
         """Absolute path of the file registered under ``files[key]``."""
-        return self.folder / self.data["files"][key]["path"]
+        entry = self.data.get("files", {}).get(key)
+        if not isinstance(entry, dict) or not isinstance(entry.get("path"), str):
+            raise EdgeftError(f"The manifest lists no {key!r} file, which is needed here.",
+                              where=str(self.folder / MANIFEST_NAME),
+                              hint="re-create the folder with this edgeft version; do not edit the manifest by hand.")
+        return self.folder / entry["path"]
 
 
 def file_entry(folder: Path, relpath: str) -> dict[str, Any]:
@@ -87,8 +95,8 @@ def load_manifest(folder: Path | str, verify: bool = True, kind: str | None = No
                           where=str(folder), hint="create it with `edgeft export` (or `edgeft deploy`).")
     try:
         data = json.loads(where.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise EdgeftError(f"The manifest cannot be read: {exc}.", where=str(where),
+    except (OSError, ValueError, RecursionError) as exc:  # ValueError: also undecodable text, 5000-digit numbers
+        raise EdgeftError(f"The manifest cannot be read: {str(exc).split(';')[0]}.", where=str(where),
                           hint="the folder is damaged; re-create it with edgeft.") from exc
     if not isinstance(data, dict) or not isinstance(data.get("files"), dict):
         raise EdgeftError("The manifest is not an edgeft manifest (no 'files' table).", where=str(where),
@@ -129,3 +137,168 @@ def verify_files(manifest: Manifest) -> list[str]:
         elif path.stat().st_size != entry.get("bytes") or sha256_file(path) != entry.get("sha256"):
             problems.append(f"{entry['path']} was modified (sha256 mismatch)")
     return problems
+
+
+# ---------------------------------------------------------------------------------------------
+# the fields readers use
+
+
+_RECREATE = "re-create the folder with edgeft; do not edit the manifest by hand."
+
+
+class _Fields:
+    """Type and value checks of manifest fields; each problem is one EdgeftError naming the field."""
+
+    def __init__(self, manifest: Manifest) -> None:
+        self.data = manifest.data
+        self.where = manifest.folder / MANIFEST_NAME
+
+    def fail(self, field: str, problem: str) -> EdgeftError:
+        return EdgeftError(f"The manifest field {field} {problem}.", where=f"{self.where}, field {field}",
+                           hint=_RECREATE)
+
+    def get(self, field: str, kind: type | tuple[type, ...], parent: Any = None, key: Any = None) -> Any:
+        """``parent[key]`` (by default the top-level ``field``): present and of ``kind`` (a boolean is
+        not a number here, and a float must be finite)."""
+        if parent is None:
+            parent, key = self.data, field
+        if isinstance(parent, dict) and key not in parent:
+            raise self.fail(field, "is missing")
+        value = parent[key]
+        kinds = kind if isinstance(kind, tuple) else (kind,)
+        if (isinstance(value, bool) and bool not in kinds) or not isinstance(value, kinds) \
+                or (isinstance(value, float) and not math.isfinite(value)):
+            names = " or ".join(k.__name__ for k in kinds)
+            raise self.fail(field, f"must be {_KIND_NAMES.get(names, names)}, not {value!r}"[:200])
+        return value
+
+    def choice(self, field: str, choices: Any, parent: Any = None, key: Any = None) -> str:
+        value = self.get(field, str, parent, key)
+        if value not in choices:
+            raise self.fail(field, f"is {value!r}, not one of {', '.join(choices)}"[:300])
+        return value
+
+    def count(self, field: str, parent: Any = None, key: Any = None, minimum: int = 1,
+              maximum: int = 2**31) -> int:
+        value = self.get(field, int, parent, key)
+        if not minimum <= value <= maximum:
+            raise self.fail(field, f"is {value}, outside {minimum}..{maximum}"[:200])
+        return value
+
+    def tensor(self, field: str, spec: Any) -> dict[str, Any]:
+        """A tensor spec {name, dtype, shape}: numeric dtype, dims that are sizes or axis names."""
+        if not isinstance(spec, dict):
+            raise self.fail(field, f"must be an object with name, dtype and shape, not {spec!r}"[:200])
+        self.get(f"{field}.name", str, spec, "name")
+        dtype = self.get(f"{field}.dtype", str, spec, "dtype")
+        try:
+            numeric = np.dtype(dtype).kind in "biuf"
+        except (TypeError, ValueError, SyntaxError, KeyError):  # numpy's errors for a string it cannot parse
+            numeric = False
+        if not numeric:
+            raise self.fail(f"{field}.dtype", f"is {dtype!r}, not a numeric type such as float32 or int64"[:200])
+        shape = self.get(f"{field}.shape", list, spec, "shape")
+        if not shape:
+            raise self.fail(f"{field}.shape", "is empty")
+        for index, dim in enumerate(shape):
+            if not (isinstance(dim, str) and dim or isinstance(dim, int) and not isinstance(dim, bool) and dim >= 0):
+                raise self.fail(f"{field}.shape[{index}]", f"is {dim!r}, not a size or an axis name"[:200])
+        return spec
+
+    def strings(self, field: str, parent: Any = None, key: Any = None, unique: bool = False) -> list[str]:
+        values = self.get(field, list, parent, key)
+        for index, value in enumerate(values):
+            self.get(f"{field}[{index}]", str, values, index)
+        if unique and len(set(values)) != len(values):
+            raise self.fail(field, "lists a name more than once")
+        return values
+
+
+_KIND_NAMES = {"str": "a string", "int": "a whole number", "list": "a list", "dict": "an object",
+               "int or float": "a finite number", "bool": "true or false"}
+
+
+def check_fields(manifest: Manifest) -> Manifest:
+    """Check the fields training, evaluation, deployment and prediction read; returns ``manifest``.
+
+    :func:`load_manifest` checks the file table and the hashes; this checks the rest (types,
+    allowed values and their agreement, e.g. the loss with the task, the tokenizer with a hashed
+    file) so that a damaged or hand-edited manifest is one clear error naming the field instead
+    of a failure deep inside a run.
+    """
+    from edgeft.tasks import LOSSES, OPTIMIZERS, label_shape
+
+    check = _Fields(manifest)
+    data = manifest.data
+    task = check.choice("task", ("classification", "multi-label", "regression"))
+    modality = check.choice("modality", ("text", "image", "tensor"))
+    loss = check.choice("loss", tuple(LOSSES))
+    if LOSSES[loss].task != task:
+        raise check.fail("loss", f"is {loss!r}, which is a {LOSSES[loss].task} loss, but the task is {task!r}")
+    inputs = check.get("inputs", list)
+    if not inputs:
+        raise check.fail("inputs", "is empty")
+    for index in range(len(inputs)):
+        check.tensor(f"inputs[{index}]", inputs[index])
+    if len({spec["name"] for spec in inputs}) != len(inputs):
+        raise check.fail("inputs", "names an input more than once")
+    output = check.get("output", dict)
+    check.get("output.name", str, output, "name")
+    shape = check.get("output.shape", list, output, "shape")
+    if not shape:
+        raise check.fail("output.shape", "is empty")
+    width = check.count("output.shape[-1]", shape, -1)
+    labels = check.get("labels", dict)
+    names = check.strings("labels.names", labels, "names", unique=True)
+    if task != "regression" and len(names) != width:
+        raise check.fail("labels.names", f"lists {len(names)} labels, but the model has {width} outputs")
+    settings = check.get("preprocessing", dict)
+    expected = {"text": "tokenizer", "image": "image"}.get(modality)
+    if expected:
+        check.choice("preprocessing.kind", (expected,), settings, "kind")
+    if modality == "text":
+        file = check.get("preprocessing.file", str, settings, "file")
+        if file not in [entry.get("path") for entry in data["files"].values()]:
+            raise check.fail("preprocessing.file", f"names {file!r}, which is not a file listed in the manifest"[:200])
+        check.count("preprocessing.max_length", settings, "max_length", maximum=1 << 20)
+        check.count("preprocessing.pad_token_id", settings, "pad_token_id", minimum=0)
+    elif modality == "image":
+        for key in ("width", "height"):
+            check.count(f"preprocessing.{key}", settings, key, maximum=1 << 14)
+        channels = check.count("preprocessing.channels", settings, "channels")
+        if channels not in (1, 3):
+            raise check.fail("preprocessing.channels", f"is {channels}; images are read as 1 (grey) or 3 (RGB) channels")
+        check.get("preprocessing.rescale_factor", (int, float), settings, "rescale_factor")
+        for key in ("mean", "std"):
+            values = check.get(f"preprocessing.{key}", list, settings, key)
+            for index in range(len(values)):
+                check.get(f"preprocessing.{key}[{index}]", (int, float), values, index)
+            if len(values) != channels or key == "std" and 0 in values:
+                raise check.fail(f"preprocessing.{key}", f"must hold {channels} number(s) (no zero std)")
+    if manifest.kind == "artifacts":
+        check.get("name", str)
+        check.choice("optimizer", tuple(OPTIMIZERS))
+        spec = check.tensor("labels.input", labels.get("input"))
+        wanted = {"name": "labels", "dtype": LOSSES[loss].label_dtype, "shape": label_shape(loss, width)}
+        for key, value in wanted.items():
+            if spec[key] != value:
+                raise check.fail(f"labels.input.{key}", f"is {spec[key]!r}, but the {loss} loss needs {value!r}"[:200])
+        trainable = check.get("trainable", dict)
+        tensors = check.get("trainable.tensors", list, trainable, "tensors")
+        for index in range(len(tensors)):
+            check.get(f"trainable.tensors[{index}].name", str, check.get(f"trainable.tensors[{index}]", dict,
+                                                                        tensors, index), "name")
+        cache = data.get("cache")
+        if cache is not None:
+            cache = check.get("cache", dict)
+            if check.get("cache.available", bool, cache, "available") if "available" in cache else False:
+                boundary = check.get("cache.boundary", list, cache, "boundary")
+                for index in range(len(boundary)):
+                    check.tensor(f"cache.boundary[{index}]", boundary[index])
+                check.strings("cache.raw_inputs", cache, "raw_inputs")
+    elif manifest.kind == "bundle":
+        if data.get("threads") is not None:
+            check.count("threads")
+        if "graph_optimization" in data:
+            check.choice("graph_optimization", ("disable", "basic", "extended", "all"))
+    return manifest

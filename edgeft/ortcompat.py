@@ -71,6 +71,17 @@ def has_training_api() -> bool:
     return importlib.util.find_spec("onnxruntime.training") is not None
 
 
+def usable_threads(threads: int | None) -> int | None:
+    """``threads`` capped at this machine's CPU count.
+
+    A profile says how many threads its device should use; measuring or running with more
+    threads than there are cores here only makes them wait on each other.
+    """
+    if not threads:
+        return None
+    return max(1, min(int(threads), os.cpu_count() or int(threads)))
+
+
 def runtime_versions() -> dict[str, str]:
     """Versions of the runtime packages, recorded in manifests for later compatibility checks."""
     import numpy

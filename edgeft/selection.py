@@ -74,7 +74,7 @@ def select_trainable(order: list[str], spec: str) -> list[str]:
         chosen = set(head_names(order, blocks))
         if spec.startswith("last:"):
             count_text = spec.split(":", 1)[1]
-            if not count_text.isdigit() or int(count_text) < 1:
+            if not count_text.isdecimal() or int(count_text) < 1:
                 raise EdgeftError(f"--train {spec} is not valid.", where="--train",
                                   hint="write last:N with N a whole number of at least 1, for example last:2.")
             count = int(count_text)

@@ -11,12 +11,12 @@ from pathlib import Path
 from typing import Any
 
 from edgeft.errors import EdgeftError
-from edgeft.manifest import load_manifest
+from edgeft.manifest import check_fields, load_manifest
 
 
 def verify_folder(folder: Path) -> dict[str, Any]:
     """Raise EdgeftError with the reason when the folder cannot be used; else describe the checks."""
-    manifest = load_manifest(folder, verify=True)
+    manifest = check_fields(load_manifest(folder, verify=True))
     kind = manifest.kind
     checks = [f"manifest format {manifest.data['format_version']} readable",
               f"{len(manifest.data['files'])} files match their sha256"]
@@ -33,7 +33,12 @@ def verify_folder(folder: Path) -> dict[str, Any]:
                 OrtTrainer(manifest, prefix=TAIL_PREFIX)
                 checks.append("tail artifacts of the frozen-prefix cache load")
         else:
-            checks.append("training API not installed: loaded the forward model only")
+            checks.append("training API not installed: ORT training artifacts not loaded")
+        from edgeft.backends.portable import PortableTrainer, available
+
+        if available(manifest):
+            PortableTrainer(manifest)
+            checks.append("portable training graphs load in onnxruntime")
         _load(manifest.path("forward_model"))
         checks.append("forward model loads in onnxruntime")
     elif kind == "bundle":

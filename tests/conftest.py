@@ -39,17 +39,20 @@ def _bert_config(num_labels: int = 2):
                       intermediate_size=64, max_position_embeddings=64, num_labels=num_labels)
 
 
-@pytest.fixture(scope="session")
-def tiny_bert(tmp_path_factory) -> Path:
+def make_tiny_bert(folder: Path) -> Path:
     """A bare BERT encoder folder (like a sentence-transformers model) with a WordPiece tokenizer."""
     import torch
     from transformers import BertModel
 
-    folder = tmp_path_factory.mktemp("tiny-bert")
     torch.manual_seed(0)
     BertModel(_bert_config()).save_pretrained(folder)
     _tokenizer(folder)
     return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_bert(tmp_path_factory) -> Path:
+    return make_tiny_bert(tmp_path_factory.mktemp("tiny-bert"))
 
 
 @pytest.fixture(scope="session")

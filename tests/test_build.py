@@ -105,3 +105,25 @@ def test_build_cli_json_and_report(project):
     report = json.loads(out.stdout)
     assert report["built"] == 1 and report["builds"][0]["name"] == "onnx-head"
     assert json.loads((project / "report.json").read_text()) == report
+
+
+def test_the_example_build_file_rebuilds_byte_identical_and_skips(tmp_path):
+    """The project's own edgeft.toml (MiniLM, two device bundles), as CI would run it."""
+    root = TESTS.parent
+    shutil.copy(root / "edgeft.toml", tmp_path / "edgeft.toml")
+    shutil.copytree(root / "edgeft" / "examples" / "smart_home", tmp_path / "edgeft" / "examples" / "smart_home")
+    first = run_builds(tmp_path / "edgeft.toml")
+    assert [b["status"] for b in first["builds"]] == ["built"]
+    assert [b["status"] for b in first["builds"][0]["bundles"]] == ["built", "built"]
+    forced = run_builds(tmp_path / "edgeft.toml", force=True)
+    assert shas(forced) == shas(first)  # every artifact file, sha256 for sha256
+    measured = {"report", "report_text"}  # latency figures differ run to run; everything else may not
+    for before, after in zip(first["builds"][0]["bundles"], forced["builds"][0]["bundles"]):
+        assert after["status"] == "built"
+        assert {k: v for k, v in after["files"].items() if k not in measured} == \
+               {k: v for k, v in before["files"].items() if k not in measured}
+        assert verify_folder(Path(after["output"]))["ok"]
+    skipped = run_builds(tmp_path / "edgeft.toml")
+    assert [b["status"] for b in skipped["builds"][0]["bundles"]] == ["skipped", "skipped"]
+    assert skipped["builds"][0]["status"] == "skipped" and shas(skipped) == shas(first)
+    assert skipped["seconds"] < 0.1 * first["seconds"]

@@ -58,8 +58,8 @@ def here(tmp_path, monkeypatch) -> Path:
     return tmp_path
 
 
-@pytest.fixture
-def tokenizer_folder(tmp_path) -> Path:
+def write_tokenizer(folder: Path) -> Path:
+    """A WordPiece tokenizer.json over VOCAB in ``folder`` (the file the manifest helper names)."""
     from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors
 
     tok = Tokenizer(models.WordPiece(ID, unk_token="[UNK]"))
@@ -67,10 +67,14 @@ def tokenizer_folder(tmp_path) -> Path:
     tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
     tok.post_processor = processors.TemplateProcessing(single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B [SEP]",
                                                        special_tokens=[("[CLS]", ID["[CLS]"]), ("[SEP]", ID["[SEP]"])])
-    folder = tmp_path / "artifacts"
-    folder.mkdir()
+    folder.mkdir(parents=True, exist_ok=True)
     tok.save(str(folder / "tokenizer.json"))
     return folder
+
+
+@pytest.fixture
+def tokenizer_folder(tmp_path) -> Path:
+    return write_tokenizer(tmp_path / "artifacts")
 
 
 def error(func, *args, **kwargs) -> str:

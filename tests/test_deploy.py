@@ -55,6 +55,20 @@ def test_quantized_bundle_is_smaller_and_accurate(bundles):
     assert report["chosen"] == "the profile's recipe"
     assert report["size_ratio"] < 0.6  # int8 weights (embeddings included) on a tiny model
     assert report["bundle_model"]["metrics"]["accuracy"] >= report["fp32"]["metrics"]["accuracy"] - 0.01
+    # 30 validation examples cannot resolve a 1-point tolerance: all 90 training examples join the check
+    assert report["validation_examples"] == 30 and report["guard_training_examples"] == 90
+
+
+def test_guard_sizes_and_pools_its_check():
+    from edgeft.deploy.guard import examples_needed, pooled, quality_drop
+
+    assert examples_needed("classification", 1.0) == 500 and examples_needed("classification", 2.5) == 200
+    assert examples_needed("classification", 0.0) == 0 and examples_needed("regression", 1.0) == 0
+    merged = pooled("classification", [({"accuracy": 0.9}, 80), ({"accuracy": 1.0}, 320)])
+    assert merged["accuracy"] == pytest.approx(0.98)
+    assert quality_drop("classification", {"accuracy": 0.98}, merged) == 0.0
+    rmse = pooled("regression", [({"rmse": 1.0}, 1), ({"rmse": 3.0}, 1)])["rmse"]
+    assert rmse == pytest.approx(np.sqrt(5.0))
 
 
 def test_accuracy_guard_falls_back_with_zero_tolerance(export_cache, tmp_path):

@@ -8,6 +8,7 @@ import sys
 from conftest import HEAVY, run_device_side
 DEVICE_MODULES = ["edgeft", "edgeft.cli", "edgeft.manifest", "edgeft.fsutil", "edgeft.selection", "edgeft.tasks",
                   "edgeft.labels", "edgeft.ortcompat", "edgeft.report", "edgeft.backends.ort_training",
+                  "edgeft.backends.portable", "edgeft.backends.state", "edgeft.backends.select",
                   "edgeft.progress", "edgeft.train.loop", "edgeft.train.cache", "edgeft.train.evaluate",
                   "edgeft.commands.inspect", "edgeft.commands.train", "edgeft.commands.evaluate"]
 
@@ -31,3 +32,32 @@ def test_training_backend_runs_without_heavy_packages(tiny_onnx, export_cache):
     out = run_device_side(code)
     assert out.returncode == 0, out.stderr
     assert "loss " in out.stdout
+
+
+# onnxruntime as on Linux aarch64 (plain onnxruntime): the training package cannot be imported
+NO_TRAINING_API = ("import sys\nsys.modules['onnxruntime.training'] = None\n"
+                   "sys.modules['onnxruntime.training.api'] = None\n")
+
+
+def test_portable_training_runs_on_plain_onnxruntime(tiny_bert, export_cache, tmp_path):
+    from test_train import LABELS, dataset, write_csv
+
+    artifacts = export_cache(model=str(tiny_bert), label_names=LABELS, train="last:1").folder  # dropout on
+    data = write_csv(tmp_path / "train.csv", dataset(5, 20))
+    run = str(tmp_path / "run")
+    code = (NO_TRAINING_API + "import json\nfrom edgeft.cli import main\n"
+            "from edgeft.backends.select import resolve_backend\n"
+            "assert resolve_backend('auto') == 'portable'\n"
+            f"for args in (['train', {str(artifacts)!r}, {str(data)!r}, '--epochs', '2', '--threads', '1', '--json',"
+            f" '--run-dir', {run!r}, '--backend', 'auto'], ['evaluate', {run!r}, {str(data)!r}, '--json'],"
+            f" ['verify', {str(artifacts)!r}]):\n"
+            "    try:\n        main(args)\n    except SystemExit as e:\n        assert not e.code, e.code\n"
+            "try:\n    main(['train', " + repr(str(artifacts)) + ", " + repr(str(data)) + ", '--backend', 'ort-training',"
+            " '--run-dir', " + repr(str(tmp_path / "r2")) + "])\nexcept SystemExit as e:\n    print('exit', e.code)\n"
+            "print('heavy', sorted(m for m in ('torch', 'onnxruntime.training') if sys.modules.get(m)))\n")
+    out = run_device_side(code)
+    assert out.returncode == 0, out.stderr
+    assert '"backend": "portable"' in out.stdout and '"accuracy"' in out.stdout
+    assert "portable training graphs load" in out.stdout + out.stderr
+    assert "exit 1" in out.stdout and "no training API" in out.stderr
+    assert "heavy []" in out.stdout

@@ -1,4 +1,4 @@
-"""End to end on the real all-MiniLM-L6-v2: gradient parity with PyTorch, and a last:2 export."""
+"""End to end on the real all-MiniLM-L6-v2: gradient parity with PyTorch (both backends), and a last:2 export."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from onnx import numpy_helper
 
 from conftest import text_batch
 from edgeft.backends.ort_training import OrtTrainer
+from edgeft.backends.portable import PortableTrainer
 
 pytestmark = pytest.mark.slow
 
@@ -35,6 +36,9 @@ def test_gradients_match_pytorch_autograd(minilm_last1):
     trainer = OrtTrainer(result.manifest, threads=2)
     ort_loss, _ = trainer.train_step(batch)
     ort_grads = trainer.gradients()
+    portable = PortableTrainer(result.manifest, threads=2)  # standard-ONNX step graph on plain sessions
+    portable_loss, _ = portable.train_step(batch)
+    portable_grads = portable.gradients()
 
     backbone = AutoModel.from_pretrained(builtin_path("minilm"), local_files_only=True, attn_implementation="eager")
     reference = MeanPoolClassifier(backbone, 384, 6).eval()
@@ -50,20 +54,23 @@ def test_gradients_match_pytorch_autograd(minilm_last1):
     params = dict(reference.named_parameters())
 
     assert ort_loss == pytest.approx(loss.item(), rel=1e-4)
+    assert portable_loss == pytest.approx(loss.item(), rel=1e-4)
     trainable = [t.name for t in result.trainable]
     assert set(ort_grads) == set(trainable) and len(trainable) == 18
+    assert set(portable_grads) == set(trainable)
     scale = max(np.linalg.norm(params[n].grad.numpy()) for n in trainable)
-    for name in trainable:
-        expected = params[name].grad.numpy()
-        got = ort_grads[name].reshape(expected.shape)
-        error = np.linalg.norm(got - expected)
-        if np.linalg.norm(expected) < 1e-6 * scale:
-            # e.g. the attention key bias: softmax over keys cancels it, so its true gradient is 0
-            # and both sides hold only rounding noise; compare against the overall gradient scale
-            assert error < 1e-6 * scale, f"{name}: gradient noise {error:.2e} vs scale {scale:.2e}"
-        else:
-            rel = error / np.linalg.norm(expected)
-            assert rel < 1e-3, f"{name}: relative gradient error {rel:.2e}"
+    for backend, grads in (("ort-training", ort_grads), ("portable", portable_grads)):
+        for name in trainable:
+            expected = params[name].grad.numpy()
+            got = grads[name].reshape(expected.shape)
+            error = np.linalg.norm(got - expected)
+            if np.linalg.norm(expected) < 1e-6 * scale:
+                # e.g. the attention key bias: softmax over keys cancels it, so its true gradient is 0
+                # and both sides hold only rounding noise; compare against the overall gradient scale
+                assert error < 1e-6 * scale, f"{backend} {name}: gradient noise {error:.2e} vs scale {scale:.2e}"
+            else:
+                rel = error / np.linalg.norm(expected)
+                assert rel < 1e-3, f"{backend} {name}: relative gradient error {rel:.2e}"
     # frozen parameters get no gradient in PyTorch's graph either when they are not asked for
     assert "backbone.encoder.layer.4.output.dense.weight" not in ort_grads
 

@@ -26,6 +26,31 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 
+def load_model(manifest, parameters: dict | None = None):  # -> MeanPoolClassifier
+    """MiniLM + mean pooling + head with the weights of an artifact folder's forward model.
+
+    ``parameters`` (name -> array, e.g. a trained checkpoint's) replace the exported values.
+    """
+    import onnx
+    import torch
+    from onnx import numpy_helper
+    from transformers import AutoModel
+
+    from edgeft.export.builtin import builtin_path
+    from edgeft.export.hf_source import MeanPoolClassifier
+
+    labels = manifest.data["labels"]["names"]
+    backbone = AutoModel.from_pretrained(builtin_path("minilm"), local_files_only=True, attn_implementation="eager")
+    model = MeanPoolClassifier(backbone, backbone.config.hidden_size, len(labels))
+    forward = onnx.load(str(manifest.path("forward_model")))
+    weights = {i.name: numpy_helper.to_array(i) for i in forward.graph.initializer}
+    weights.update(parameters or {})
+    state = model.state_dict()
+    model.load_state_dict({k: torch.from_numpy(v.copy()).reshape(state[k].shape) for k, v in weights.items()
+                           if k in state}, strict=False)
+    return model
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("artifacts", type=Path)
@@ -41,16 +66,11 @@ def main() -> None:
     parser.add_argument("--label-column", default="label")
     args = parser.parse_args()
 
-    import onnx
     import torch
-    from onnx import numpy_helper
-    from transformers import AutoModel
 
     from edgeft.data.batching import length_bucketed_batches, sequential_batches
     from edgeft.data.records import read_records
     from edgeft.deploy.measure import peak_rss_mb
-    from edgeft.export.builtin import builtin_path
-    from edgeft.export.hf_source import MeanPoolClassifier
     from edgeft.manifest import load_manifest
     from edgeft.train.examples import ExampleSet
     from edgeft.train.schedule import learning_rate
@@ -58,12 +78,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     manifest = load_manifest(args.artifacts)
-    labels = manifest.data["labels"]["names"]
-    backbone = AutoModel.from_pretrained(builtin_path("minilm"), local_files_only=True, attn_implementation="eager")
-    model = MeanPoolClassifier(backbone, backbone.config.hidden_size, len(labels))
-    forward = onnx.load(str(manifest.path("forward_model")))
-    weights = {i.name: torch.from_numpy(numpy_helper.to_array(i).copy()) for i in forward.graph.initializer}
-    model.load_state_dict({k: v for k, v in weights.items() if k in model.state_dict()}, strict=False)
+    model = load_model(manifest)
     trainable = {t["name"] for t in manifest.data["trainable"]["tensors"]}
     for name, param in model.named_parameters():
         param.requires_grad = name in trainable

@@ -6,12 +6,15 @@ test and evaluation share one way of opening artifacts and feeding batches.
 
 from __future__ import annotations
 
+import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
 import onnx
 
+from edgeft.backends.state import (ORT_FILE, STATE_FILE, TrainableState, read_ort_checkpoint, read_state,
+                                   resolve_checkpoint, write_ort_checkpoint, write_state)
 from edgeft.errors import EdgeftError
 from edgeft.fsutil import atomic_write_bytes
 from edgeft.manifest import Manifest
@@ -22,34 +25,80 @@ def session_options(threads: int | None):  # -> onnxruntime.SessionOptions
     """Session options with a fixed thread count (None lets ORT choose)."""
     import onnxruntime as ort
 
+    from edgeft.ortcompat import usable_threads
+
     options = ort.SessionOptions()
+    threads = usable_threads(threads)
     if threads:
-        options.intra_op_num_threads = int(threads)
+        options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
     return options
 
 
 class OrtTrainer:
-    """Train / eval / optimizer sessions of one artifact set (``prefix`` selects e.g. the tail)."""
+    """Train / eval / optimizer sessions of one artifact set (``prefix`` selects e.g. the tail).
+
+    ``checkpoint`` is an ORT checkpoint file, edgeft's ``.npz`` state (e.g. written by the
+    portable backend) or a run checkpoint folder holding either.
+    """
+
+    backend = "ort-training"
 
     def __init__(self, manifest: Manifest, threads: int | None = None, checkpoint: Path | None = None,
                  prefix: str = "", optimizer_model: Path | None = None) -> None:
         api = training_api()
         quiet_runtime()
         self.manifest = manifest
+        imported = None
+        if checkpoint is not None:
+            checkpoint = Path(checkpoint)
+            if checkpoint.is_dir() and (checkpoint / ORT_FILE).is_file():
+                checkpoint = checkpoint / ORT_FILE
+            elif checkpoint.is_dir() or not _is_ort_checkpoint(checkpoint):
+                imported = read_state(resolve_checkpoint(checkpoint))
+                checkpoint = None
         ckpt = checkpoint or manifest.path(f"{prefix}checkpoint")
         try:
+            self._paths = (str(manifest.path(f"{prefix}training_model")), str(manifest.path(f"{prefix}eval_model")),
+                           str(optimizer_model or manifest.path(f"{prefix}optimizer_model")))
+            self._options = session_options(threads)
             self.state = api.CheckpointState.load_checkpoint(str(ckpt))
-            self.module = api.Module(str(manifest.path(f"{prefix}training_model")), self.state,
-                                 str(manifest.path(f"{prefix}eval_model")), device="cpu",
-                                 session_options=session_options(threads))
-            self.optimizer = api.Optimizer(str(optimizer_model or manifest.path(f"{prefix}optimizer_model")), self.module)
+            self.module = api.Module(self._paths[0], self.state, self._paths[1], device="cpu",
+                                     session_options=self._options)
+            self.optimizer = api.Optimizer(self._paths[2], self.module)
         except EdgeftError:
             raise
         except Exception as exc:
             raise EdgeftError(f"ONNX Runtime could not load the training artifacts: {exc}",
                               where=str(manifest.folder), hint="re-export the artifacts with this edgeft version.") from exc
         self.input_names = list(self.module.input_names())
+        self.module.eval()
+        if list(self.module.input_names()) != self.input_names:  # e.g. a manifest whose file entries were swapped
+            raise EdgeftError("The training and eval models of these artifacts take different inputs.",
+                              where=str(manifest.folder), hint="the folder does not match its manifest; re-export it.")
+        self.module.train()
+        if imported is not None:
+            self._import(imported, ckpt)
+
+    def _import(self, state: TrainableState, initial: Path) -> None:
+        """Continue from edgeft's .npz state: parameters, and the optimizer's moments and step
+        through an ORT checkpoint written for them."""
+        names = [name for name, param in self.state.parameters if param.requires_grad]
+        missing = [n for n in names if n not in state.params]
+        if missing:
+            raise EdgeftError(f"The checkpoint lacks the trainable tensors {missing[:3]}.", where="checkpoint",
+                              hint="use a checkpoint of a run on these artifacts.")
+        self.load_parameters(state.params)
+        if not state.step:
+            return
+        api = training_api()
+        with tempfile.TemporaryDirectory(prefix="edgeft-ckpt-") as tmp:
+            path = Path(tmp) / ORT_FILE
+            write_ort_checkpoint(path, initial, state)
+            self.state = api.CheckpointState.load_checkpoint(str(path))
+            self.module = api.Module(self._paths[0], self.state, self._paths[1], device="cpu",
+                                     session_options=self._options)
+            self.optimizer = api.Optimizer(self._paths[2], self.module)
 
     def _feed(self, batch: Mapping[str, np.ndarray]) -> list[np.ndarray]:
         missing = [n for n in self.input_names if n not in batch]
@@ -91,7 +140,26 @@ class OrtTrainer:
         """Overwrite trainable parameters by name (e.g. weights trained on the tail graph)."""
         for name, param in self.state.parameters:
             if param.requires_grad and name in values:
-                param.data = np.ascontiguousarray(values[name], dtype=np.float32)
+                param.data = np.ascontiguousarray(values[name], dtype=np.float32).reshape(param.data.shape)
+
+    def save_checkpoint(self, folder: Path) -> None:
+        """Write ORT's checkpoint (optimizer state included) and edgeft's .npz state into ``folder``,
+        so the run resumes in either backend."""
+        path = Path(folder) / ORT_FILE
+        training_api().CheckpointState.save_checkpoint(self.state, str(path), include_optimizer_state=True)
+        state = read_ort_checkpoint(path)
+        names = list(state.params)
+        write_state(Path(folder) / STATE_FILE, names, [state.params[n] for n in names],
+                    str(self.manifest.data.get("optimizer", state.optimizer)), state.step,
+                    [state.moments[n] for n in names] if state.moments else None)
+
+
+def _is_ort_checkpoint(path: Path) -> bool:
+    try:
+        with open(path, "rb") as handle:
+            return handle.read(8)[4:8] == b"ODTC"
+    except OSError:
+        return False
 
 
 def with_weight_decay(source: Path, target: Path, weight_decay: float) -> Path:

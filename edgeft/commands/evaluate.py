@@ -13,12 +13,15 @@ from edgeft.commands.common import data_options
 @click.command(name="evaluate", context_settings={"max_content_width": 100})
 @click.argument("model", type=click.Path(path_type=Path))
 @click.argument("data", type=click.Path(path_type=Path))
-@click.option("--checkpoint", type=click.Path(path_type=Path), help="An ORT checkpoint to evaluate [default: the run's best].")
+@click.option("--checkpoint", type=click.Path(path_type=Path),
+              help="A checkpoint (folder, ORT checkpoint or trainable.npz) to evaluate [default: the run's best].")
 @click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True)
 @click.option("--threads", type=click.IntRange(min=1), help="Compute threads [default: ONNX Runtime's choice].")
+@click.option("--backend", type=click.Choice(["auto", "ort-training", "portable"]), default="auto", show_default=True,
+              help="Backend that runs the eval graph (see edgeft train --help).")
 @data_options
 @click.option("--json", "as_json", is_flag=True, help="Print the metrics as JSON on stdout.")
-def command(model: Path, data: Path, checkpoint: Path | None, batch_size: int, threads: int | None,
+def command(model: Path, data: Path, checkpoint: Path | None, batch_size: int, threads: int | None, backend: str,
             text_column: str, label_column: str, strict: bool, as_json: bool) -> None:
     """Evaluate MODEL (an artifact folder, or a run folder from edgeft train) on DATA.
 
@@ -36,7 +39,8 @@ def command(model: Path, data: Path, checkpoint: Path | None, batch_size: int, t
     from edgeft.report import stderr
     from edgeft.train.evaluate import evaluate_folder
 
-    result = evaluate_folder(model, data, checkpoint, batch_size, threads, text_column, label_column, strict)
+    result = evaluate_folder(model, data, checkpoint, batch_size, threads, text_column, label_column, strict,
+                             backend=backend)
     if as_json:
         click.echo(json.dumps(result, indent=2))
         return

@@ -25,10 +25,10 @@ def command(folder: Path, as_json: bool) -> None:
     from rich.markup import escape
     from rich.table import Table
 
-    from edgeft.manifest import load_manifest, verify_files
+    from edgeft.manifest import check_fields, load_manifest, verify_files
     from edgeft.report import stderr
 
-    manifest = load_manifest(folder, verify=False)
+    manifest = check_fields(load_manifest(folder, verify=False))
     problems = verify_files(manifest)
     data = manifest.data
     if as_json:
@@ -37,7 +37,9 @@ def command(folder: Path, as_json: bool) -> None:
         overview = Table.grid(padding=(0, 2))
         overview.add_column(style="bold")
         overview.add_column()
-        trainable = data.get("trainable", {})
+        trainable = data.get("trainable") if isinstance(data.get("trainable"), dict) else {}
+        tool = data.get("tool") if isinstance(data.get("tool"), dict) else {}
+        tensors = trainable.get("tensors") if isinstance(trainable.get("tensors"), list) else []
         labels = data.get("labels", {}).get("names", [])
         rows = [
             ("folder", str(folder)), ("kind", str(data.get("kind"))), ("name", str(data.get("name"))),
@@ -45,9 +47,9 @@ def command(folder: Path, as_json: bool) -> None:
             ("task", f"{data.get('task')} ({data.get('modality')}), loss {data.get('loss')}, optimizer {data.get('optimizer')}"),
             ("inputs", ", ".join(f"{i['name']} {i['dtype']}[{','.join(map(str, i['shape']))}]" for i in data.get("inputs", []))),
             ("labels", f"{len(labels)}: " + ", ".join(labels[:8]) + (" ..." if len(labels) > 8 else "")),
-            ("trainable", f"{trainable.get('spec')}: {len(trainable.get('tensors', []))} tensors, "
-                          f"{trainable.get('parameters', 0):,} parameters ({trainable.get('frozen_parameters', 0):,} frozen)"),
-            ("versions", ", ".join(f"{k} {v}" for k, v in data.get("tool", {}).items())),
+            ("trainable", f"{trainable.get('spec')}: {len(tensors)} tensors, "
+                          f"{_count(trainable.get('parameters'))} parameters ({_count(trainable.get('frozen_parameters'))} frozen)"),
+            ("versions", ", ".join(f"{k} {v}" for k, v in tool.items())),
         ]
         for key, value in rows:
             overview.add_row(key, escape(value))
@@ -58,9 +60,14 @@ def command(folder: Path, as_json: bool) -> None:
         bad = {p.split(" ")[0] for p in problems}
         for entry in data["files"].values():
             ok = entry["path"] not in bad
-            files.add_row(entry["path"], f"{entry['bytes']:,}", entry["sha256"][:16] + "…",
+            files.add_row(entry["path"], _count(entry.get("bytes")), str(entry.get("sha256"))[:16] + "…",
                           "[green]ok[/]" if ok else "[red]MISMATCH[/]")
         stderr.print(files)
     if problems:
         click.secho("error: " + "; ".join(problems), fg="red", err=True)
         sys.exit(1)
+
+
+def _count(value: object) -> str:
+    """A number with thousands separators; anything else (a damaged manifest) as it is."""
+    return f"{value:,}" if isinstance(value, int) and not isinstance(value, bool) else str(value)

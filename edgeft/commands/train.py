@@ -27,6 +27,9 @@ from edgeft.commands.common import data_options
 @click.option("--accumulate", type=click.IntRange(min=1), default=1, show_default=True, help="Batches per optimizer step.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed for data order, split and dropout.")
 @click.option("--threads", type=click.IntRange(min=1), help="Compute threads [default: ONNX Runtime's choice].")
+@click.option("--backend", type=click.Choice(["auto", "ort-training", "portable"]), default="auto", show_default=True,
+              help="ort-training: ONNX Runtime's training API; portable: the export's standard-ONNX training "
+                   "graphs on any onnxruntime (Linux aarch64 too); auto: the first when it imports.")
 @click.option("--patience", type=click.IntRange(min=1), help="Stop after N epochs without a better validation metric.")
 @click.option("--metric", help="Validation metric for early stopping and the best checkpoint [default: accuracy / rmse].")
 @click.option("--checkpoint-every", type=click.IntRange(min=1), help="Also checkpoint every N optimizer steps.")
@@ -40,7 +43,7 @@ from edgeft.commands.common import data_options
 @click.option("--json", "as_json", is_flag=True, help="Print the run summary as JSON on stdout.")
 def command(artifacts: Path, data: Path, val: Path | None, val_fraction: float, run_dir: Path | None, epochs: int,
             max_steps: int | None, batch_size: int, lr: float, schedule: str, warmup: float, weight_decay: float,
-            accumulate: int, seed: int, threads: int | None, patience: int | None, metric: str | None,
+            accumulate: int, seed: int, threads: int | None, backend: str, patience: int | None, metric: str | None,
             checkpoint_every: int | None, no_cache: bool, cache_mb: int, no_bucket: bool, text_column: str,
             label_column: str, strict: bool, resume: bool, force: bool, as_json: bool) -> None:
     """Fine-tune the trainable layers of ARTIFACTS on DATA, on this machine's CPU.
@@ -48,13 +51,15 @@ def command(artifacts: Path, data: Path, val: Path | None, val_fraction: float, 
     DATA is a CSV, TSV or JSONL file with a text and a label column, a folder of images with one
     subfolder per class, or an .npz file of model inputs and `labels`. When only the last layers
     train, the frozen part runs once per example and later epochs cost only the tail.
-    Checkpoints are written after every epoch; a killed run continues with --resume.
+    Checkpoints are written after every epoch; a killed run continues with --resume, with either
+    backend.
 
     \b
     Examples:
       edgeft train artifacts/minilm data/train.csv --val data/val.csv
       edgeft train artifacts/minilm notes.jsonl --epochs 10 --patience 2 --lr 3e-4
       edgeft train artifacts/minilm data.csv --run-dir runs/a --resume
+      edgeft train artifacts/minilm data.csv --backend portable   # plain onnxruntime, e.g. aarch64
     """
     from edgeft.progress import RichReporter, summary_table
     from edgeft.report import stderr
@@ -67,7 +72,7 @@ def command(artifacts: Path, data: Path, val: Path | None, val_fraction: float, 
     options = DataOptions(train=data, val=val, text_column=text_column, label_column=label_column, strict=strict)
     folder = run_dir or Path("artifacts") / "runs" / Path(artifacts).resolve().name
     summary = train(artifacts, options, folder, config, threads=threads, resume=resume, force=force,
-                    reporter=None if as_json else RichReporter())
+                    reporter=None if as_json else RichReporter(), backend=backend)
     if as_json:
         click.echo(json.dumps(summary, indent=2))
     else:

@@ -12,9 +12,7 @@ import codecs
 import csv
 import io
 import json
-import math
 import re
-import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -209,6 +207,9 @@ def _json_rows(path: Path, text_column: str, label_column: str) -> list[tuple[st
         except json.JSONDecodeError as exc:
             raise EdgeftError(f"{place} is not valid JSON: {exc.msg} (column {exc.colno}).", where=place,
                               hint="write one JSON object per line.") from exc
+        except (ValueError, RecursionError) as exc:  # a number with thousands of digits, or nesting too deep
+            raise EdgeftError(f"{place} cannot be read: {str(exc).split(';')[0]}.", where=place,
+                              hint="write one flat JSON object per line with ordinary numbers.") from exc
         if not isinstance(record, dict):
             example = json.dumps({text_column: "...", label_column: "..."})
             raise EdgeftError(f"{place} holds a JSON {type(record).__name__}, not an object.", where=place,
@@ -259,11 +260,21 @@ def _is_image(path: Path) -> bool:
 def _read_npz(path: Path, manifest: dict[str, Any], labels: _LabelReader) -> Records:
     """Model inputs and labels stored as arrays, checked against the manifest's names, dtypes and shapes."""
     try:
-        with np.load(path, allow_pickle=False) as archive:
+        loaded = np.load(path, allow_pickle=False)  # never unpickle: object arrays are refused
+        if not isinstance(loaded, np.lib.npyio.NpzFile):
+            raise EdgeftError(f"{path} holds one array, not a .npz archive of named arrays.", where=str(path),
+                              hint="save it with numpy.savez(path, x=..., labels=...).")
+        with loaded as archive:
             arrays = {name: archive[name] for name in archive.files}
-    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
-        raise EdgeftError(f"{path} is not a readable .npz file: {exc}.", where=str(path),
-                          hint="save it with numpy.savez (numeric arrays only).") from exc
+    except EdgeftError:
+        raise
+    except Exception as exc:  # zip, zlib and numpy raise many types for a damaged archive  # noqa: BLE001
+        raise EdgeftError(f"{path} is not a readable .npz file: {str(exc)[:200] or type(exc).__name__}.",
+                          where=str(path), hint="save it with numpy.savez (numeric arrays only).") from exc
+    for name, value in arrays.items():
+        if not isinstance(value, np.ndarray):  # a zip member that is not a .npy array
+            raise EdgeftError(f"{path} holds {name!r}, which is not a numpy array.", where=str(path),
+                              hint="save it with numpy.savez (numeric arrays only).")
     specs = [*manifest["inputs"], manifest["labels"]["input"]]
     wanted = [spec["name"] for spec in specs]
     absent = [name for name in wanted if name not in arrays]
@@ -281,6 +292,12 @@ def _read_npz(path: Path, manifest: dict[str, Any], labels: _LabelReader) -> Rec
     if not count:
         raise EdgeftError(f"{path} holds no examples.", where=str(path), hint="store at least one example.")
     inputs = {spec["name"]: _checked_array(path, arrays[spec["name"]], spec) for spec in manifest["inputs"]}
+    for name, values in inputs.items():
+        if values.dtype.kind == "f":
+            bad = np.flatnonzero(~np.isfinite(values.reshape(count, -1)).all(axis=1))
+            if bad.size:
+                raise EdgeftError(f"The input {name!r} at {path}[{bad[0]}] holds NaN or infinite values.",
+                                  where=f"{path}[{bad[0]}]", hint="give finite numbers, or remove the example.")
     return Records(source=str(path), arrays=inputs, labels=labels.from_array(path, arrays[wanted[-1]]),
                    places=[f"{path}[{i}]" for i in range(count)])
 
@@ -295,7 +312,8 @@ def _checked_array(path: Path, values: np.ndarray, spec: dict[str, Any]) -> np.n
     if not np.can_cast(values.dtype, dtype, casting="same_kind"):
         raise EdgeftError(f"The array {name!r} in {path} is {values.dtype}, which does not convert to {dtype}.",
                           where=str(path), hint=f"store {name!r} as {dtype}.")
-    return values.astype(dtype, copy=False)
+    with np.errstate(over="ignore", invalid="ignore"):  # overflow becomes inf, which the callers refuse
+        return values.astype(dtype, copy=False)
 
 
 class _LabelReader:
@@ -337,13 +355,15 @@ class _LabelReader:
                               where=place, hint=f"give {self.width} number(s) per example.")
         try:
             numbers = [float(v) for v in values]
-        except ValueError as exc:
+        except (ValueError, OverflowError) as exc:  # OverflowError: an integer beyond any float
             raise EdgeftError(f"The target in {place} is not a number: {exc}.", where=place,
                               hint="write numbers such as 0.5 or -3e2.") from exc
-        if not all(math.isfinite(v) for v in numbers):
-            raise EdgeftError(f"The target in {place} is NaN or infinite.", where=place,
-                              hint="give finite numbers, or remove the row.")
-        return np.array(numbers, dtype=np.float32)
+        with np.errstate(over="ignore"):
+            targets = np.array(numbers, dtype=np.float32)
+        if not np.isfinite(targets).all():  # also catches 1e39, finite in Python but not in float32
+            raise EdgeftError(f"The target in {place} is NaN or infinite (or too large for float32).", where=place,
+                              hint="give finite numbers (at most about 3.4e38), or remove the row.")
+        return targets
 
     def from_text(self, raw: str, place: str) -> Any:
         """A CSV/TSV cell: a label name; names split by | or ; (multi-label); numbers split by spaces or commas."""

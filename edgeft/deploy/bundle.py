@@ -10,7 +10,7 @@ import numpy as np
 
 from edgeft.deploy.runtime import make_session, scores
 from edgeft.errors import EdgeftError
-from edgeft.manifest import load_manifest
+from edgeft.manifest import check_fields, load_manifest
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp"}
 
@@ -19,13 +19,18 @@ class Bundle:
     """The bundle's model with its preprocessing; every file's sha256 is checked on load."""
 
     def __init__(self, folder: Path, threads: int | None = None) -> None:
-        self.manifest = load_manifest(folder, kind="bundle")
+        self.manifest = check_fields(load_manifest(folder, kind="bundle"))
         data = self.manifest.data
         self.folder = Path(folder)
         self.task = data["task"]
         self.labels = list(data["labels"]["names"])
         self.threads = threads or data.get("threads")
-        self.session = make_session(self.manifest.path("model"), self.threads, data.get("graph_optimization", "all"))
+        try:
+            self.session = make_session(self.manifest.path("model"), self.threads, data.get("graph_optimization", "all"))
+        except Exception as exc:  # onnxruntime raises its own types for a file that is not a model it can run
+            raise EdgeftError(f"onnxruntime cannot load the bundle's model: {exc}", where=str(self.manifest.path("model")),
+                              hint="rebuild the bundle with edgeft deploy (or use the onnxruntime version it was "
+                                   "built with).") from exc
         self.input_names = [i.name for i in self.session.get_inputs()]
 
     def encode(self, items: list[str]) -> dict[str, np.ndarray]:

@@ -8,6 +8,7 @@ and finally no quantization at all, which always fits.
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Iterator
 from typing import Any
 
@@ -44,3 +45,24 @@ def quality_drop(task: str, reference: dict[str, Any], candidate: dict[str, Any]
     if task == "regression":
         return 100.0 * (candidate["rmse"] - reference["rmse"]) / max(reference["rmse"], 1e-12)
     return 100.0 * (reference["accuracy"] - candidate["accuracy"])
+
+
+def examples_needed(task: str, max_drop: float) -> int:
+    """How many examples the guard must check so one changed prediction is a fifth of the tolerance.
+
+    With 80 validation examples a single flipped prediction is 1.25 points, more than a 1-point
+    tolerance: the guard would reject every quantized recipe on noise. Classification guards
+    below this count are topped up with training examples (quantization error is a property of
+    the model, not of unseen data, so training examples measure it as well).
+    """
+    if task == "regression" or max_drop <= 0:
+        return 0
+    return math.ceil(500 / max_drop)
+
+
+def pooled(task: str, parts: list[tuple[dict[str, Any], int]]) -> dict[str, Any]:
+    """Metrics of several example sets as one: accuracy (or RMSE) weighted by their sizes."""
+    total = sum(count for _, count in parts)
+    if task == "regression":
+        return {"rmse": math.sqrt(sum(m["rmse"] ** 2 * n for m, n in parts) / total)}
+    return {"accuracy": sum(m["accuracy"] * n for m, n in parts) / total}

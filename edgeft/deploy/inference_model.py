@@ -64,6 +64,10 @@ def fold_constants(model: onnx.ModelProto, path: Path) -> onnx.ModelProto:
     try:
         ort.InferenceSession(model.SerializeToString(), sess_options=options, providers=["CPUExecutionProvider"])
     except Exception as exc:
+        if "serializ" in str(exc).lower():  # the model loaded; writing its optimized copy failed (e.g. a full disk)
+            raise EdgeftError(f"The optimized model could not be written: {exc}", where=str(path),
+                              hint="free some space on that disk (or point TMPDIR to a disk with room) and run "
+                                   "again.") from exc
         raise EdgeftError(f"ONNX Runtime could not load the inference model: {exc}", where="forward.onnx",
                           hint="re-export the artifacts with this edgeft version.") from exc
     return onnx.load(str(path))

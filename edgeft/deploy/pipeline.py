@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from edgeft import __version__
-from edgeft.deploy.guard import head_node_patterns, ladder, quality_drop
+from edgeft.deploy.guard import examples_needed, head_node_patterns, ladder, pooled, quality_drop
 from edgeft.deploy.inference_model import build_inference_model
 from edgeft.deploy.measure import latency, sample_feed
 from edgeft.deploy.quantize import quantize
@@ -24,7 +24,7 @@ from edgeft.devices import DeviceProfile, load_profile
 from edgeft.errors import EdgeftError
 from edgeft.fsutil import staged_folder
 from edgeft.manifest import Manifest, write_manifest
-from edgeft.ortcompat import runtime_versions
+from edgeft.ortcompat import runtime_versions, usable_threads
 from edgeft.train.evaluate import checkpoint_parameters, evaluate, resolve_model
 from edgeft.train.examples import ExampleSet
 
@@ -83,6 +83,14 @@ def _validation(manifest: Manifest, options: DeployOptions, run: dict[str, Any])
     return val, train
 
 
+def _guard_top_up(train: ExampleSet | None, val: ExampleSet, needed: int) -> ExampleSet | None:
+    """Training examples added to the guard's check when validation alone cannot resolve the tolerance."""
+    if train is None or len(val) >= needed:
+        return None
+    order = np.sort(np.random.default_rng(0).permutation(len(train))[: needed - len(val)])
+    return ExampleSet(train.records.subset(order), train.manifest)
+
+
 def _calibration(train: ExampleSet | None, count: int) -> list[dict[str, np.ndarray]]:
     if train is None:
         return []
@@ -128,6 +136,7 @@ def deploy(options: DeployOptions, progress: Callable[[str], None] | None = None
     val, train = _validation(manifest, options, run)
     task, max_drop = manifest.data["task"], profile.targets.max_accuracy_drop if options.max_drop is None else options.max_drop
     threads, level = profile.hardware.threads, profile.runtime.graph_optimization
+    measured_threads = usable_threads(threads)
     source = manifest.data.get("source", {})
     with staged_folder(dest, force=options.force) as stage:
         work = stage / ".work"
@@ -138,9 +147,17 @@ def deploy(options: DeployOptions, progress: Callable[[str], None] | None = None
             fuse=profile.runtime.fuse_transformer and manifest.data["modality"] == "text",
             heads=source.get("num_attention_heads"), hidden=source.get("hidden_size"))
         step("evaluating the fp32 model")
-        batch = 32
-        fp32_metrics = evaluate(InferenceStepper(make_session(fp32, threads, level), manifest), val, task,
-                                len(manifest.data["labels"]["names"]), batch)
+        extra_set = _guard_top_up(train, val, examples_needed(task, max_drop))
+        guard_sets = [val] + ([extra_set] if extra_set is not None else [])
+
+        def check(model: Path) -> tuple[dict[str, Any], dict[str, Any]]:
+            """Validation metrics, and the metrics the guard judges (validation plus any top-up)."""
+            stepper = InferenceStepper(make_session(model, threads, level), manifest)
+            results = [evaluate(stepper, examples, task, len(manifest.data["labels"]["names"]), 32)
+                       for examples in guard_sets]
+            return results[0], pooled(task, [(m, len(e)) for m, e in zip(results, guard_sets)])
+
+        fp32_metrics, fp32_guard = check(fp32)
         calibration = _calibration(train, profile.quantization.calibration_examples) \
             if profile.quantization.mode == "static" else []
         attempts, chosen = [], None
@@ -149,9 +166,8 @@ def deploy(options: DeployOptions, progress: Callable[[str], None] | None = None
             step(f"quantizing: {why}")
             candidate = work / f"candidate-{len(attempts)}.onnx"
             notes = quantize(fp32, candidate, recipe, calibration)
-            quant_metrics = evaluate(InferenceStepper(make_session(candidate, threads, level), manifest), val, task,
-                                     len(manifest.data["labels"]["names"]), batch)
-            drop = quality_drop(task, fp32_metrics, quant_metrics)
+            quant_metrics, quant_guard = check(candidate)
+            drop = quality_drop(task, fp32_guard, quant_guard)
             accepted = drop <= max_drop + 1e-9
             attempts.append({"step": why, "recipe": dataclasses.asdict(recipe), "notes": notes,
                              "metrics": _public(quant_metrics), "drop": round(drop, 4), "size_mb": round(_size_mb(candidate), 3),
@@ -175,8 +191,9 @@ def deploy(options: DeployOptions, progress: Callable[[str], None] | None = None
                 shutil.copyfile(manifest.path(key), stage / target)
                 files[key] = target
         report = {
-            "bundle": str(dest), "device": profile.name, "threads": threads, "source": str(options.source),
+            "bundle": str(dest), "device": profile.name, "threads": measured_threads, "profile_threads": threads, "source": str(options.source),
             "checkpoint": str(checkpoint) if checkpoint else None, "validation_examples": len(val),
+            "guard_training_examples": len(extra_set) if extra_set is not None else 0,
             "fp32": {"size_mb": round(_size_mb(fp32), 3), "metrics": _public(fp32_metrics), "latency": speed_fp32},
             "bundle_model": {"size_mb": round(_size_mb(model_path), 3), "metrics": attempts[-1]["metrics"],
                              "latency": speed_bundle},
@@ -206,6 +223,14 @@ def _public(values: dict[str, Any]) -> dict[str, Any]:
             if k != "confusion"}
 
 
+def _checked_on(report: dict[str, Any]) -> str:
+    text = f"{report['validation_examples']} validation examples"
+    if report.get("guard_training_examples"):
+        text += (f" and {report['guard_training_examples']} training examples (enough for one changed prediction "
+                 f"to be a fifth of the tolerance); the accuracies below are on validation alone")
+    return text
+
+
 def render_report(report: dict[str, Any]) -> str:
     """The readable REPORT.md of a bundle."""
     fp32, model = report["fp32"], report["bundle_model"]
@@ -213,15 +238,18 @@ def render_report(report: dict[str, Any]) -> str:
     lines = [
         f"# edgeft bundle for {report['device']}", "",
         f"Chosen recipe: **{report['chosen']}** (drop {report['accuracy_drop']:.2f} within the allowed "
-        f"{report['max_accuracy_drop']:.2f}), checked on {report['validation_examples']} validation examples.", "",
+        f"{report['max_accuracy_drop']:.2f}), checked on {_checked_on(report)}.", "",
         "| | fp32 | bundle |", "|---|---|---|",
         f"| size | {fp32['size_mb']:.1f} MB | {model['size_mb']:.1f} MB ({100 * report['size_ratio']:.0f}%) |",
         f"| {metric} | {fp32['metrics'][metric]:.4f} | {model['metrics'][metric]:.4f} |",
         f"| latency p50, batch 1, {report['threads']} thread(s) | {fp32['latency']['p50_ms']:.2f} ms | "
         f"{model['latency']['p50_ms']:.2f} ms ({report['speedup_batch1']:.2f}x) |",
         f"| latency p95 | {fp32['latency']['p95_ms']:.2f} ms | {model['latency']['p95_ms']:.2f} ms |", "",
-        "## Recipes tried", "",
     ]
+    if report.get("profile_threads") and report["profile_threads"] != report["threads"]:
+        lines += [f"Latency measured on the deploying machine, with {report['threads']} thread(s) because it has "
+                  f"no more cores; the device runs the bundle with {report['profile_threads']}.", ""]
+    lines += ["## Recipes tried", ""]
     for attempt in report["attempts"]:
         lines.append(f"- {attempt['step']}: drop {attempt['drop']:.2f}, {attempt['size_mb']:.1f} MB, "
                      f"{'accepted' if attempt['accepted'] else 'rejected'} ({'; '.join(attempt['notes'])})")

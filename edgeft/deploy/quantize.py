@@ -8,6 +8,7 @@ files, fp32 compute), ``fp16`` and ``none``.
 
 from __future__ import annotations
 
+import logging
 import re
 import shutil
 from collections.abc import Iterator
@@ -125,6 +126,7 @@ def quantize(source: Path, target: Path, recipe, calibration: list[dict[str, np.
     notes = []
     if exclude:
         notes.append(f"kept {len(exclude)} node(s) in fp32")
+    logging.disable(logging.WARNING)  # onnxruntime's quantizer advises pre-processing on the root logger
     try:
         if recipe.mode == "none":
             shutil.copyfile(source, target)
@@ -165,4 +167,6 @@ def quantize(source: Path, target: Path, recipe, calibration: list[dict[str, np.
     except Exception as exc:
         raise EdgeftError(f"Quantization ({recipe.mode}) failed: {exc}", where=str(source),
                           hint="try another device profile, or quantization.mode = \"none\".") from exc
+    finally:
+        logging.disable(logging.NOTSET)
     return notes

@@ -25,7 +25,8 @@ from edgeft.backends.ort_training import OrtTrainer
 from edgeft.errors import EdgeftError
 from edgeft.export.builtin import BUILTIN_MODELS, DEFAULT_MODEL, builtin_path
 from edgeft.export.ort_artifacts import generate
-from edgeft.export.tail import build_tail
+from edgeft.export.portable import export_portable
+from edgeft.export.tail import PREFIX_FILE, build_tail
 from edgeft.export.source import LoadedModel, sample_array
 from edgeft.fsutil import staged_folder
 from edgeft.manifest import TAIL_PREFIX, Manifest, write_manifest
@@ -158,6 +159,27 @@ def _tensors(model: onnx.ModelProto, order: list[str], trainable: set[str]) -> l
     return [Tensor(n, dims[n], n in trainable) for n in order]
 
 
+def _sample_feeds(loaded: LoadedModel, prefix: Path | None, seed: int) -> Callable[[dict[str, int]], dict[str, np.ndarray]]:
+    """Sample inputs of the graph the portable step trains (the prefix's outputs when it reads them)
+    for given axis sizes ("*": every dynamic axis but the batch)."""
+    session = None
+    if prefix is not None:
+        import onnxruntime as ort
+
+        session = ort.InferenceSession(str(prefix), providers=["CPUExecutionProvider"])
+
+    def feeds(sizes: dict[str, int]) -> dict[str, np.ndarray]:
+        dims = {d: sizes.get(d, sizes.get("*", 2)) for spec in loaded.inputs for d in spec.shape if isinstance(d, str)}
+        dims["batch"] = sizes.get("batch", 2)
+        batch = {spec.name: sample_array(spec, seed, dims) for spec in loaded.inputs}
+        if session is not None:
+            made = session.run(None, {i.name: batch[i.name] for i in session.get_inputs()})
+            batch.update(zip((o.name for o in session.get_outputs()), made))
+        return batch
+
+    return feeds
+
+
 def _smoke_step(manifest: Manifest, loaded: LoadedModel, options: ExportOptions) -> float:
     """Load the folder with the ORT training API, run one train + optimizer + eval step, and
     check that the cached path (prefix, then tail) gives the same eval loss as the full graph."""
@@ -177,6 +199,8 @@ def _smoke_step(manifest: Manifest, loaded: LoadedModel, options: ExportOptions)
     if tuple(np.asarray(outputs).shape) != expected:
         raise EdgeftError(f"The model's output has shape {np.asarray(outputs).shape}, expected {expected}.",
                           where=loaded.output, hint="the model's output must be [batch, labels].")
+    if manifest.data["portable"]["available"]:
+        _check_portable(manifest, batch, full_eval)
     if manifest.data["cache"]["available"]:
         import onnxruntime as ort
 
@@ -190,6 +214,21 @@ def _smoke_step(manifest: Manifest, loaded: LoadedModel, options: ExportOptions)
             raise EdgeftError(f"The cached path gives loss {tail_eval}, the full graph {full_eval}.",
                               where=str(manifest.folder), hint="export again; report this model if it persists.")
     return loss
+
+
+def _check_portable(manifest: Manifest, batch: dict[str, np.ndarray], expected: float) -> None:
+    """The portable graphs give ORT's eval loss and a finite step with finite gradients."""
+    from edgeft.backends.portable import PortableTrainer
+
+    trainer = PortableTrainer(manifest)
+    loss, _ = trainer.eval_step(batch)
+    if not np.isclose(loss, expected, rtol=1e-4, atol=1e-6):
+        raise EdgeftError(f"The portable eval graph gives loss {loss}, ONNX Runtime's training artifacts {expected}.",
+                          where=str(manifest.folder), hint="report this model; export with an older edgeft meanwhile.")
+    step_loss, _ = trainer.train_step(batch)
+    if not (np.isfinite(step_loss) and all(np.isfinite(g).all() for g in trainer.gradients().values())):
+        raise EdgeftError("The portable training step gave a non-finite loss or gradient.", where=str(manifest.folder),
+                          hint="check the model's numerics, or try --train head.")
 
 
 def _versions() -> dict[str, str]:
@@ -237,9 +276,16 @@ def export_artifacts(options: ExportOptions, progress: Callable[[str], None] | N
         repairs = generate(forward, trainable, frozen, options.loss, options.optimizer, loaded.output, stage)
         onnx.save(forward, str(stage / "forward.onnx"))
         step("splitting off the frozen prefix for the activation cache")
-        cache, cache_files, cache_notes = build_tail(forward, trainable, frozen, loaded.inputs, options.loss,
-                                                     options.optimizer, loaded.output, stage, options.seed)
+        cache, cache_files, cache_notes, tail = build_tail(forward, trainable, frozen, loaded.inputs, options.loss,
+                                                           options.optimizer, loaded.output, stage, options.seed)
         loaded.notes.extend(cache_notes)
+        step("writing the portable training graphs (standard ONNX operators)")
+        portable_files, portable, portable_notes = export_portable(
+            tail if tail is not None else forward, trainable, options.loss, options.optimizer, loaded.output,
+            loaded.num_outputs, stage, TAIL_PREFIX if tail is not None else "",
+            _sample_feeds(loaded, stage / PREFIX_FILE if tail is not None else None, options.seed))
+        cache_files.update(portable_files)
+        loaded.notes.extend(portable_notes)
         (stage / "labels.txt").write_text("".join(f"{n}\n" for n in loaded.label_names), encoding="utf-8")
         files = {"training_model": "training_model.onnx", "eval_model": "eval_model.onnx",
                  "optimizer_model": "optimizer_model.onnx", "checkpoint": "checkpoint",
@@ -265,7 +311,7 @@ def export_artifacts(options: ExportOptions, progress: Callable[[str], None] | N
                           "tensors": [{"name": t.name, "shape": t.shape} for t in trainable_t],
                           "parameters": sum(t.numel for t in trainable_t),
                           "frozen_tensors": len(frozen_t), "frozen_parameters": sum(t.numel for t in frozen_t)},
-            "cache": cache, "repairs": repairs, "seed": options.seed, "tool": _versions(), **options.extra,
+            "cache": cache, "portable": portable, "repairs": repairs, "seed": options.seed, "tool": _versions(), **options.extra,
         }
         manifest = write_manifest(stage, data, files)
         step("running one training step to check the artifacts")

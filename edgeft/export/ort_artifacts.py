@@ -65,6 +65,8 @@ def generate(model: onnx.ModelProto, trainable: list[str], frozen: list[str], lo
                 artifacts.generate_artifacts(graph, requires_grad=trainable, frozen_params=frozen, loss=loss,
                                              optimizer=optim, artifact_directory=str(stage), prefix=prefix,
                                              additional_output_names=[output])
+            except OSError:  # writing the models failed (e.g. a full disk): the caller reports the folder
+                raise
             except Exception as exc:  # the gradient builder raises RuntimeError / Fail with a C++ message
                 failure = exc
             else:

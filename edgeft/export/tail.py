@@ -65,14 +65,15 @@ def _declare_shape(value: onnx.ValueInfoProto, shape: list[int | str]) -> None:
 
 
 def build_tail(forward: onnx.ModelProto, trainable: list[str], frozen: list[str], inputs: list[InputSpec],
-               loss: str, optimizer: str, output: str, stage: Path, seed: int) -> tuple[dict[str, Any], dict[str, str], list[str]]:
-    """Write prefix.onnx and tail_* artifacts; returns (manifest section, files, notes)."""
+               loss: str, optimizer: str, output: str, stage: Path,
+               seed: int) -> tuple[dict[str, Any], dict[str, str], list[str], onnx.ModelProto | None]:
+    """Write prefix.onnx and tail_* artifacts; returns (manifest section, files, notes, tail graph)."""
     split = split_forward(forward, set(trainable), set(frozen))
     if split is None:
-        return {"available": False, "reason": "no frozen part ahead of the trainable layers"}, {}, []
+        return {"available": False, "reason": "no frozen part ahead of the trainable layers"}, {}, [], None
     boundary, reason = boundary_spec(split, inputs, seed)
     if boundary is None:
-        return {"available": False, "reason": reason}, {}, [f"frozen-prefix cache not available: {reason}"]
+        return {"available": False, "reason": reason}, {}, [f"frozen-prefix cache not available: {reason}"], None
     shapes = {b["name"]: b["shape"] for b in boundary}
     for value in [*split.tail.graph.input, *split.prefix.graph.output]:
         if value.name in shapes:
@@ -89,4 +90,4 @@ def build_tail(forward: onnx.ModelProto, trainable: list[str], frozen: list[str]
                "bytes_per_example_row": per_example}
     notes = [f"frozen-prefix cache: the tail reads {len(boundary)} cached tensor(s) "
              f"({per_example:,} bytes per example{' per token' if any('sequence' in b['shape'] for b in boundary) else ''})"]
-    return section, files, notes
+    return section, files, notes, split.tail

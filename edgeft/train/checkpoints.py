@@ -1,7 +1,9 @@
-"""Run checkpoints: ORT parameters and optimizer state plus the loop's position, saved atomically.
+"""Run checkpoints: trainable tensors and optimizer state plus the loop's position, saved atomically.
 
-A checkpoint is a folder ``checkpoints/step-NNNNNNNN`` holding the ORT checkpoint and
-``state.json`` (epoch, step, batch position, best metric, history). It is built in a staging
+A checkpoint is a folder ``checkpoints/step-NNNNNNNN`` holding the backend's state (edgeft's
+``trainable.npz`` with parameters, optimizer moments and step, which both backends read; the
+ORT training backend also writes its own ``checkpoint``) and ``state.json`` (epoch, step, batch
+position, best metric, history). It is built in a staging
 folder and renamed into place, so a run killed at any moment (even SIGKILL) leaves every listed
 checkpoint complete and loadable.
 """
@@ -9,24 +11,26 @@ checkpoint complete and loadable.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 from typing import Any
 
+from edgeft.backends.state import ORT_FILE, STATE_FILE
 from edgeft.errors import EdgeftError
 from edgeft.fsutil import staged_folder
-from edgeft.ortcompat import training_api
 
 CHECKPOINTS = "checkpoints"
 BEST = "best"
 STATE = "state.json"
-ORT_CHECKPOINT = "checkpoint"
+ORT_CHECKPOINT = ORT_FILE
+STATE_NPZ = STATE_FILE
 
 
-def save(folder: Path, ort_state: Any, state: dict[str, Any], force: bool = False) -> Path:
-    """Write ``folder`` (ORT checkpoint with optimizer state, then state.json) atomically."""
+def save(folder: Path, trainer: Any, state: dict[str, Any], force: bool = False) -> Path:
+    """Write ``folder`` (the trainer's state with optimizer moments, then state.json) atomically."""
     with staged_folder(folder, force=force) as stage:
-        training_api().CheckpointState.save_checkpoint(ort_state, str(stage / ORT_CHECKPOINT), include_optimizer_state=True)
+        trainer.save_checkpoint(stage)
         (stage / STATE).write_text(json.dumps(state, indent=1, sort_keys=True), encoding="utf-8")
     return folder
 
@@ -51,13 +55,26 @@ def latest(run_dir: Path) -> Path | None:
 def load_state(folder: Path) -> dict[str, Any]:
     """The loop state saved with a checkpoint; a damaged file is a clear error."""
     try:
-        return json.loads((folder / STATE).read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as exc:
-        raise EdgeftError(f"The checkpoint state cannot be read: {exc}.", where=str(folder / STATE),
+        state = json.loads((folder / STATE).read_text(encoding="utf-8"))
+    except (OSError, ValueError, RecursionError) as exc:  # ValueError: bad JSON, bad UTF-8, huge numbers
+        raise EdgeftError(f"The checkpoint state cannot be read: {str(exc)[:200]}.", where=str(folder / STATE),
                           hint="remove this checkpoint folder to resume from the one before it.") from exc
+    if not isinstance(state, dict):
+        raise EdgeftError("The checkpoint state is not a JSON object.", where=str(folder / STATE),
+                          hint="remove this checkpoint folder to resume from the one before it.")
+    return state
 
 
 def prune(run_dir: Path, keep: int) -> None:
-    """Remove all but the newest ``keep`` step checkpoints (the best one lives apart)."""
+    """Remove all but the newest ``keep`` step checkpoints (the best one lives apart), and what a
+    killed run left behind (this process writes one checkpoint at a time, so a staging folder that
+    exists now belongs to a dead one)."""
     for old in listed(run_dir)[:-keep] if keep > 0 else []:
         shutil.rmtree(old, ignore_errors=True)
+    for parent, prefix in ((run_dir / CHECKPOINTS, ".step-"), (run_dir, f".{BEST}.")):
+        for stale in sorted(parent.glob(prefix + "*")) if parent.is_dir() else []:
+            target = parent / stale.name[1:].split(".")[0]
+            if ".old-" in stale.name and not target.exists():  # killed between the two renames of a replace
+                os.replace(stale, target)
+            else:
+                shutil.rmtree(stale, ignore_errors=True)

@@ -10,7 +10,7 @@ import numpy as np
 
 from edgeft.data.batching import sequential_batches
 from edgeft.errors import EdgeftError
-from edgeft.manifest import Manifest, load_manifest
+from edgeft.manifest import Manifest, check_fields, load_manifest
 from edgeft.train import metrics
 
 
@@ -56,11 +56,11 @@ def evaluate(trainer: Stepper, examples: Examples, task: str, num_labels: int, b
 
 
 def checkpoint_parameters(path: Path) -> dict[str, np.ndarray]:
-    """Trainable parameters stored in an ORT checkpoint (full or tail artifacts alike)."""
-    from edgeft.ortcompat import training_api
+    """Trainable parameters stored in a checkpoint (full or tail artifacts alike): an ORT
+    checkpoint file, edgeft's .npz state, or a run checkpoint folder. Needs no training API."""
+    from edgeft.backends.state import read_state, resolve_checkpoint
 
-    state = training_api().CheckpointState.load_checkpoint(str(path))
-    return {name: np.array(param.data) for name, param in state.parameters if param.requires_grad}
+    return read_state(resolve_checkpoint(Path(path))).params
 
 
 def resolve_model(path: Path, checkpoint: Path | None = None) -> tuple[Manifest, Path | None]:
@@ -73,7 +73,7 @@ def resolve_model(path: Path, checkpoint: Path | None = None) -> tuple[Manifest,
         try:
             record = json.loads(run_file.read_text(encoding="utf-8"))
             artifacts = Path(record["artifacts"])
-        except (OSError, KeyError, json.JSONDecodeError) as exc:
+        except (OSError, KeyError, TypeError, ValueError, RecursionError) as exc:  # ValueError: bad JSON or UTF-8
             raise EdgeftError(f"The run record cannot be read: {exc}.", where=str(run_file),
                               hint="give the artifact folder and --checkpoint instead.") from exc
         if checkpoint is None:
@@ -83,21 +83,23 @@ def resolve_model(path: Path, checkpoint: Path | None = None) -> tuple[Manifest,
                 raise EdgeftError(f"The run {path} has no checkpoint yet.", where=str(path),
                                   hint="train for at least one epoch (or --checkpoint-every N steps).")
             checkpoint = chosen / checkpoints.ORT_CHECKPOINT
-        return load_manifest(artifacts, kind="artifacts"), checkpoint
-    return load_manifest(path, kind="artifacts"), checkpoint
+            if not checkpoint.is_file():  # written by the portable backend
+                checkpoint = chosen / checkpoints.STATE_NPZ
+        return check_fields(load_manifest(artifacts, kind="artifacts")), checkpoint
+    return check_fields(load_manifest(path, kind="artifacts")), checkpoint
 
 
 def evaluate_folder(path: Path, data: Path, checkpoint: Path | None = None, batch_size: int = 32,
                     threads: int | None = None, text_column: str = "text", label_column: str = "label",
-                    strict: bool = False) -> dict[str, Any]:
+                    strict: bool = False, backend: str = "auto") -> dict[str, Any]:
     """``edgeft evaluate``: metrics of an artifact folder or a trained run on a data file."""
-    from edgeft.backends.ort_training import OrtTrainer
+    from edgeft.backends.select import open_trainer
     from edgeft.data.records import read_records
     from edgeft.train.examples import ExampleSet
 
     manifest, checkpoint = resolve_model(path, checkpoint)
     records = read_records(data, manifest.data, text_column=text_column, label_column=label_column, strict=strict)
-    trainer = OrtTrainer(manifest, threads=threads)
+    trainer = open_trainer(manifest, backend, threads=threads)
     if checkpoint is not None:
         if not Path(checkpoint).exists():
             raise EdgeftError(f"The checkpoint {checkpoint} does not exist.", where=str(checkpoint),

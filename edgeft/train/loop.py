@@ -18,13 +18,13 @@ from typing import Any
 
 import numpy as np
 
-from edgeft.backends.ort_training import OrtTrainer, with_weight_decay
+from edgeft.backends.select import Trainer, open_trainer, resolve_backend
 from edgeft.data.batching import length_bucketed_batches
 from edgeft.data.records import Records, read_records
 from edgeft.data.split import stratified_split
 from edgeft.errors import EdgeftError
 from edgeft.fsutil import atomic_write_text, sha256_file
-from edgeft.manifest import MANIFEST_NAME, TAIL_PREFIX, Manifest, load_manifest
+from edgeft.manifest import MANIFEST_NAME, TAIL_PREFIX, Manifest, check_fields, load_manifest
 from edgeft.deploy.measure import peak_rss_mb
 from edgeft.train import checkpoints, metrics
 from edgeft.train.cache import CachedExamples
@@ -95,6 +95,8 @@ class RunState:
     history: list[dict[str, Any]] = field(default_factory=list)
     seconds: float = 0.0
     examples_seen: int = 0
+    loss_sum: float = 0.0  # training loss of the current epoch so far, so a resumed epoch reports the same mean
+    loss_count: int = 0
 
 
 def _read(path: Path, manifest: Manifest, data: DataOptions, reporter: Reporter) -> Records:
@@ -137,7 +139,14 @@ def _prepare_run_dir(run_dir: Path, record: dict[str, Any], resume: bool, force:
         if not run_file.is_file():
             raise EdgeftError(f"There is no run to resume in {run_dir}.", where=str(run_dir),
                               hint="start the run without --resume, or give the --run-dir of the interrupted run.")
-        saved = json.loads(run_file.read_text(encoding="utf-8"))
+        try:
+            saved = json.loads(run_file.read_text(encoding="utf-8"))
+        except (OSError, ValueError, RecursionError) as exc:
+            raise EdgeftError(f"The run record cannot be read: {str(exc)[:200]}.", where=str(run_file),
+                              hint="start a new --run-dir (or --force to start this one over).") from exc
+        if not isinstance(saved, dict):
+            raise EdgeftError("The run record is not an edgeft run.json.", where=str(run_file),
+                              hint="start a new --run-dir (or --force to start this one over).")
         for key in ("manifest_sha256", "train", "val", "config"):
             if saved.get(key) != record.get(key):
                 raise EdgeftError(f"--resume: this run was started with another {key.replace('_', ' ')}.",
@@ -154,15 +163,9 @@ def _prepare_run_dir(run_dir: Path, record: dict[str, Any], resume: bool, force:
 
 
 def _open_trainer(manifest: Manifest, config: TrainConfig, run_dir: Path, threads: int | None,
-                  checkpoint: Path | None, prefix: str) -> OrtTrainer:
-    optimizer_model = None
-    if manifest.data["optimizer"] == "adamw" and config.weight_decay:
-        optimizer_model = with_weight_decay(manifest.path(f"{prefix}optimizer_model"),
-                                            run_dir / f"{prefix}optimizer_model.onnx", config.weight_decay)
-    elif manifest.data["optimizer"] == "sgd" and config.weight_decay:
-        raise EdgeftError("ONNX Runtime's SGD optimizer has no weight decay.", where="--weight-decay",
-                          hint="pass --weight-decay 0, or export with --optimizer adamw.")
-    return OrtTrainer(manifest, threads=threads, checkpoint=checkpoint, prefix=prefix, optimizer_model=optimizer_model)
+                  checkpoint: Path | None, prefix: str, backend: str) -> Trainer:
+    return open_trainer(manifest, backend, threads=threads, checkpoint=checkpoint, prefix=prefix,
+                        weight_decay=config.weight_decay, work_dir=run_dir)
 
 
 def _better(metric: str, value: float, best: float | None) -> bool:
@@ -173,28 +176,35 @@ def _better(metric: str, value: float, best: float | None) -> bool:
 
 def train(artifacts: Path, data: DataOptions, run_dir: Path, config: TrainConfig = TrainConfig(),
           threads: int | None = None, resume: bool = False, force: bool = False,
-          reporter: Reporter | None = None) -> dict[str, Any]:
-    """Fine-tune the artifacts' trainable layers on ``data``; returns the run summary."""
+          reporter: Reporter | None = None, backend: str = "auto") -> dict[str, Any]:
+    """Fine-tune the artifacts' trainable layers on ``data``; returns the run summary.
+
+    ``backend`` is ``auto`` (ORT's training API when it imports, else portable), ``ort-training``
+    or ``portable``; it is not part of the run's config, so a run resumes in either backend.
+    """
     import onnxruntime as ort
 
     reporter = reporter or Reporter()
-    manifest = load_manifest(artifacts, kind="artifacts")
+    manifest = check_fields(load_manifest(artifacts, kind="artifacts"))
     task, labels = manifest.data["task"], manifest.data["labels"]["names"]
     metric = config.metric or metrics.default_metric(task)
     if metric not in metrics.HIGHER_IS_BETTER:
         raise EdgeftError(f"Unknown metric {metric!r}.", where="--metric",
                           hint=f"use one of {', '.join(metrics.HIGHER_IS_BETTER)}.")
+    chosen = resolve_backend(backend, manifest)
+    if manifest.data["optimizer"] == "sgd" and config.weight_decay:
+        raise EdgeftError("ONNX Runtime's SGD optimizer has no weight decay.", where="--weight-decay",
+                          hint="pass --weight-decay 0, or export with --optimizer adamw.")
     record = _run_record(manifest, data, config)
     train_set, val_set = load_examples(manifest, data, config, reporter)
     _prepare_run_dir(run_dir, record, resume, force)
     latest = checkpoints.latest(run_dir) if resume else None
     state = RunState(**checkpoints.load_state(latest)) if latest else RunState()
     use_cache = config.cache and bool(manifest.data.get("cache", {}).get("available"))
-    trainer = _open_trainer(manifest, config, run_dir, threads,
-                            latest / checkpoints.ORT_CHECKPOINT if latest else None, TAIL_PREFIX if use_cache else "")
+    trainer = _open_trainer(manifest, config, run_dir, threads, latest, TAIL_PREFIX if use_cache else "", chosen)
     if resume:
         reporter.message(f"resuming from {latest.name if latest else 'the start'} "
-                         f"(epoch {state.epoch}, step {state.step})")
+                         f"(epoch {state.epoch}, step {state.step}) with the {chosen} backend")
     examples: Examples = train_set
     val_examples: Examples | None = val_set
     if use_cache:
@@ -224,7 +234,7 @@ def train(artifacts: Path, data: DataOptions, run_dir: Path, config: TrainConfig
     def checkpoint(folder: Path, force_replace: bool = False) -> None:
         if not all(np.isfinite(value).all() for value in trainer.parameters().values()):
             raise diverged("the weights became infinite or NaN")
-        checkpoints.save(folder, trainer.state, asdict(state), force=force_replace)
+        checkpoints.save(folder, trainer, asdict(state), force=force_replace)
 
     if not state.history and val_examples is not None:
         before = evaluate(trainer, val_examples, task, num_labels, config.batch_size)
@@ -247,6 +257,7 @@ def train(artifacts: Path, data: DataOptions, run_dir: Path, config: TrainConfig
             if not math.isfinite(loss):
                 raise diverged(f"the loss became {loss}")
             train_losses.append(loss)
+            state.loss_sum, state.loss_count = state.loss_sum + loss, state.loss_count + 1
             state.examples_seen += len(order[index])
             window_examples += len(order[index])
             state.batch = index + 1
@@ -264,9 +275,10 @@ def train(artifacts: Path, data: DataOptions, run_dir: Path, config: TrainConfig
                 if state.step >= total_steps:
                     break
         state.epoch, state.batch = epoch + 1, 0
-        entry: dict[str, Any] = {"epoch": epoch + 1, "step": state.step, "train_loss": float(np.mean(train_losses))
-                                 if train_losses else None, "lr": learning_rate(max(state.step - 1, 0), total_steps,
+        entry: dict[str, Any] = {"epoch": epoch + 1, "step": state.step, "train_loss": state.loss_sum / state.loss_count
+                                 if state.loss_count else None, "lr": learning_rate(max(state.step - 1, 0), total_steps,
                                                                                config.lr, warmup, config.schedule)}
+        state.loss_sum, state.loss_count = 0.0, 0
         if val_examples is not None:
             entry["val"] = evaluate(trainer, val_examples, task, num_labels, config.batch_size)
             value = entry["val"][metric]
@@ -297,7 +309,7 @@ def train(artifacts: Path, data: DataOptions, run_dir: Path, config: TrainConfig
         "train_examples": len(train_set), "val_examples": len(val_set) if val_set is not None else 0,
         "epochs": state.epoch, "steps": state.step, "seconds": round(state.seconds, 3),
         "examples_per_second": round(state.examples_seen / max(state.seconds, 1e-9), 1),
-        "cache": use_cache, "artifact_set": "tail" if use_cache else "full", "peak_rss_mb": round(peak_rss_mb(), 1),
+        "backend": chosen, "cache": use_cache, "artifact_set": "tail" if use_cache else "full", "peak_rss_mb": round(peak_rss_mb(), 1),
         "before": state.history[0].get("val") if state.history and state.history[0]["epoch"] == 0 else None,
         "after": state.history[-1].get("val") if state.history else None,
         "best": {"epoch": state.best_epoch, metric: state.best}, "early_stopped": stop,

@@ -1,0 +1,78 @@
+"""Which training backend runs here: ONNX Runtime's training API, or the portable one.
+
+``auto`` takes the ORT training API when it imports (onnxruntime-training-cpu: Linux x86_64,
+macOS arm64) and the portable backend otherwise (plain onnxruntime: Linux aarch64, Windows,
+any other onnxruntime build). Both have the same interface and checkpoints of either resume in
+the other.
+"""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+from typing import Union
+
+from edgeft.backends.ort_training import OrtTrainer, with_weight_decay
+from edgeft.backends.portable import PortableTrainer, available
+from edgeft.errors import EdgeftError
+from edgeft.manifest import Manifest
+
+BACKENDS = ("auto", "ort-training", "portable")
+Trainer = Union[OrtTrainer, PortableTrainer]
+
+
+@functools.lru_cache(maxsize=1)
+def ort_training_importable() -> bool:
+    """True when ``edgeft.ortcompat.training_api()`` imports in this environment."""
+    from edgeft.ortcompat import training_api
+
+    try:
+        training_api()
+    except (EdgeftError, ImportError, OSError):
+        return False
+    return True
+
+
+def resolve_backend(name: str, manifest: Manifest | None = None) -> str:
+    """``ort-training`` or ``portable`` for ``name`` (one of BACKENDS); a clear error when unusable."""
+    if name not in BACKENDS:
+        raise EdgeftError(f"Unknown backend {name!r}.", where="--backend", hint=f"use one of {', '.join(BACKENDS)}.")
+    if name == "auto":
+        if ort_training_importable():
+            return "ort-training"
+        if manifest is not None and not available(manifest):
+            raise EdgeftError("The installed onnxruntime has no training API, and this artifact folder has no "
+                              "portable training graphs.", where=str(manifest.folder),
+                              hint="re-export the artifacts with this edgeft version (they then train on any "
+                                   "onnxruntime), or install onnxruntime-training-cpu.")
+        return "portable"
+    if name == "ort-training" and not ort_training_importable():
+        raise EdgeftError("The installed onnxruntime has no training API.", where="--backend ort-training",
+                          hint="use --backend portable (or auto), or install onnxruntime-training-cpu where it "
+                               "has wheels (Linux x86_64, macOS arm64).")
+    return name
+
+
+def open_trainer(manifest: Manifest, backend: str = "auto", threads: int | None = None,
+                 checkpoint: Path | None = None, prefix: str = "", weight_decay: float = 0.0,
+                 work_dir: Path | None = None) -> Trainer:
+    """A trainer of ``backend`` over the artifact set ``prefix``, resumed from ``checkpoint``.
+
+    ``weight_decay`` is AdamW's decoupled decay; the ORT backend bakes it into a copy of the
+    optimizer model in ``work_dir``, the portable one feeds it to its optimizer graph.
+    """
+    chosen = resolve_backend(backend, manifest)
+    optimizer = manifest.data["optimizer"]
+    if optimizer == "sgd" and weight_decay:
+        raise EdgeftError("ONNX Runtime's SGD optimizer has no weight decay.", where="--weight-decay",
+                          hint="pass --weight-decay 0, or export with --optimizer adamw.")
+    if chosen == "portable":
+        return PortableTrainer(manifest, threads=threads, checkpoint=checkpoint, prefix=prefix,
+                               weight_decay=weight_decay if optimizer == "adamw" else 0.0)
+    optimizer_model = None
+    if optimizer == "adamw" and weight_decay:
+        if work_dir is None:
+            raise ValueError("work_dir is needed for a weight decay with the ORT backend")
+        optimizer_model = with_weight_decay(manifest.path(f"{prefix}optimizer_model"),
+                                            Path(work_dir) / f"{prefix}optimizer_model.onnx", weight_decay)
+    return OrtTrainer(manifest, threads=threads, checkpoint=checkpoint, prefix=prefix, optimizer_model=optimizer_model)
