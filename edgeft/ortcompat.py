@@ -15,8 +15,6 @@ import tempfile
 import types
 from collections.abc import Iterator
 
-import onnx
-from onnx import TensorProto, helper
 
 from edgeft.errors import EdgeftError
 
@@ -24,7 +22,9 @@ from edgeft.errors import EdgeftError
 @functools.lru_cache(maxsize=1)
 def max_ir_version() -> int:
     """Highest ONNX IR version the installed onnxruntime accepts (probed, then cached)."""
+    import onnx
     import onnxruntime as ort
+    from onnx import TensorProto, helper
 
     node = helper.make_node("Identity", ["x"], ["y"])
     graph = helper.make_graph([node], "probe", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])],
@@ -85,6 +85,7 @@ def usable_threads(threads: int | None) -> int | None:
 def runtime_versions() -> dict[str, str]:
     """Versions of the runtime packages, recorded in manifests for later compatibility checks."""
     import numpy
+    import onnx
     import onnxruntime as ort
 
     return {"onnxruntime": ort.__version__, "onnx": onnx.__version__, "numpy": numpy.__version__}

@@ -11,7 +11,6 @@ from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
-import onnx
 
 from edgeft.backends.state import (ORT_FILE, STATE_FILE, TrainableState, read_ort_checkpoint, read_state,
                                    resolve_checkpoint, write_ort_checkpoint, write_state)
@@ -164,6 +163,8 @@ def _is_ort_checkpoint(path: Path) -> bool:
 
 def with_weight_decay(source: Path, target: Path, weight_decay: float) -> Path:
     """Copy an AdamW optimizer model with another weight decay (ORT bakes it into the graph)."""
+    import onnx
+
     model = onnx.load(str(source))
     for node in model.graph.node:
         if node.op_type == "AdamWOptimizer":

@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image
 from tokenizers import Tokenizer
 
 from edgeft.errors import EdgeftError
@@ -70,6 +69,8 @@ class ImageEncoder:
 
     def load(self, path: Path) -> np.ndarray:
         """float32 [C, H, W]: RGB (grey for one channel), bilinear resize, rescale, then (x - mean) / std."""
+        from PIL import Image  # only image models pay for importing Pillow
+
         try:
             with Image.open(path) as image:
                 pixels = image.convert("L" if self.channels == 1 else "RGB").resize(self.size, Image.BILINEAR)
