@@ -54,6 +54,8 @@ def summary_table(summary: dict[str, Any]) -> Table:
     table.add_section()
     table.add_row("epochs / steps", "", f"{summary['epochs']} / {summary['steps']}")
     table.add_row("wall time", "", f"{summary['seconds']:.1f} s")
+    if summary.get("cache_seconds"):
+        table.add_row("frozen-prefix pass", "", f"{summary['cache_seconds']:.1f} s")
     table.add_row("examples per second", "", f"{summary['examples_per_second']:,.0f}")
     table.add_row("frozen-prefix cache", "", "on" if summary["cache"] else "off")
     table.add_row("checkpoint", "", str(summary["checkpoint"]))

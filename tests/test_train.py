@@ -64,7 +64,7 @@ def test_fine_tuning_improves_accuracy(bert_artifacts, text_data, tmp_path):
     train_csv, val_csv = text_data
     summary = train(bert_artifacts, DataOptions(train=train_csv, val=val_csv), tmp_path / "run",
                     TrainConfig(epochs=6, batch_size=8, lr=3e-3, seed=0), threads=1)
-    assert summary["cache"] is True and summary["artifact_set"] == "tail"
+    assert summary["cache"] is True and summary["artifact_set"] == "tail" and summary["cache_seconds"] > 0
     assert summary["before"]["accuracy"] < 0.6
     assert summary["after"]["accuracy"] >= 0.9
     assert summary["after"]["loss"] < summary["before"]["loss"] * 0.5

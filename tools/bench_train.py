@@ -61,13 +61,14 @@ def main() -> None:
                         args.out / f"run-{tag}", config, threads=args.threads, force=True)
         test = evaluate_folder(args.out / f"run-{tag}", test_csv, threads=args.threads, label_column=label_column)
         results.append({"dataset": name, "train": spec, "epochs": summary["epochs"], "export_s": round(export_s, 1),
-                        "train_s": summary["seconds"], "examples_per_s": summary["examples_per_second"],
+                        "train_s": summary["seconds"], "cache_s": summary["cache_seconds"], "examples_per_s": summary["examples_per_second"],
                         "val_accuracy": summary["best"].get("accuracy"), "test_accuracy": round(test["accuracy"], 4),
                         "test_macro_f1": round(test["macro_f1"], 4), "test_examples": test["examples"]})
         print(json.dumps(results[-1]), flush=True)
-    print(f"\n| data | --train | epochs | export s | train s | ex/s | test acc | test macro-F1 |\n|---|---|---|---|---|---|---|---|")
+    print(f"\n| data | --train | epochs | export s | frozen-prefix pass s | train s | ex/s | test acc | test macro-F1 |"
+          f"\n|---|---|---|---|---|---|---|---|---|")
     for r in results:
-        print(f"| {r['dataset']} | {r['train']} | {r['epochs']} | {r['export_s']} | {r['train_s']:.1f} | "
+        print(f"| {r['dataset']} | {r['train']} | {r['epochs']} | {r['export_s']} | {r['cache_s']:.1f} | {r['train_s']:.1f} | "
               f"{r['examples_per_s']:,.0f} | {100 * r['test_accuracy']:.1f}% | {100 * r['test_macro_f1']:.1f}% |")
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "bench_train.json").write_text(json.dumps(results, indent=2) + "\n")

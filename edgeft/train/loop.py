@@ -207,6 +207,7 @@ def train(artifacts: Path, data: DataOptions, run_dir: Path, config: TrainConfig
                          f"(epoch {state.epoch}, step {state.step}) with the {chosen} backend")
     examples: Examples = train_set
     val_examples: Examples | None = val_set
+    cache_started = time.perf_counter()
     if use_cache:
         reporter.message("running the frozen part once over the data (frozen-prefix cache)")
         budget = config.cache_mb * 2**20
@@ -217,6 +218,7 @@ def train(artifacts: Path, data: DataOptions, run_dir: Path, config: TrainConfig
         reporter.message(f"cache: {cached.nbytes / 2**20:.1f} MiB{' (spilled to disk)' if cached.spilled else ''}")
     elif config.cache and not manifest.data.get("cache", {}).get("available"):
         reporter.message(f"frozen-prefix cache not available: {manifest.data.get('cache', {}).get('reason', 'old artifacts')}")
+    cache_seconds = time.perf_counter() - cache_started
     batches_per_epoch = math.ceil(len(examples) / config.batch_size)
     steps_per_epoch = math.ceil(batches_per_epoch / config.accumulate)
     total_steps = config.max_steps or config.epochs * steps_per_epoch
@@ -308,6 +310,7 @@ def train(artifacts: Path, data: DataOptions, run_dir: Path, config: TrainConfig
         "run_dir": str(run_dir), "artifacts": str(artifacts), "task": task, "metric": metric,
         "train_examples": len(train_set), "val_examples": len(val_set) if val_set is not None else 0,
         "epochs": state.epoch, "steps": state.step, "seconds": round(state.seconds, 3),
+        "cache_seconds": round(cache_seconds, 3),  # the frozen-prefix pass, not in "seconds"
         "examples_per_second": round(state.examples_seen / max(state.seconds, 1e-9), 1),
         "backend": chosen, "cache": use_cache, "artifact_set": "tail" if use_cache else "full", "peak_rss_mb": round(peak_rss_mb(), 1),
         "before": state.history[0].get("val") if state.history and state.history[0]["epoch"] == 0 else None,
