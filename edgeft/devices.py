@@ -17,6 +17,7 @@ import dataclasses
 import difflib
 import math
 import os
+import sys
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -169,11 +170,14 @@ def _format_name(fmt: str) -> str:
 
 
 def profiles_dir() -> Path:
-    """The built-in profiles: the repository's ``devices/`` folder, or ``$EDGEFT_DEVICES``."""
+    """The built-in profiles: ``$EDGEFT_DEVICES``, the repository's ``devices/`` folder (a source
+    checkout or editable install), or ``<prefix>/share/edgeft/devices`` where a wheel puts them."""
     override = os.environ.get("EDGEFT_DEVICES")
     if override:
         return Path(override).expanduser()
-    return Path(__file__).resolve().parents[1] / "devices"
+    source = Path(__file__).resolve().parents[1] / "devices"
+    installed = Path(sys.prefix) / "share" / "edgeft" / "devices"
+    return source if source.is_dir() or not installed.is_dir() else installed
 
 
 def _builtin_files() -> list[Path]:
