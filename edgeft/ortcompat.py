@@ -82,6 +82,19 @@ def usable_threads(threads: int | None) -> int | None:
     return max(1, min(int(threads), os.cpu_count() or int(threads)))
 
 
+def session_options(threads: int | None):  # -> onnxruntime.SessionOptions
+    """Session options with ``threads`` compute threads (capped, see ``usable_threads``; None lets
+    ORT choose) and one inter-op thread: the base every edgeft session starts from."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    threads = usable_threads(threads)
+    if threads:
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+    return options
+
+
 def runtime_versions() -> dict[str, str]:
     """Versions of the runtime packages, recorded in manifests for later compatibility checks."""
     import numpy

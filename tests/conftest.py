@@ -140,6 +140,13 @@ HEAVY = ("torch", "transformers", "optimum", "sentence_transformers")
 BLOCK_HEAVY = "import sys\n" + "".join(f"sys.modules[{m!r}] = None\n" for m in HEAVY)
 
 
+def cli_calls(*commands: list[str]) -> str:
+    """Python code that runs ``edgeft`` with each argument list in turn and fails on a non-zero exit."""
+    return ("from edgeft.cli import main\n"
+            f"for args in {list(commands)!r}:\n"
+            "    try:\n        main(args)\n    except SystemExit as e:\n        assert not e.code, e.code\n")
+
+
 def run_device_side(code: str, timeout: int = 300):
     """Run Python code in a fresh interpreter in which torch, transformers and optimum cannot load."""
     import subprocess

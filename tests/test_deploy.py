@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import run_device_side
+from conftest import cli_calls, run_device_side
 from edgeft.deploy.bundle import Bundle
 from edgeft.deploy.pipeline import DeployOptions, deploy
 from edgeft.devices import list_profiles
@@ -125,11 +125,8 @@ def test_unknown_profile_and_existing_output(text_run, bundles, tmp_path):
 
 def test_predict_and_bench_cli_run_without_heavy_packages(bundles):
     folder = bundles["x86-64-avx2"]["bundle"]
-    code = ("from edgeft.cli import main\n"
-            f"for args in (['predict', {folder!r}, 'turn on the lights', 'play music', '--json'],"
-            f" ['bench', {folder!r}, '--batch', '1', '--batch', '4', '--iterations', '5', '--json']):\n"
-            "    try:\n        main(args)\n    except SystemExit as e:\n        assert not e.code, e.code\n")
-    out = run_device_side(code)
+    out = run_device_side(cli_calls(["predict", folder, "turn on the lights", "play music", "--json"],
+                                    ["bench", folder, "--batch", "1", "--batch", "4", "--iterations", "5", "--json"]))
     assert out.returncode == 0, out.stderr
     decoder = json.JSONDecoder()
     predictions, end = decoder.raw_decode(out.stdout)
@@ -141,9 +138,7 @@ def test_predict_and_bench_cli_run_without_heavy_packages(bundles):
 
 
 def test_deploy_runs_without_heavy_packages(text_run, tmp_path):
-    code = ("from edgeft.cli import main\n"
-            f"try:\n    main(['deploy', {str(text_run)!r}, '--device', 'raspberry-pi-4', '-o', {str(tmp_path / 'b')!r},"
-            " '--json'])\nexcept SystemExit as e:\n    assert not e.code, e.code\n")
-    out = run_device_side(code)
+    out = run_device_side(cli_calls(["deploy", str(text_run), "--device", "raspberry-pi-4", "-o", str(tmp_path / "b"),
+                                     "--json"]))
     assert out.returncode == 0, out.stderr
     assert json.loads(out.stdout)["device"] == "raspberry-pi-4"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
-from conftest import HEAVY, run_device_side
+from conftest import HEAVY, cli_calls, run_device_side
 DEVICE_MODULES = ["edgeft", "edgeft.cli", "edgeft.manifest", "edgeft.fsutil", "edgeft.selection", "edgeft.tasks",
                   "edgeft.labels", "edgeft.ortcompat", "edgeft.report", "edgeft.backends.ort_training",
                   "edgeft.backends.portable", "edgeft.backends.state", "edgeft.backends.select",
@@ -45,13 +45,11 @@ def test_portable_training_runs_on_plain_onnxruntime(tiny_bert, export_cache, tm
     artifacts = export_cache(model=str(tiny_bert), label_names=LABELS, train="last:1").folder  # dropout on
     data = write_csv(tmp_path / "train.csv", dataset(5, 20))
     run = str(tmp_path / "run")
-    code = (NO_TRAINING_API + "import json\nfrom edgeft.cli import main\n"
-            "from edgeft.backends.select import resolve_backend\n"
-            "assert resolve_backend('auto') == 'portable'\n"
-            f"for args in (['train', {str(artifacts)!r}, {str(data)!r}, '--epochs', '2', '--threads', '1', '--json',"
-            f" '--run-dir', {run!r}, '--backend', 'auto'], ['evaluate', {run!r}, {str(data)!r}, '--json'],"
-            f" ['verify', {str(artifacts)!r}]):\n"
-            "    try:\n        main(args)\n    except SystemExit as e:\n        assert not e.code, e.code\n"
+    code = (NO_TRAINING_API + "from edgeft.backends.select import resolve_backend\n"
+            "assert resolve_backend('auto') == 'portable'\n" +
+            cli_calls(["train", str(artifacts), str(data), "--epochs", "2", "--threads", "1", "--json",
+                       "--run-dir", run, "--backend", "auto"], ["evaluate", run, str(data), "--json"],
+                      ["verify", str(artifacts)]) +
             "try:\n    main(['train', " + repr(str(artifacts)) + ", " + repr(str(data)) + ", '--backend', 'ort-training',"
             " '--run-dir', " + repr(str(tmp_path / "r2")) + "])\nexcept SystemExit as e:\n    print('exit', e.code)\n"
             "print('heavy', sorted(m for m in ('torch', 'onnxruntime.training') if sys.modules.get(m)))\n")

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import HEAVY, run_device_side
+from conftest import HEAVY, cli_calls, run_device_side
 from edgeft.devices import (FORMAT_VERSION, DeviceProfile, list_profiles, load_profile, profile_from_dict,
                             profiles_dir)
 from edgeft.errors import EdgeftError
@@ -367,9 +367,7 @@ def test_devices_side_imports_no_heavy_packages():
 
 
 def test_devices_command_runs_with_heavy_packages_blocked():
-    code = ("import sys\nfrom edgeft.cli import main\n"
-            "for args in (['devices'], ['devices', 'stm32mp25', '--json']):\n"
-            "    try:\n        main(args)\n    except SystemExit as e:\n        assert not e.code, e.code\n"
+    code = ("import sys\n" + cli_calls(["devices"], ["devices", "stm32mp25", "--json"]) +
             f"print('HEAVY', sorted(m for m in {HEAVY!r} if sys.modules.get(m) is not None))\n")
     out = run_device_side(code)
     assert out.returncode == 0, out.stderr

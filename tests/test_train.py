@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import run_device_side
+from conftest import cli_calls, run_device_side
 from edgeft.errors import EdgeftError
 from edgeft.manifest import TAIL_PREFIX
 from edgeft.train.evaluate import checkpoint_parameters
@@ -228,11 +228,8 @@ def test_divergence_stops_with_clear_message_and_keeps_checkpoint(export_cache, 
 
 def test_train_and_evaluate_run_without_heavy_packages(bert_artifacts, text_data, tmp_path):
     run = str(tmp_path / "r")
-    code = ("from edgeft.cli import main\n"
-            f"for args in (['train', {str(bert_artifacts)!r}, {str(text_data[0])!r}, '--epochs', '1', '--json',"
-            f" '--run-dir', {run!r}], ['evaluate', {run!r}, {str(text_data[1])!r}, '--json']):\n"
-            "    try:\n        main(args)\n    except SystemExit as e:\n        assert not e.code, e.code\n")
-    out = run_device_side(code)
+    out = run_device_side(cli_calls(["train", str(bert_artifacts), str(text_data[0]), "--epochs", "1", "--json",
+                                     "--run-dir", run], ["evaluate", run, str(text_data[1]), "--json"]))
     assert out.returncode == 0, out.stderr
     assert '"accuracy"' in out.stdout
 

@@ -17,21 +17,7 @@ from edgeft.backends.state import (ORT_FILE, STATE_FILE, TrainableState, read_or
 from edgeft.errors import EdgeftError
 from edgeft.fsutil import atomic_write_bytes
 from edgeft.manifest import Manifest
-from edgeft.ortcompat import quiet_runtime, training_api
-
-
-def session_options(threads: int | None):  # -> onnxruntime.SessionOptions
-    """Session options with a fixed thread count (None lets ORT choose)."""
-    import onnxruntime as ort
-
-    from edgeft.ortcompat import usable_threads
-
-    options = ort.SessionOptions()
-    threads = usable_threads(threads)
-    if threads:
-        options.intra_op_num_threads = threads
-        options.inter_op_num_threads = 1
-    return options
+from edgeft.ortcompat import quiet_runtime, session_options, training_api
 
 
 class OrtTrainer:

@@ -22,7 +22,7 @@ import numpy as np
 from edgeft.backends.state import STATE_FILE, TrainableState, read_state, resolve_checkpoint, write_state
 from edgeft.errors import EdgeftError
 from edgeft.manifest import TAIL_PREFIX, Manifest
-from edgeft.ortcompat import quiet_runtime, usable_threads
+from edgeft.ortcompat import quiet_runtime, session_options
 
 STEP = "portable_step.onnx"  # {prefix}: forward, loss and gradients of the trainable tensors
 EVAL = "portable_eval.onnx"  # {prefix}: forward and loss, dropout off
@@ -42,19 +42,15 @@ def optimizer_io(optimizer: str, names: list[str]) -> tuple[list[str], list[str]
     return inputs, outputs
 
 
-def session_options(threads: int | None):  # -> onnxruntime.SessionOptions
+def step_session_options(threads: int | None):  # -> onnxruntime.SessionOptions
     """All optimizations on (the step graph gains fused MatMul-Transpose kernels), fixed threads."""
     import onnxruntime as ort
 
-    options = ort.SessionOptions()
+    options = session_options(threads)
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     # step, optimizer and eval sessions take turns on the same cores: threads that spin-wait
     # after a run would take them from the next session (measured: ~20% slower steps on 2 cores)
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    threads = usable_threads(threads)
-    if threads:
-        options.intra_op_num_threads = threads
-        options.inter_op_num_threads = 1
     return options
 
 
@@ -88,7 +84,7 @@ class PortableTrainer:
         else:
             raise EdgeftError(f"This artifact folder has no portable graphs for the {prefix or 'full'} set.",
                               where=str(manifest.folder), hint="re-export it with this edgeft version.")
-        options = session_options(threads)
+        options = step_session_options(threads)
         providers = ["CPUExecutionProvider"]
         try:
             self.step_session = ort.InferenceSession(str(manifest.path(f"{graphs}portable_step")), options,

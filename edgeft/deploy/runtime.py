@@ -20,14 +20,10 @@ def make_session(path: Path, threads: int | None = None, optimization: str = "al
     """An InferenceSession on the CPU with a fixed thread count and graph optimization level."""
     import onnxruntime as ort
 
-    from edgeft.ortcompat import quiet_runtime, usable_threads
+    from edgeft.ortcompat import quiet_runtime, session_options
 
     quiet_runtime()
-    options = ort.SessionOptions()
-    threads = usable_threads(threads)
-    if threads:
-        options.intra_op_num_threads = threads
-        options.inter_op_num_threads = 1
+    options = session_options(threads)
     options.graph_optimization_level = {
         "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL, "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
         "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED, "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,

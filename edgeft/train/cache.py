@@ -70,7 +70,7 @@ class CachedExamples:
                  spill_dir: Path | None = None, batch_size: int = 32) -> None:
         import onnxruntime as ort
 
-        from edgeft.backends.ort_training import session_options
+        from edgeft.ortcompat import session_options
 
         self.examples = examples
         self.lengths = examples.lengths
