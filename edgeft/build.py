@@ -47,6 +47,7 @@ class BuildEntry:
     max_length: int = 128
     seed: int = 0
     dropout: bool = True
+    l2sp: float | None = None
     inputs: list[str] = field(default_factory=list)
     modality: str | None = None
     devices: list[str] = field(default_factory=list)
@@ -58,9 +59,9 @@ class BuildEntry:
 
 _TYPES: dict[str, tuple[type, ...]] = {
     "name": (str,), "model": (str,), "labels": (str,), "num_labels": (int,), "train": (str,), "loss": (str,),
-    "optimizer": (str,), "max_length": (int,), "seed": (int,), "dropout": (bool,), "inputs": (list,),
-    "modality": (str,), "devices": (list,), "val": (str,), "text_column": (str,), "label_column": (str,),
-    "output": (str,),
+    "optimizer": (str,), "max_length": (int,), "seed": (int,), "dropout": (bool,), "l2sp": (float, int),
+    "inputs": (list,), "modality": (str,), "devices": (list,), "val": (str,), "text_column": (str,),
+    "label_column": (str,), "output": (str,),
 }
 
 
@@ -209,7 +210,8 @@ def run_builds(path: Path, force: bool = False, only: list[str] | None = None,
                 output=output, train=entry.train, loss=entry.loss, optimizer=entry.optimizer,
                 label_names=read_label_file(base / entry.labels) if entry.labels else [],
                 num_labels=entry.num_labels, max_length=entry.max_length, inputs=entry.inputs,
-                modality=entry.modality, seed=entry.seed, dropout=entry.dropout, force=True, name=entry.name,
+                modality=entry.modality, seed=entry.seed, dropout=entry.dropout, l2sp=entry.l2sp, force=True,
+                name=entry.name,
                 extra={"build_key": key}))
             result["status"] = "built"
         result["files"] = {k: v["sha256"] for k, v in load_manifest(output, verify=False).data["files"].items()}

@@ -22,6 +22,7 @@ from edgeft.fsutil import atomic_write_text, sha256_file
 MANIFEST_NAME = "manifest.json"
 FORMAT_VERSION = 1
 TAIL_PREFIX = "tail_"  # file keys of the tail artifacts used with the frozen-prefix cache
+L2SP_INPUT = "l2sp_strength"  # the scalar input of training graphs built with the L2-SP term
 
 
 @dataclass
@@ -46,6 +47,12 @@ class Manifest:
     @property
     def inputs(self) -> list[dict[str, Any]]:
         return list(self.data["inputs"])
+
+    @property
+    def l2sp(self) -> float | None:
+        """The export's L2-SP strength (the default of training), or None when the graphs have no L2-SP term."""
+        section = self.data.get("l2sp")
+        return float(section["strength"]) if isinstance(section, dict) else None
 
     def path(self, key: str) -> Path:
         """Absolute path of the file registered under ``files[key]``."""
@@ -288,6 +295,14 @@ def check_fields(manifest: Manifest) -> Manifest:
         for index in range(len(tensors)):
             check.get(f"trainable.tensors[{index}].name", str, check.get(f"trainable.tensors[{index}]", dict,
                                                                         tensors, index), "name")
+        if data.get("l2sp") is not None:
+            l2sp = check.get("l2sp", dict)
+            if check.get("l2sp.strength", (int, float), l2sp, "strength") < 0:
+                raise check.fail("l2sp.strength", "is negative")
+            names = {tensor["name"] for tensor in tensors}
+            for index, name in enumerate(check.strings("l2sp.tensors", l2sp, "tensors", unique=True)):
+                if name not in names:
+                    raise check.fail(f"l2sp.tensors[{index}]", f"is {name!r}, which is not a trainable tensor"[:200])
         cache = data.get("cache")
         if cache is not None:
             cache = check.get("cache", dict)

@@ -28,6 +28,7 @@ name = "onnx-head"
 model = "mlp.onnx"
 labels = "labels.txt"
 train = "head"
+l2sp = 0.01
 
 [[build]]
 name = "torch-last"

@@ -100,6 +100,27 @@ def test_cache_and_full_graph_give_the_same_loss(bert_artifacts, text_data):
     cached.close()
 
 
+@pytest.mark.parametrize("train_spec", ["head", "last:1"])
+def test_spilled_cache_gives_the_same_batches_as_the_in_memory_one(tiny_bert, export_cache, text_data, tmp_path,
+                                                                   train_spec):
+    from edgeft.data.records import read_records
+    from edgeft.train.cache import CachedExamples
+    from edgeft.train.examples import ExampleSet
+
+    manifest = export_cache(model=str(tiny_bert), label_names=LABELS, train=train_spec, dropout=False).manifest
+    examples = ExampleSet(read_records(text_data[0], manifest.data), manifest)
+    memory = CachedExamples(examples, manifest, threads=1, budget_bytes=1 << 30)
+    disk = CachedExamples(examples, manifest, threads=1, budget_bytes=0, spill_dir=tmp_path)
+    assert disk.spilled and not memory.spilled and len(list(tmp_path.iterdir())) == 1
+    for indices in (np.array([3, 0, 17, 42, 5, 8]), np.arange(len(examples))[::-1]):
+        expected, got = memory.inputs(indices), disk.inputs(indices)
+        assert expected.keys() == got.keys()
+        for name in expected:
+            np.testing.assert_array_equal(got[name], expected[name])
+    disk.close()
+    assert not list(tmp_path.iterdir())  # the spill file is removed
+
+
 def test_no_cache_trains_through_full_graph(bert_artifacts, text_data, tmp_path):
     summary = train(bert_artifacts, DataOptions(train=text_data[0], val=text_data[1]), tmp_path / "run",
                     TrainConfig(epochs=1, batch_size=8, cache=False), threads=1)

@@ -179,13 +179,11 @@ print(f"val accuracy   x86: {tx['best']['accuracy'] * 100:.2f}%   aarch64: {ta['
 ax, aa = ex["accuracy"] * 100, ea["accuracy"] * 100
 print(f"test accuracy  x86: {ax:.2f}%   aarch64: {aa:.2f}%   diff: {abs(ax - aa):.2f} points (max {max_diff})")
 print(f"test macro-F1  x86: {ex['macro_f1'] * 100:.2f}%   aarch64: {ea['macro_f1'] * 100:.2f}%   loss x86 {ex['loss']:.4f} aarch64 {ea['loss']:.4f}")
-keys = [k for k in ("recipe", "accuracy_fp32", "accuracy_quantized", "size_mb") if k in dep]
-print("deploy (raspberry-pi-5):", ", ".join(f"{k}={dep[k]}" for k in keys) or "ok")
-preds = pred if isinstance(pred, list) else pred.get("predictions", pred)
-for p in preds if isinstance(preds, list) else []:
-    top = p.get("top", p.get("labels", [p]))
-    first = top[0] if isinstance(top, list) and top else top
-    print(f"predict: {p.get('input', p.get('text', '?'))!r} -> {first}")
+fp32, quant = dep["fp32"], dep["bundle_model"]
+print(f"deploy raspberry-pi-5: {dep['chosen']}; {quant['size_mb']} MB of {fp32['size_mb']} MB; "
+      f"val accuracy fp32 {fp32['metrics']['accuracy'] * 100:.2f}% int8 {quant['metrics']['accuracy'] * 100:.2f}%")
+for p in pred if isinstance(pred, list) else [pred]:
+    print(f"predict: {p['input']!r} -> {p['label']} ({p['top'][0]['score']:.3f})")
 print("timings (s):", ", ".join(f"{k} {v}" for k, v in times.items()))
 if abs(ax - aa) > max_diff:
     print("FAIL: accuracy differs by more than", max_diff, "points")

@@ -16,7 +16,7 @@ from edgeft.backends.state import (ORT_FILE, STATE_FILE, TrainableState, read_or
                                    resolve_checkpoint, write_ort_checkpoint, write_state)
 from edgeft.errors import EdgeftError
 from edgeft.fsutil import atomic_write_bytes
-from edgeft.manifest import Manifest
+from edgeft.manifest import L2SP_INPUT, Manifest
 from edgeft.ortcompat import quiet_runtime, session_options, training_api
 
 
@@ -30,10 +30,11 @@ class OrtTrainer:
     backend = "ort-training"
 
     def __init__(self, manifest: Manifest, threads: int | None = None, checkpoint: Path | None = None,
-                 prefix: str = "", optimizer_model: Path | None = None) -> None:
+                 prefix: str = "", optimizer_model: Path | None = None, l2sp: float | None = None) -> None:
         api = training_api()
         quiet_runtime()
         self.manifest = manifest
+        self.l2sp = (manifest.l2sp or 0.0) if l2sp is None else float(l2sp)  # fed to training steps only
         imported = None
         if checkpoint is not None:
             checkpoint = Path(checkpoint)
@@ -85,7 +86,9 @@ class OrtTrainer:
                                      session_options=self._options)
             self.optimizer = api.Optimizer(self._paths[2], self.module)
 
-    def _feed(self, batch: Mapping[str, np.ndarray]) -> list[np.ndarray]:
+    def _feed(self, batch: Mapping[str, np.ndarray], training: bool) -> list[np.ndarray]:
+        if L2SP_INPUT in self.input_names:
+            batch = {**batch, L2SP_INPUT: np.array([self.l2sp if training else 0.0], np.float32)}
         missing = [n for n in self.input_names if n not in batch]
         if missing:
             raise EdgeftError(f"The batch lacks the model inputs {missing}.", where=str(self.manifest.folder),
@@ -95,7 +98,7 @@ class OrtTrainer:
     def train_step(self, batch: Mapping[str, np.ndarray]) -> tuple[float, np.ndarray]:
         """Forward + backward on one batch (gradients accumulate); returns (loss, outputs)."""
         self.module.train()
-        loss, outputs = self.module(*self._feed(batch))
+        loss, outputs = self.module(*self._feed(batch, training=True))
         return float(loss), outputs
 
     def optimizer_step(self) -> None:
@@ -106,7 +109,7 @@ class OrtTrainer:
     def eval_step(self, batch: Mapping[str, np.ndarray]) -> tuple[float, np.ndarray]:
         """Loss and model outputs without gradients (dropout off)."""
         self.module.eval()
-        loss, outputs = self.module(*self._feed(batch))
+        loss, outputs = self.module(*self._feed(batch, training=False))
         return float(loss), outputs
 
     def parameters(self) -> dict[str, np.ndarray]:

@@ -21,7 +21,7 @@ import numpy as np
 
 from edgeft.backends.state import STATE_FILE, TrainableState, read_state, resolve_checkpoint, write_state
 from edgeft.errors import EdgeftError
-from edgeft.manifest import TAIL_PREFIX, Manifest
+from edgeft.manifest import L2SP_INPUT, TAIL_PREFIX, Manifest
 from edgeft.ortcompat import quiet_runtime, session_options
 
 STEP = "portable_step.onnx"  # {prefix}: forward, loss and gradients of the trainable tensors
@@ -65,7 +65,7 @@ class PortableTrainer:
     backend = "portable"
 
     def __init__(self, manifest: Manifest, threads: int | None = None, checkpoint: Path | None = None,
-                 prefix: str = "", weight_decay: float = 0.0) -> None:
+                 prefix: str = "", weight_decay: float = 0.0, l2sp: float | None = None) -> None:
         import onnxruntime as ort
 
         if not available(manifest):
@@ -102,8 +102,10 @@ class PortableTrainer:
         self.optimizer = str(manifest.data["optimizer"])
         self.names = [t["name"] for t in manifest.data["trainable"]["tensors"]]
         self._name_set = set(self.names)
-        self.model_inputs = [i.name for i in self.step_session.get_inputs()
-                             if i.name not in self._name_set and i.name != "labels"]
+        step_inputs = [i.name for i in self.step_session.get_inputs()]
+        self.model_inputs = [n for n in step_inputs if n not in self._name_set and n not in ("labels", L2SP_INPUT)]
+        self.has_l2sp = L2SP_INPUT in step_inputs
+        self.l2sp = (manifest.l2sp or 0.0) if l2sp is None else float(l2sp)  # fed to training steps only
         self.output_names = [o.name for o in self.step_session.get_outputs()]
         self.grad_names = [f"{n}{GRAD_SUFFIX}" for n in self.names]
         if self.prefix_session is not None:
@@ -157,7 +159,7 @@ class PortableTrainer:
 
     # --- steps ---------------------------------------------------------------------------
 
-    def _feed(self, batch: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    def _feed(self, batch: Mapping[str, np.ndarray], training: bool) -> dict[str, np.ndarray]:
         missing = [n for n in self.input_names if n not in batch]
         if missing:
             raise EdgeftError(f"The batch lacks the model inputs {missing}.", where=str(self.manifest.folder),
@@ -170,11 +172,13 @@ class PortableTrainer:
             feed = {n: np.ascontiguousarray(batch[n]) for n in self.model_inputs}
         feed["labels"] = np.ascontiguousarray(batch["labels"])
         feed.update(zip(self.names, self.params))
+        if self.has_l2sp:
+            feed[L2SP_INPUT] = np.array([self.l2sp if training else 0.0], np.float32)
         return feed
 
     def train_step(self, batch: Mapping[str, np.ndarray]) -> tuple[float, np.ndarray]:
         """Forward + backward on one batch (gradients accumulate); returns (loss, outputs)."""
-        results = self.step_session.run(None, self._feed(batch))
+        results = self.step_session.run(None, self._feed(batch, training=True))
         loss, outputs, grads = results[0], results[1], results[2:]
         if self.grads is None:
             self.grads = grads
@@ -207,7 +211,7 @@ class PortableTrainer:
 
     def eval_step(self, batch: Mapping[str, np.ndarray]) -> tuple[float, np.ndarray]:
         """Loss and model outputs without gradients (dropout off)."""
-        loss, outputs = self.eval_session.run(None, self._feed(batch))
+        loss, outputs = self.eval_session.run(None, self._feed(batch, training=False))
         return float(loss), outputs
 
     def parameters(self) -> dict[str, np.ndarray]:

@@ -55,12 +55,14 @@ def resolve_backend(name: str, manifest: Manifest | None = None) -> str:
 
 def open_trainer(manifest: Manifest, backend: str = "auto", threads: int | None = None,
                  checkpoint: Path | None = None, prefix: str = "", weight_decay: float = 0.0,
-                 work_dir: Path | None = None) -> Trainer:
+                 work_dir: Path | None = None, l2sp: float | None = None) -> Trainer:
     """A trainer of ``backend`` over the artifact set ``prefix``, resumed from ``checkpoint``.
 
     ``weight_decay`` is AdamW's decoupled decay; the ORT backend bakes it into a copy of the
     optimizer model in ``work_dir``, the portable one feeds it to its optimizer graph.
+    ``l2sp`` is the L2-SP strength (None: the export's default; the graphs must have the term).
     """
+    check_l2sp(manifest, l2sp)
     chosen = resolve_backend(backend, manifest)
     optimizer = manifest.data["optimizer"]
     if optimizer == "sgd" and weight_decay:
@@ -68,11 +70,24 @@ def open_trainer(manifest: Manifest, backend: str = "auto", threads: int | None 
                           hint="pass --weight-decay 0, or export with --optimizer adamw.")
     if chosen == "portable":
         return PortableTrainer(manifest, threads=threads, checkpoint=checkpoint, prefix=prefix,
-                               weight_decay=weight_decay if optimizer == "adamw" else 0.0)
+                               weight_decay=weight_decay if optimizer == "adamw" else 0.0, l2sp=l2sp)
     optimizer_model = None
     if optimizer == "adamw" and weight_decay:
         if work_dir is None:
             raise ValueError("work_dir is needed for a weight decay with the ORT backend")
         optimizer_model = with_weight_decay(manifest.path(f"{prefix}optimizer_model"),
                                             Path(work_dir) / f"{prefix}optimizer_model.onnx", weight_decay)
-    return OrtTrainer(manifest, threads=threads, checkpoint=checkpoint, prefix=prefix, optimizer_model=optimizer_model)
+    return OrtTrainer(manifest, threads=threads, checkpoint=checkpoint, prefix=prefix, optimizer_model=optimizer_model,
+                      l2sp=l2sp)
+
+
+def check_l2sp(manifest: Manifest, l2sp: float | None) -> None:
+    """Refuse an L2-SP strength the artifacts cannot apply (no term in their graphs, or not >= 0)."""
+    if l2sp is None:
+        return
+    if not l2sp >= 0:
+        raise EdgeftError(f"--l2sp {l2sp} is not a strength.", where="--l2sp",
+                          hint="give a number >= 0 (0 switches it off).")
+    if l2sp and manifest.l2sp is None:
+        raise EdgeftError("These artifacts were exported without the L2-SP term.", where=str(manifest.folder),
+                          hint="export them again with --l2sp STRENGTH (e.g. 0.01), or train without --l2sp.")

@@ -28,13 +28,17 @@ from edgeft.tasks import LOSSES, OPTIMIZERS
 @click.option("--modality", type=click.Choice(["text", "image"]),
               help="For a transformers folder: force text or image [default: detected].")
 @click.option("--no-dropout", is_flag=True, help="Export the trainable part without dropout (deterministic steps).")
+@click.option("--l2sp", type=click.FloatRange(min=0), metavar="STRENGTH",
+              help="Add an L2-SP term to the training loss: STRENGTH/2 * ||w - w_pretrained||^2 over the "
+                   "pretrained trainable tensors (a default; `edgeft train --l2sp` changes it).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed for new heads and sample inputs.")
 @click.option("--force", is_flag=True, help="Replace an existing output folder (only once the new one is complete).")
 @click.option("-v", "--verbose", is_flag=True, help="List every parameter tensor, not one row per block.")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON summary on stdout instead of tables.")
 def command(model: str | None, output: Path | None, name: str | None, train: str, loss: str, optimizer: str,
             labels_file: Path | None, num_labels: int | None, max_length: int, inputs: tuple[str, ...],
-            modality: str | None, no_dropout: bool, seed: int, force: bool, verbose: bool, as_json: bool) -> None:
+            modality: str | None, no_dropout: bool, l2sp: float | None, seed: int, force: bool, verbose: bool,
+            as_json: bool) -> None:
     """Turn a pretrained MODEL into ONNX Runtime training artifacts in which only the chosen
     last layers train.
 
@@ -51,6 +55,7 @@ def command(model: str | None, output: Path | None, name: str | None, train: str
       edgeft export ./my-bert --train last:2 --num-labels 5 -o artifacts/bert
       edgeft export model.onnx --train 'classifier|layer\\.11\\.'
       edgeft export mypkg.nets:build --input x:float32:batch,16 --loss mse
+      edgeft export --labels labels.txt --train last:2 --l2sp 0.01
     """
     from edgeft.export.build import ExportOptions, export_artifacts
     from edgeft.labels import read_label_file
@@ -60,7 +65,7 @@ def command(model: str | None, output: Path | None, name: str | None, train: str
         model=model, output=output, name=name, train=train, loss=loss, optimizer=optimizer,
         label_names=read_label_file(labels_file) if labels_file else [], num_labels=num_labels,
         max_length=max_length, inputs=list(inputs), modality=modality, seed=seed, dropout=not no_dropout,
-        force=force)
+        l2sp=l2sp, force=force)
     if as_json:
         result = export_artifacts(options)
         click.echo(json.dumps(result.summary(), indent=2))

@@ -24,6 +24,9 @@ from edgeft.commands.common import data_options
 @click.option("--schedule", type=click.Choice(["linear", "cosine", "constant"]), default="linear", show_default=True)
 @click.option("--warmup", type=click.FloatRange(0, 1), default=0.1, show_default=True, help="Warm-up share of all steps.")
 @click.option("--weight-decay", type=click.FloatRange(min=0), default=0.01, show_default=True, help="AdamW decoupled weight decay.")
+@click.option("--l2sp", type=click.FloatRange(min=0),
+              help="L2-SP strength: pull the trainable pretrained weights toward their start (needs artifacts "
+                   "exported with --l2sp) [default: the export's; 0: off].")
 @click.option("--accumulate", type=click.IntRange(min=1), default=1, show_default=True, help="Batches per optimizer step.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed for data order, split and dropout.")
 @click.option("--threads", type=click.IntRange(min=1), help="Compute threads [default: ONNX Runtime's choice].")
@@ -34,8 +37,9 @@ from edgeft.commands.common import data_options
 @click.option("--metric", help="Validation metric for early stopping and the best checkpoint [default: accuracy / rmse].")
 @click.option("--checkpoint-every", type=click.IntRange(min=1), help="Also checkpoint every N optimizer steps.")
 @click.option("--no-cache", is_flag=True, help="Train through the full graph instead of caching the frozen part.")
-@click.option("--cache-mb", type=click.IntRange(min=0), default=1024, show_default=True,
-              help="Memory budget of the activation cache; beyond it the cache is a file on disk.")
+@click.option("--cache-mb", type=click.IntRange(min=0), default=128, show_default=True,
+              help="Memory budget of the activation cache; beyond it the cache is a file on disk, read back "
+                   "per batch (through the OS page cache, which the kernel can reclaim).")
 @click.option("--no-bucket", is_flag=True, help="Do not group examples of similar length into batches.")
 @data_options
 @click.option("--resume", is_flag=True, help="Continue the interrupted run in --run-dir from its last checkpoint.")
@@ -43,7 +47,8 @@ from edgeft.commands.common import data_options
 @click.option("--json", "as_json", is_flag=True, help="Print the run summary as JSON on stdout.")
 def command(artifacts: Path, data: Path, val: Path | None, val_fraction: float, run_dir: Path | None, epochs: int,
             max_steps: int | None, batch_size: int, lr: float, schedule: str, warmup: float, weight_decay: float,
-            accumulate: int, seed: int, threads: int | None, backend: str, patience: int | None, metric: str | None,
+            l2sp: float | None, accumulate: int, seed: int, threads: int | None, backend: str, patience: int | None,
+            metric: str | None,
             checkpoint_every: int | None, no_cache: bool, cache_mb: int, no_bucket: bool, text_column: str,
             label_column: str, strict: bool, resume: bool, force: bool, as_json: bool) -> None:
     """Fine-tune the trainable layers of ARTIFACTS on DATA, on this machine's CPU.
@@ -59,6 +64,7 @@ def command(artifacts: Path, data: Path, val: Path | None, val_fraction: float, 
       edgeft train artifacts/minilm data/train.csv --val data/val.csv
       edgeft train artifacts/minilm notes.jsonl --epochs 10 --patience 2 --lr 3e-4
       edgeft train artifacts/minilm data.csv --run-dir runs/a --resume
+      edgeft train artifacts/minilm few.csv --l2sp 0.1   # few examples: stay near the pretrained weights
       edgeft train artifacts/minilm data.csv --backend portable   # plain onnxruntime, e.g. aarch64
     """
     from edgeft.progress import RichReporter, summary_table
@@ -66,7 +72,8 @@ def command(artifacts: Path, data: Path, val: Path | None, val_fraction: float, 
     from edgeft.train.loop import DataOptions, TrainConfig, train
 
     config = TrainConfig(epochs=epochs, max_steps=max_steps, batch_size=batch_size, lr=lr, schedule=schedule,
-                         warmup=warmup, weight_decay=weight_decay, accumulate=accumulate, seed=seed, patience=patience,
+                         warmup=warmup, weight_decay=weight_decay, l2sp=l2sp, accumulate=accumulate, seed=seed,
+                         patience=patience,
                          metric=metric, checkpoint_every=checkpoint_every, cache=not no_cache, cache_mb=cache_mb,
                          bucket=not no_bucket, val_fraction=val_fraction)
     options = DataOptions(train=data, val=val, text_column=text_column, label_column=label_column, strict=strict)

@@ -50,6 +50,7 @@ class ExportOptions:
     modality: str | None = None
     seed: int = 0
     dropout: bool = True
+    l2sp: float | None = None  # build the L2-SP term with this default strength (None: no term)
     force: bool = False
     name: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)  # more manifest fields, e.g. a build key
@@ -152,6 +153,25 @@ def _forward_graph(loaded: LoadedModel, spec: str, dropout: bool) -> tuple[onnx.
 
     order = parameter_order(loaded.onnx_model)
     return loaded.onnx_model, order, select_trainable(order, spec)
+
+
+def _l2sp_tensors(options: ExportOptions, loaded: LoadedModel, trainable: list[str]) -> list[str] | None:
+    """The trainable tensors the L2-SP term pulls toward their pretrained values (None: no term)."""
+    if options.l2sp is None:
+        return None
+    if not (options.l2sp >= 0 and np.isfinite(options.l2sp)):
+        raise EdgeftError(f"--l2sp {options.l2sp} is not a strength.", where="--l2sp",
+                          hint="give a number >= 0 (e.g. 0.01); 0 builds the term switched off.")
+    new = set(loaded.new_parameters)
+    pulled = [n for n in trainable if n not in new]
+    if not pulled:
+        raise EdgeftError(f"--l2sp has nothing to pull: every tensor --train {options.train} selects is newly "
+                          "initialised (a new head has no pretrained values).", where="--l2sp",
+                          hint="train pretrained layers too (e.g. --train last:1), or use --weight-decay alone.")
+    left = len(trainable) - len(pulled)
+    loaded.notes.append(f"L2-SP: {len(pulled)} pretrained tensor(s) pulled toward their start (strength "
+                        f"{options.l2sp:g}){f'; {left} new one(s) left to weight decay' if left else ''}")
+    return pulled
 
 
 def _tensors(model: onnx.ModelProto, order: list[str], trainable: set[str]) -> list[Tensor]:
@@ -271,19 +291,22 @@ def export_artifacts(options: ExportOptions, progress: Callable[[str], None] | N
             raise EdgeftError(f"--train {options.train} selects only parameters that do not affect the output.",
                               where="--train", hint="choose parameters the output depends on (e.g. --train head).")
     frozen = [n for n in order if n not in set(trainable) and n in float_inits]
+    l2sp = _l2sp_tensors(options, loaded, trainable)
     with staged_folder(dest, force=options.force) as stage:
         step("building training, eval and optimizer models")
-        repairs = generate(forward, trainable, frozen, options.loss, options.optimizer, loaded.output, stage)
+        repairs = generate(forward, trainable, frozen, options.loss, options.optimizer, loaded.output, stage,
+                           l2sp=l2sp)
         onnx.save(forward, str(stage / "forward.onnx"))
         step("splitting off the frozen prefix for the activation cache")
         cache, cache_files, cache_notes, tail = build_tail(forward, trainable, frozen, loaded.inputs, options.loss,
-                                                           options.optimizer, loaded.output, stage, options.seed)
+                                                           options.optimizer, loaded.output, stage, options.seed,
+                                                           l2sp)
         loaded.notes.extend(cache_notes)
         step("writing the portable training graphs (standard ONNX operators)")
         portable_files, portable, portable_notes = export_portable(
             tail if tail is not None else forward, trainable, options.loss, options.optimizer, loaded.output,
             loaded.num_outputs, stage, TAIL_PREFIX if tail is not None else "",
-            _sample_feeds(loaded, stage / PREFIX_FILE if tail is not None else None, options.seed))
+            _sample_feeds(loaded, stage / PREFIX_FILE if tail is not None else None, options.seed), l2sp)
         cache_files.update(portable_files)
         loaded.notes.extend(portable_notes)
         (stage / "labels.txt").write_text("".join(f"{n}\n" for n in loaded.label_names), encoding="utf-8")
@@ -311,6 +334,7 @@ def export_artifacts(options: ExportOptions, progress: Callable[[str], None] | N
                           "tensors": [{"name": t.name, "shape": t.shape} for t in trainable_t],
                           "parameters": sum(t.numel for t in trainable_t),
                           "frozen_tensors": len(frozen_t), "frozen_parameters": sum(t.numel for t in frozen_t)},
+            **({"l2sp": {"strength": options.l2sp, "tensors": l2sp}} if l2sp is not None else {}),
             "cache": cache, "portable": portable, "repairs": repairs, "seed": options.seed, "tool": _versions(), **options.extra,
         }
         manifest = write_manifest(stage, data, files)

@@ -81,6 +81,13 @@ def _load_failed(folder: Path, exc: Exception) -> EdgeftError:
                        hint="check that the folder holds a complete model (config.json and weights).")
 
 
+def _initialised(info: dict[str, Any]) -> list[str]:
+    """Parameters ``from_pretrained`` initialised instead of loading (missing, or resized for the
+    label count), named as in the exported module (under PositionalModel's ``model.``)."""
+    keys = [*info.get("missing_keys", []), *info.get("mismatched_keys", [])]
+    return sorted({f"model.{k[0] if isinstance(k, (tuple, list)) else k}" for k in keys})
+
+
 def load_text(folder: Path, label_names: list[str], num_labels: int | None, max_length: int,
               seed: int) -> LoadedModel:
     """A text classifier from a transformers folder (new mean-pool head for a bare encoder)."""
@@ -95,13 +102,16 @@ def load_text(folder: Path, label_names: list[str], num_labels: int | None, max_
         has_head = any(a.endswith("ForSequenceClassification") for a in (config.architectures or []))
         torch.manual_seed(seed)
         if has_head:
-            module = PositionalModel(AutoModelForSequenceClassification.from_pretrained(
+            model, info = AutoModelForSequenceClassification.from_pretrained(
                 folder, num_labels=count, ignore_mismatched_sizes=True, local_files_only=True,
-                attn_implementation="eager"), ["input_ids", "attention_mask"])
+                attn_implementation="eager", output_loading_info=True)
+            module = PositionalModel(model, ["input_ids", "attention_mask"])
+            new = _initialised(info)
             notes.append("used the folder's sequence-classification head")
         else:
             backbone = AutoModel.from_pretrained(folder, local_files_only=True, attn_implementation="eager")
             module = MeanPoolClassifier(backbone, config.hidden_size, count)
+            new = [f"classifier.{p}" for p, _ in module.classifier.named_parameters()]
             notes.append(f"bare encoder: added mean pooling and a new linear head ({count} labels, seed {seed})")
     except EdgeftError:
         raise
@@ -128,7 +138,7 @@ def load_text(folder: Path, label_names: list[str], num_labels: int | None, max_
                                "num_attention_heads": getattr(config, "num_attention_heads", None),
                                "hidden_size": getattr(config, "hidden_size", None)},
                        module=module, sample=sample, task_hint="text-classification",
-                       label_names=names, preprocessing=preprocessing, notes=notes)
+                       label_names=names, preprocessing=preprocessing, notes=notes, new_parameters=new)
 
 
 def load_image(folder: Path, label_names: list[str], num_labels: int | None, seed: int) -> LoadedModel:
@@ -141,9 +151,9 @@ def load_image(folder: Path, label_names: list[str], num_labels: int | None, see
         processor = AutoImageProcessor.from_pretrained(folder, local_files_only=True)
         config = AutoConfig.from_pretrained(folder, local_files_only=True)
         torch.manual_seed(seed)
-        model = AutoModelForImageClassification.from_pretrained(
+        model, info = AutoModelForImageClassification.from_pretrained(
             folder, num_labels=count, ignore_mismatched_sizes=True, local_files_only=True,
-            id2label=dict(enumerate(names)), label2id={n: i for i, n in enumerate(names)})
+            id2label=dict(enumerate(names)), label2id={n: i for i, n in enumerate(names)}, output_loading_info=True)
     except Exception as exc:
         raise _load_failed(folder, exc) from exc
     size = getattr(processor, "size", None) or {}
@@ -161,4 +171,4 @@ def load_image(folder: Path, label_names: list[str], num_labels: int | None, see
     return LoadedModel(inputs=inputs, output="logits", num_outputs=count,
                        source={"kind": "transformers", "model_type": config.model_type},
                        module=PositionalModel(model, ["pixel_values"]), sample=sample, task_hint="image-classification",
-                       label_names=names, preprocessing=preprocessing)
+                       label_names=names, preprocessing=preprocessing, new_parameters=_initialised(info))

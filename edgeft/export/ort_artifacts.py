@@ -40,17 +40,23 @@ def _gradient_failed(model: onnx.ModelProto, exc: Exception, log: str) -> Edgeft
 
 
 def generate(model: onnx.ModelProto, trainable: list[str], frozen: list[str], loss_name: str, optimizer: str,
-             output: str, stage: Path, prefix: str = "") -> list[str]:
-    """Repair ``model``, build its ORT training artifacts in ``stage``; returns the repairs made."""
-    from onnxruntime.training import artifacts
+             output: str, stage: Path, prefix: str = "", l2sp: list[str] | None = None) -> list[str]:
+    """Repair ``model``, build its ORT training artifacts in ``stage``; returns the repairs made.
+
+    ``l2sp`` names the tensors the L2-SP term pulls toward their values in ``model`` (None: no term)."""
+    from onnxruntime.training import artifacts, onnxblock
     from onnxruntime.training.onnxblock import _graph_utils
+
+    from edgeft.export.l2sp import ort_loss_block
 
     # onnxblock numbers the names it generates with a process-wide counter; restart it so the
     # same model always gives the same bytes, however many exports ran before in this process
     _graph_utils._GRAPH_TOKEN = 0
 
-    loss = {"cross-entropy": artifacts.LossType.CrossEntropyLoss, "bce": artifacts.LossType.BCEWithLogitsLoss,
-            "mse": artifacts.LossType.MSELoss, "l1": artifacts.LossType.L1Loss}[loss_name]
+    loss = {"cross-entropy": onnxblock.loss.CrossEntropyLoss, "bce": onnxblock.loss.BCEWithLogitsLoss,
+            "mse": onnxblock.loss.MSELoss, "l1": onnxblock.loss.L1Loss}[loss_name]()
+    if l2sp is not None:
+        loss = ort_loss_block(loss, l2sp)
     optim = {"adamw": artifacts.OptimType.AdamW, "sgd": artifacts.OptimType.SGD}[optimizer]
     graph = onnx.ModelProto()
     graph.CopyFrom(model)

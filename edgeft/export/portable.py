@@ -42,6 +42,8 @@ from onnx import TensorProto, helper, numpy_helper
 from edgeft.backends.portable import ADAMW, CHECKPOINT, EVAL, GRAD_SUFFIX, OPTIMIZER, STEP, optimizer_io
 from edgeft.backends.state import write_state
 from edgeft.errors import EdgeftError
+from edgeft.export.l2sp import append_penalty
+from edgeft.manifest import L2SP_INPUT
 
 _ELEMENTWISE = {"Add", "Sub", "Mul", "Div", "Pow", "Max", "Min", "Sum", "Mean", "Where", "Equal", "Less",
                 "Greater", "LessOrEqual", "GreaterOrEqual", "And", "Or", "PRelu"}
@@ -193,8 +195,9 @@ def _add_loss(graph: onnx.GraphProto, names: _Names, loss: str, output: str, num
 
 
 def prepare(model: onnx.ModelProto, trainable: list[str], loss: str, output: str, num_outputs: int,
-            training: bool) -> tuple[onnx.ModelProto, dict[str, np.ndarray]]:
-    """Forward graph + loss with the trainable tensors as inputs; also returns their values."""
+            training: bool, l2sp: list[str] | None = None) -> tuple[onnx.ModelProto, dict[str, np.ndarray]]:
+    """Forward graph + loss (+ the L2-SP term over ``l2sp``, see :mod:`edgeft.export.l2sp`) with
+    the trainable tensors as inputs; also returns their values."""
     prepared = onnx.ModelProto()
     prepared.CopyFrom(model)
     graph = prepared.graph
@@ -217,6 +220,11 @@ def prepare(model: onnx.ModelProto, trainable: list[str], loss: str, output: str
     if training:
         _flatten_linear(prepared, names)
     _add_loss(graph, names, loss, output, num_outputs)
+    if l2sp is not None:
+        task = names("loss.task")
+        for node in graph.node:
+            node.output[:] = [task if o == "loss" else o for o in node.output]
+        append_penalty(graph, task, l2sp, values, "loss", names)
     return prepared, values
 
 
@@ -403,6 +411,10 @@ def _sample_feeds(model: onnx.ModelProto, feeds: Feeds, values: dict[str, np.nda
                           rng.integers(0, 2, (batch, num_outputs)).astype(np.float32) if loss == "bce" else
                           rng.standard_normal((batch, num_outputs)).astype(np.float32))
         feed.update({k: v for k, v in values.items() if k in wanted})
+        if L2SP_INPUT in wanted:  # pulls toward the values, so they are moved off them first
+            feed[L2SP_INPUT] = np.array([0.5], np.float32)
+            feed.update({k: v + rng.standard_normal(v.shape).astype(np.float32) * 0.1
+                         for k, v in values.items() if k in wanted})
         out.append(feed)
     return out
 
@@ -414,14 +426,15 @@ def _squeeze_seed(graph: onnx.GraphProto, adjoint: str, name: str, shape: list[i
 
 
 def build_step(model: onnx.ModelProto, trainable: list[str], loss: str, output: str, num_outputs: int,
-               ir_version: int, feeds: Feeds | None = None) -> tuple[onnx.ModelProto, dict[str, np.ndarray]]:
+               ir_version: int, feeds: Feeds | None = None,
+               l2sp: list[str] | None = None) -> tuple[onnx.ModelProto, dict[str, np.ndarray]]:
     """The training-step graph and the trainable tensors' values (see the module docstring).
 
     ``feeds`` gives sample model inputs for axis sizes (``{"batch": 2, "*": 5}``: ``*`` for every
     other dynamic axis); with it the graph is simplified from observed shapes (see above)."""
     import onnx_ad
 
-    prepared, values = prepare(model, trainable, loss, output, num_outputs, training=True)
+    prepared, values = prepare(model, trainable, loss, output, num_outputs, training=True, l2sp=l2sp)
     prefix = "portable.adjoint."
     try:
         derived = onnx_ad.reverse(prepared, inputs=trainable, outputs=["loss"], prefix=prefix, layout="onnx")
@@ -469,9 +482,9 @@ def _agree(a: onnx.ModelProto, b: onnx.ModelProto, feeds: list[dict[str, np.ndar
 
 
 def build_eval(model: onnx.ModelProto, trainable: list[str], loss: str, output: str, num_outputs: int,
-               ir_version: int) -> onnx.ModelProto:
+               ir_version: int, l2sp: list[str] | None = None) -> onnx.ModelProto:
     """Forward + loss with dropout off: inputs as the step graph, outputs loss and the model output."""
-    prepared, _ = prepare(model, trainable, loss, output, num_outputs, training=False)
+    prepared, _ = prepare(model, trainable, loss, output, num_outputs, training=False, l2sp=l2sp)
     outputs = {o.name: o for o in prepared.graph.output}
     del prepared.graph.output[:]
     prepared.graph.output.extend([outputs["loss"], outputs[output]])
@@ -548,12 +561,13 @@ def build_optimizer(optimizer: str, shapes: list[list[int]], ir_version: int, op
 
 def write_portable(model: onnx.ModelProto, trainable: list[str], loss: str, optimizer: str, output: str,
                    num_outputs: int, stage: Path, prefix: str, ir_version: int, shared: bool = True,
-                   feeds: Feeds | None = None) -> tuple[dict[str, str], dict[str, np.ndarray]]:
+                   feeds: Feeds | None = None,
+                   l2sp: list[str] | None = None) -> tuple[dict[str, str], dict[str, np.ndarray]]:
     """Write the step and eval graphs of ``model`` (with ``prefix``) and, with ``shared``, the
     optimizer graph and initial checkpoint; returns (manifest file keys, trainable values)."""
-    step, values = build_step(model, trainable, loss, output, num_outputs, ir_version, feeds)
+    step, values = build_step(model, trainable, loss, output, num_outputs, ir_version, feeds, l2sp)
     onnx.save(step, str(stage / f"{prefix}{STEP}"))
-    evaluation = build_eval(model, trainable, loss, output, num_outputs, ir_version)
+    evaluation = build_eval(model, trainable, loss, output, num_outputs, ir_version, l2sp)
     onnx.save(evaluation, str(stage / f"{prefix}{EVAL}"))
     files = {f"{prefix}portable_step": f"{prefix}{STEP}", f"{prefix}portable_eval": f"{prefix}{EVAL}"}
     if shared:
@@ -565,8 +579,8 @@ def write_portable(model: onnx.ModelProto, trainable: list[str], loss: str, opti
 
 
 def export_portable(model: onnx.ModelProto, trainable: list[str], loss: str, optimizer: str, output: str,
-                    num_outputs: int, stage: Path, prefix: str,
-                    feeds: Feeds | None = None) -> tuple[dict[str, str], dict, list[str]]:
+                    num_outputs: int, stage: Path, prefix: str, feeds: Feeds | None = None,
+                    l2sp: list[str] | None = None) -> tuple[dict[str, str], dict, list[str]]:
     """Write the portable set for ``model`` (the tail with ``prefix`` tail_, else the full graph);
     returns (manifest file keys, manifest section, notes). A graph onnx-ad cannot differentiate
     leaves the set out with the reason: the ORT training artifacts still work."""
@@ -576,7 +590,7 @@ def export_portable(model: onnx.ModelProto, trainable: list[str], loss: str, opt
 
     try:
         files, _ = write_portable(model, trainable, loss, optimizer, output, num_outputs, stage, prefix,
-                                  min(model.ir_version, max_ir_version()), feeds=feeds)
+                                  min(model.ir_version, max_ir_version()), feeds=feeds, l2sp=l2sp)
     except EdgeftError as exc:
         return {}, {"available": False, "reason": exc.what}, [f"portable training graphs not written: {exc.what}"]
     except Exception as exc:  # noqa: BLE001 -- an onnx-ad failure must not cost the ORT artifacts

@@ -65,3 +65,4 @@ class LoadedModel:
     label_names: list[str] = field(default_factory=list)
     preprocessing: Preprocessing = field(default_factory=lambda: Preprocessing("none"))
     notes: list[str] = field(default_factory=list)
+    new_parameters: list[str] = field(default_factory=list)

@@ -66,7 +66,8 @@ def _declare_shape(value: onnx.ValueInfoProto, shape: list[int | str]) -> None:
 
 def build_tail(forward: onnx.ModelProto, trainable: list[str], frozen: list[str], inputs: list[InputSpec],
                loss: str, optimizer: str, output: str, stage: Path,
-               seed: int) -> tuple[dict[str, Any], dict[str, str], list[str], onnx.ModelProto | None]:
+               seed: int, l2sp: list[str] | None = None
+               ) -> tuple[dict[str, Any], dict[str, str], list[str], onnx.ModelProto | None]:
     """Write prefix.onnx and tail_* artifacts; returns (manifest section, files, notes, tail graph)."""
     split = split_forward(forward, set(trainable), set(frozen))
     if split is None:
@@ -80,7 +81,7 @@ def build_tail(forward: onnx.ModelProto, trainable: list[str], frozen: list[str]
             _declare_shape(value, shapes[value.name])
     tail_params = {i.name for i in split.tail.graph.initializer}
     generate(split.tail, trainable, [n for n in frozen if n in tail_params], loss, optimizer, output,
-                       stage, prefix=TAIL)
+             stage, prefix=TAIL, l2sp=l2sp)
     onnx.save(split.prefix, str(stage / PREFIX_FILE))
     files = {"prefix_model": PREFIX_FILE, "tail_training_model": f"{TAIL}training_model.onnx",
              "tail_eval_model": f"{TAIL}eval_model.onnx", "tail_optimizer_model": f"{TAIL}optimizer_model.onnx",

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from edgeft.backends.select import Trainer, open_trainer, resolve_backend
+from edgeft.backends.select import Trainer, check_l2sp, open_trainer, resolve_backend
 from edgeft.data.batching import length_bucketed_batches
 from edgeft.data.records import Records, read_records
 from edgeft.data.split import stratified_split
@@ -48,13 +48,14 @@ class TrainConfig:
     schedule: str = "linear"
     warmup: float = 0.1  # fraction of all optimizer steps
     weight_decay: float = 0.01
+    l2sp: float | None = None  # L2-SP strength; None: the export's (see edgeft.export.l2sp)
     accumulate: int = 1
     seed: int = 0
     patience: int | None = None
     metric: str | None = None
     checkpoint_every: int | None = None
     cache: bool = True
-    cache_mb: int = 1024
+    cache_mb: int = 128  # beyond it the cache is a file read per batch (see edgeft.train.cache)
     bucket: bool = True
     keep: int = 2
     val_fraction: float = 0.1
@@ -165,7 +166,7 @@ def _prepare_run_dir(run_dir: Path, record: dict[str, Any], resume: bool, force:
 def _open_trainer(manifest: Manifest, config: TrainConfig, run_dir: Path, threads: int | None,
                   checkpoint: Path | None, prefix: str, backend: str) -> Trainer:
     return open_trainer(manifest, backend, threads=threads, checkpoint=checkpoint, prefix=prefix,
-                        weight_decay=config.weight_decay, work_dir=run_dir)
+                        weight_decay=config.weight_decay, work_dir=run_dir, l2sp=config.l2sp)
 
 
 def _better(metric: str, value: float, best: float | None) -> bool:
@@ -195,6 +196,7 @@ def train(artifacts: Path, data: DataOptions, run_dir: Path, config: TrainConfig
     if manifest.data["optimizer"] == "sgd" and config.weight_decay:
         raise EdgeftError("ONNX Runtime's SGD optimizer has no weight decay.", where="--weight-decay",
                           hint="pass --weight-decay 0, or export with --optimizer adamw.")
+    check_l2sp(manifest, config.l2sp)
     record = _run_record(manifest, data, config)
     train_set, val_set = load_examples(manifest, data, config, reporter)
     _prepare_run_dir(run_dir, record, resume, force)
@@ -211,6 +213,7 @@ def train(artifacts: Path, data: DataOptions, run_dir: Path, config: TrainConfig
     if use_cache:
         reporter.message("running the frozen part once over the data (frozen-prefix cache)")
         budget = config.cache_mb * 2**20
+        shutil.rmtree(run_dir / "cache", ignore_errors=True)  # spill files of a killed run
         cached = CachedExamples(train_set, manifest, threads, budget, run_dir / "cache")
         examples = cached
         if val_set is not None:
@@ -312,7 +315,8 @@ def train(artifacts: Path, data: DataOptions, run_dir: Path, config: TrainConfig
         "epochs": state.epoch, "steps": state.step, "seconds": round(state.seconds, 3),
         "cache_seconds": round(cache_seconds, 3),  # the frozen-prefix pass, not in "seconds"
         "examples_per_second": round(state.examples_seen / max(state.seconds, 1e-9), 1),
-        "backend": chosen, "cache": use_cache, "artifact_set": "tail" if use_cache else "full", "peak_rss_mb": round(peak_rss_mb(), 1),
+        "backend": chosen, "l2sp": trainer.l2sp if manifest.l2sp is not None else None, "cache": use_cache,
+        "artifact_set": "tail" if use_cache else "full", "peak_rss_mb": round(peak_rss_mb(), 1),
         "before": state.history[0].get("val") if state.history and state.history[0]["epoch"] == 0 else None,
         "after": state.history[-1].get("val") if state.history else None,
         "best": {"epoch": state.best_epoch, metric: state.best}, "early_stopped": stop,
