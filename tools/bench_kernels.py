@@ -65,31 +65,55 @@ def matmul_flops(model_path: Path, sizes: dict[str, int]) -> tuple[float, list[t
     return total, products
 
 
-def gemm_gflops(m: int, k: int, n: int, threads: int, seconds: float = 1.5) -> float:
-    """GFLOP/s of an fp32 [m, k] x [k, n] MatMul in ONNX Runtime at ``threads`` threads."""
+def gemm_gflops(m: int, k: int, n: int, threads: int, seconds: float = 1.5, constant: bool = False,
+                int8: bool = False) -> float:
+    """GFLOP/s of an [m, k] x [k, n] product in ONNX Runtime at ``threads`` threads.
+
+    By default a MatMul of two inputs, as in a training step, whose weights change every step.
+    ``constant``: the weights are an initializer, as in an inference model (ORT pre-packs them).
+    ``int8``: that constant is turned by onnxruntime's dynamic quantizer into an int8
+    DynamicQuantizeMatMul, exactly as in a deployed int8 bundle; comparing the two at a bundle's
+    shapes shows how much faster int8 kernels can be on this CPU at all.
+    """
+    constant = constant or int8
+    import logging
+    import tempfile
+
     import onnx
-    from onnx import TensorProto, helper
+    from onnx import TensorProto, helper, numpy_helper
 
     from edgeft.deploy.runtime import make_session
 
-    graph = helper.make_graph([helper.make_node("MatMul", ["a", "b"], ["c"])], "gemm",
-                              [helper.make_tensor_value_info("a", TensorProto.FLOAT, [m, k]),
-                               helper.make_tensor_value_info("b", TensorProto.FLOAT, [k, n])],
-                              [helper.make_tensor_value_info("c", TensorProto.FLOAT, [m, n])])
+    rng = np.random.default_rng(0)
+    weights = rng.standard_normal((k, n), dtype=np.float32)
+    inputs = [helper.make_tensor_value_info("a", TensorProto.FLOAT, [m, k])]
+    if not constant:
+        inputs.append(helper.make_tensor_value_info("b", TensorProto.FLOAT, [k, n]))
+    graph = helper.make_graph([helper.make_node("MatMul", ["a", "b"], ["c"])], "gemm", inputs,
+                              [helper.make_tensor_value_info("c", TensorProto.FLOAT, [m, n])],
+                              [numpy_helper.from_array(weights, "b")] if constant else [])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
-    path = Path(f"/tmp/edgeft-gemm-{m}-{k}-{n}.onnx")
-    onnx.save(model, str(path))
-    session = make_session(path, threads, "all")
-    rng = np.random.default_rng(0)
-    feed = {"a": rng.standard_normal((m, k), dtype=np.float32), "b": rng.standard_normal((k, n), dtype=np.float32)}
+    with tempfile.TemporaryDirectory(prefix="edgeft-gemm-") as tmp:
+        path = Path(tmp) / "gemm.onnx"
+        onnx.save(model, str(path))
+        if int8:
+            from onnxruntime.quantization import QuantType, quantize_dynamic
+
+            logging.disable(logging.WARNING)  # the quantizer's pre-processing advice
+            quantize_dynamic(str(path), str(Path(tmp) / "int8.onnx"), weight_type=QuantType.QInt8)
+            logging.disable(logging.NOTSET)
+            path = Path(tmp) / "int8.onnx"
+        session = make_session(path, threads, "all")
+    feed = {"a": rng.standard_normal((m, k), dtype=np.float32)}
+    if not constant:
+        feed["b"] = weights
     for _ in range(3):
         session.run(None, feed)
     runs, start = 0, time.perf_counter()
     while time.perf_counter() - start < seconds:
         session.run(None, feed)
         runs += 1
-    path.unlink()
     return 2.0 * m * k * n * runs / (time.perf_counter() - start) / 1e9
 
 

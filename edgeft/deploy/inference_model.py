@@ -98,10 +98,11 @@ def build_inference_model(forward_path: Path, trained: dict[str, np.ndarray], ou
         folded_path = Path(tmp) / "folded.onnx"
         folded = fold_constants(model, folded_path)
         notes.append(f"constant folding: {len(model.graph.node)} -> {len(folded.graph.node)} nodes")
-        if fuse and heads and hidden:
-            try:
-                fused = fuse_transformer(folded_path, out, heads, hidden)
-                notes.append("transformer fusions: " + (", ".join(fused) or "none matched"))
+        if fuse:
+            try:  # 0 heads / hidden size: the fuser reads them from the graph's reshapes
+                fused = fuse_transformer(folded_path, out, heads or 0, hidden or 0)
+                notes.append("transformer fusions: " + (", ".join(fused) or "none matched")
+                             + ("" if heads and hidden else " (head count and width read from the graph)"))
                 return out, notes
             except Exception as exc:  # the fuser is best effort; the folded model is still valid
                 notes.append(f"transformer fusions skipped ({type(exc).__name__}: {exc})")
