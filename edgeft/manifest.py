@@ -225,6 +225,10 @@ _KIND_NAMES = {"str": "a string", "int": "a whole number", "list": "a list", "di
                "int or float": "a finite number", "bool": "true or false"}
 
 
+# ONNX Runtime session config entries a bundle may carry (``session_config``), with their allowed values.
+SESSION_CONFIG_KEYS = {"session.disable_quant_qdq": ("0", "1")}
+
+
 def check_fields(manifest: Manifest) -> Manifest:
     """Check the fields training, evaluation, deployment and prediction read; returns ``manifest``.
 
@@ -316,4 +320,10 @@ def check_fields(manifest: Manifest) -> Manifest:
             check.count("threads")
         if "graph_optimization" in data:
             check.choice("graph_optimization", ("disable", "basic", "extended", "all"))
+        if "session_config" in data:
+            config = check.get("session_config", dict)
+            for key in config:
+                if key not in SESSION_CONFIG_KEYS:
+                    raise check.fail("session_config", f"has the entry {key!r}, which edgeft does not know"[:200])
+                check.choice(f"session_config.{key}", SESSION_CONFIG_KEYS[key], config, key)
     return manifest

@@ -8,11 +8,15 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import onnx
+import onnxruntime as ort
 import pytest
+from onnx import helper, numpy_helper
 
 from conftest import cli_calls, run_device_side
 from edgeft.deploy.bundle import Bundle
 from edgeft.deploy.pipeline import DeployOptions, deploy
+from edgeft.deploy.quantize import weight_only
 from edgeft.devices import list_profiles
 from edgeft.errors import EdgeftError
 from edgeft.train.loop import DataOptions, TrainConfig, train
@@ -57,6 +61,40 @@ def test_quantized_bundle_is_smaller_and_accurate(bundles):
     assert report["bundle_model"]["metrics"]["accuracy"] >= report["fp32"]["metrics"]["accuracy"] - 0.01
     # 30 validation examples cannot resolve a 1-point tolerance: all 90 training examples join the check
     assert report["validation_examples"] == 30 and report["guard_training_examples"] == 90
+    model = onnx.load(str(Path(report["bundle"]) / "model.onnx"))
+    ops = {n.op_type for n in model.graph.node}
+    assert "EmbedLayerNormalization" not in ops and {"MatMulInteger", "QAttention"} <= ops
+    int8_tables = [i for i in model.graph.initializer if i.name.endswith("_int8") and i.data_type == onnx.TensorProto.INT8]
+    assert int8_tables and not [n for n in model.graph.node if n.op_type == "DequantizeLinear"
+                                and n.input[0] in {t.name for t in int8_tables}]  # rows dequantized on lookup
+
+
+def test_tables_are_read_as_int8_rows_and_shared_tables_stay_fp32():
+    """weight_only: a Gather table becomes int8 rows with a scale per row, dequantized per lookup;
+    a table also read by a MatMul (tied weights) is left alone; ids outside the batch never load."""
+    rng = np.random.default_rng(0)
+    table, tied = rng.standard_normal((50, 8), dtype=np.float32), rng.standard_normal((50, 8), dtype=np.float32)
+    graph = helper.make_graph(
+        [helper.make_node("Gather", ["table", "ids"], ["rows"]), helper.make_node("Gather", ["tied", "ids"], ["t"]),
+         helper.make_node("Transpose", ["tied"], ["tied_t"]), helper.make_node("MatMul", ["t", "tied_t"], ["logits"])],
+        "g", [helper.make_tensor_value_info("ids", onnx.TensorProto.INT64, ["n"])],
+        [helper.make_tensor_value_info("rows", onnx.TensorProto.FLOAT, ["n", 8]),
+         helper.make_tensor_value_info("logits", onnx.TensorProto.FLOAT, ["n", 50])],
+        [numpy_helper.from_array(table, "table"), numpy_helper.from_array(tied, "tied")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    quantized, count = weight_only(model, 8, set(), matrices=False)
+    onnx.checker.check_model(quantized)
+    names = {i.name: i for i in quantized.graph.initializer}
+    assert count == 1 and "tied" in names and names["table_int8"].data_type == onnx.TensorProto.INT8
+    assert "DequantizeLinear" not in {n.op_type for n in quantized.graph.node}
+    ids = np.array([3, 0, 49, 3], dtype=np.int64)
+    session = ort.InferenceSession(quantized.SerializeToString(), providers=["CPUExecutionProvider"])
+    rows, logits = session.run(None, {"ids": ids})
+    scale = np.abs(table).max(axis=1, keepdims=True) / 127
+    assert np.allclose(rows, (np.round(table / scale) * scale)[ids], atol=1e-6)
+    assert np.abs(rows - table[ids]).max() <= scale[ids].max() / 2 + 1e-6
+    assert np.allclose(logits, tied[ids] @ tied.T, atol=1e-5)
 
 
 def test_guard_sizes_and_pools_its_check():
@@ -102,6 +140,35 @@ def test_tampered_bundle_is_refused(bundles, tmp_path):
         Bundle(folder)
     out = subprocess.run([sys.executable, "-m", "edgeft", "predict", str(folder), "hello"], capture_output=True, text=True)
     assert out.returncode == 1 and "model.onnx was modified" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_weight_only_bundle_dequantizes_once_at_load(bundles, tmp_path):
+    """The weight-only bundle records the session config that folds its DequantizeLinear nodes:
+    with it the loaded graph computes with fp32 weights and no per-run dequantization."""
+    folder = Path(bundles["stm32mp25"]["bundle"])
+    bundle = Bundle(folder)
+    assert bundle.manifest.data["session_config"] == {"session.disable_quant_qdq": "1"}
+    assert Bundle(Path(bundles["x86-64-avx2"]["bundle"])).manifest.data["session_config"] == {}
+    stored = onnx.load(str(folder / "model.onnx"))
+    assert sum(n.op_type == "DequantizeLinear" for n in stored.graph.node) >= 4  # MatMul and attention weights
+    options = ort.SessionOptions()
+    options.optimized_model_filepath = str(tmp_path / "loaded.onnx")
+    options.add_session_config_entry("session.disable_quant_qdq", "1")
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
+    ort.InferenceSession(str(folder / "model.onnx"), options, providers=["CPUExecutionProvider"])
+    assert not [n for n in onnx.load(str(tmp_path / "loaded.onnx")).graph.node if n.op_type == "DequantizeLinear"]
+
+
+def test_bundle_session_config_is_checked(bundles, tmp_path):
+    import shutil
+
+    folder = tmp_path / "copy"
+    shutil.copytree(bundles["stm32mp25"]["bundle"], folder)
+    manifest = json.loads((folder / "manifest.json").read_text())
+    manifest["session_config"] = {"session.load_model_format": "ORT"}
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(EdgeftError, match="session_config.*does not know"):
+        Bundle(folder)
 
 
 def test_newer_bundle_format_is_refused(bundles, tmp_path):

@@ -13,10 +13,11 @@ most 0.35 of PyTorch eager's (issue 5). Also measured in the same run: how fast 
 int8 GEMM kernels are against fp32 ones at the model's batch-1 shapes on this CPU, which bounds
 any int8 speed-up (on CPUs without fast int8 dot products it is near 1x).
 
-Usage: python tools/bench_infer.py [--run artifacts/bench/run-head] [--device x86-64-avx2]
+Usage: python tools/bench_infer.py [--run artifacts/bench/run-head] [--device auto]
        [--data ../shared/data/banking77] [--threads 2] [--sequence 64] [--out artifacts/bench]
 
---run is a run folder from edgeft train (tools/bench_train.py --train head makes one).
+--run is a run folder from edgeft train (tools/bench_train.py --train head makes one). --device is
+a profile name or file; auto (the default) picks the profile of this CPU, as `edgeft deploy` does.
 """
 
 from __future__ import annotations
@@ -72,7 +73,7 @@ def worker(args: argparse.Namespace) -> None:
         size = None
     else:
         path = args.fp32 if args.worker == "ort-fp32" else bundle.path("model")
-        session = make_session(path, args.threads, "all")
+        session = make_session(path, args.threads, "all", None if args.worker == "ort-fp32" else bundle.data.get("session_config"))
         size = round(path.stat().st_size / 2**20, 2)
     row = {"way": args.worker, "size_mb": size}
     for batch in BATCHES:
@@ -98,7 +99,7 @@ def _measure(args: argparse.Namespace, way: str, bundle: Path, fp32: Path, test:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--run", type=Path, default=ROOT / "artifacts" / "bench" / "run-head")
-    parser.add_argument("--device", default="x86-64-avx2")
+    parser.add_argument("--device", default="auto")
     parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data" / "banking77")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--sequence", type=int, default=64)
@@ -116,14 +117,15 @@ def main() -> None:
         sys.exit(f"{args.run} is not a run folder: run tools/bench_train.py --train head first")
 
     from edgeft.deploy.inference_model import build_inference_model
-    from edgeft.deploy.pipeline import DeployOptions, deploy
+    from edgeft.deploy.pipeline import DeployOptions, auto_device, deploy
     from edgeft.train.evaluate import checkpoint_parameters, resolve_model
 
     on_banking = (args.data / "test.csv").is_file()
     test = args.data / "test.csv" if on_banking else ROOT / "edgeft" / "examples" / "smart_home" / "test.csv"
     label_column = "category" if on_banking else "label"
     args.out.mkdir(parents=True, exist_ok=True)
-    report = deploy(DeployOptions(source=args.run, device=args.device, output=args.out / f"bundle-{args.device}",
+    device = auto_device() if args.device == "auto" else args.device
+    report = deploy(DeployOptions(source=args.run, device=device, output=args.out / f"bundle-{Path(device).stem}",
                                   label_column=label_column, force=True))
     artifacts, checkpoint = resolve_model(args.run)  # the fp32 model exactly as deploy built it
     fp32, _ = build_inference_model(artifacts.path("forward_model"), checkpoint_parameters(checkpoint),
@@ -137,7 +139,7 @@ def main() -> None:
         row["batch32_vs_pytorch"] = round(row["batch32"]["p50_ms"] / torch_row["batch32"]["p50_ms"], 3)
         row["memory_vs_pytorch"] = round(row["peak_rss_mb"] / torch_row["peak_rss_mb"], 3)
     result = {
-        "device": args.device, "threads": args.threads, "sequence": args.sequence, "test_file": str(test),
+        "device": report["device"], "threads": args.threads, "sequence": args.sequence, "test_file": str(test),
         "chosen": report["chosen"], "rows": rows,
         "size_ratio": round(int8["size_mb"] / fp32_row["size_mb"], 3),
         "speedup_batch1_vs_fp32": round(fp32_row["batch1"]["p50_ms"] / int8["batch1"]["p50_ms"], 2),

@@ -26,7 +26,8 @@ class Bundle:
         self.labels = list(data["labels"]["names"])
         self.threads = threads or data.get("threads")
         try:
-            self.session = make_session(self.manifest.path("model"), self.threads, data.get("graph_optimization", "all"))
+            self.session = make_session(self.manifest.path("model"), self.threads, data.get("graph_optimization", "all"),
+                                        data.get("session_config"))
         except Exception as exc:  # onnxruntime raises its own types for a file that is not a model it can run
             raise EdgeftError(f"onnxruntime cannot load the bundle's model: {exc}", where=str(self.manifest.path("model")),
                               hint="rebuild the bundle with edgeft deploy (or use the onnxruntime version it was "

@@ -74,11 +74,19 @@ def fold_constants(model: onnx.ModelProto, path: Path) -> onnx.ModelProto:
 
 
 def fuse_transformer(path: Path, out: Path, num_heads: int, hidden: int) -> list[str]:
-    """LayerNorm / GELU / attention fusions of ORT's transformer optimizer; notes what was fused."""
+    """LayerNorm / GELU / attention fusions of ORT's transformer optimizer; notes what was fused.
+
+    The embedding lookups stay plain Gathers (no EmbedLayerNormalization): quantization then
+    stores their tables int8 and dequantizes only the rows a run reads, where the fused op would
+    need the whole fp32 table.
+    """
+    from onnxruntime.transformers.fusion_options import FusionOptions
     from onnxruntime.transformers.optimizer import optimize_model
 
+    options = FusionOptions("bert")
+    options.enable_embed_layer_norm = False
     optimized = optimize_model(str(path), model_type="bert", num_heads=num_heads, hidden_size=hidden,
-                               opt_level=0, use_gpu=False)
+                               optimization_options=options, opt_level=0, use_gpu=False)
     counts = optimized.get_fused_operator_statistics()
     optimized.save_model_to_file(str(out))
     return [f"{op} x{count}" for op, count in sorted(counts.items()) if count]

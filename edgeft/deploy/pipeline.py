@@ -19,7 +19,7 @@ from edgeft.deploy.guard import examples_needed, head_node_patterns, ladder, poo
 from edgeft.deploy.inference_model import build_inference_model
 from edgeft.deploy.measure import latency, sample_feed
 from edgeft.deploy.quantize import quantize
-from edgeft.deploy.runtime import InferenceStepper, make_session
+from edgeft.deploy.runtime import InferenceStepper, make_session, session_config
 from edgeft.devices import DeviceProfile, load_profile
 from edgeft.errors import EdgeftError
 from edgeft.fsutil import staged_folder
@@ -150,9 +150,9 @@ def deploy(options: DeployOptions, progress: Callable[[str], None] | None = None
         extra_set = _guard_top_up(train, val, examples_needed(task, max_drop))
         guard_sets = [val] + ([extra_set] if extra_set is not None else [])
 
-        def check(model: Path) -> tuple[dict[str, Any], dict[str, Any]]:
+        def check(model: Path, config: dict[str, str] | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
             """Validation metrics, and the metrics the guard judges (validation plus any top-up)."""
-            stepper = InferenceStepper(make_session(model, threads, level), manifest)
+            stepper = InferenceStepper(make_session(model, threads, level, config), manifest)
             results = [evaluate(stepper, examples, task, len(manifest.data["labels"]["names"]), 32)
                        for examples in guard_sets]
             return results[0], pooled(task, [(m, len(e)) for m, e in zip(results, guard_sets)])
@@ -166,7 +166,7 @@ def deploy(options: DeployOptions, progress: Callable[[str], None] | None = None
             step(f"quantizing: {why}")
             candidate = work / f"candidate-{len(attempts)}.onnx"
             notes = quantize(fp32, candidate, recipe, calibration)
-            quant_metrics, quant_guard = check(candidate)
+            quant_metrics, quant_guard = check(candidate, session_config(recipe.mode))
             drop = quality_drop(task, fp32_guard, quant_guard)
             accepted = drop <= max_drop + 1e-9
             attempts.append({"step": why, "recipe": dataclasses.asdict(recipe), "notes": notes,
@@ -181,7 +181,8 @@ def deploy(options: DeployOptions, progress: Callable[[str], None] | None = None
         step("measuring latency")
         feed = sample_feed(manifest.data, manifest.folder, 1, options.sequence)
         speed_fp32 = latency(make_session(fp32, threads, level), feed)
-        speed_bundle = latency(make_session(model_path, threads, level), feed)
+        config = session_config(chosen[1].mode)
+        speed_bundle = latency(make_session(model_path, threads, level, config), feed)
         files = {"model": "model.onnx", "labels": "labels.txt", "profile": "profile.toml"}
         shutil.copyfile(manifest.path("labels"), stage / "labels.txt")
         shutil.copyfile(profile.path, stage / "profile.toml")
@@ -210,7 +211,7 @@ def deploy(options: DeployOptions, progress: Callable[[str], None] | None = None
         files.update({"report": REPORT_JSON, "report_text": REPORT_MD})
         data = {key: manifest.data[key] for key in ("task", "modality", "loss", "inputs", "output", "preprocessing")}
         data.update({"kind": "bundle", "name": name, "labels": {"names": manifest.data["labels"]["names"]},
-                     "device": profile.name, "threads": threads, "graph_optimization": level,
+                     "device": profile.name, "threads": threads, "graph_optimization": level, "session_config": config,
                      "quantization": dataclasses.asdict(chosen[1]), "artifacts": manifest.data["name"],
                      "tool": {"edgeft": __version__, **runtime_versions()}, **options.extra})
         write_manifest(stage, data, files)

@@ -22,9 +22,7 @@ from edgeft.errors import EdgeftError
 
 # Lookup-table operators. Their tables are stored int8 per row by ``weight_only`` rather than
 # by onnxruntime's quantizers, whose one scale for a whole 30k-row table costs accuracy.
-TABLE_OPS = {"Gather", "EmbedLayerNormalization"}
-# Inputs of the fused EmbedLayerNormalization that are lookup tables (word, position, segment).
-_EMBED_TABLE_INPUTS = {2, 3, 4}
+TABLE_OPS = {"Gather"}
 
 
 def excluded_nodes(model: onnx.ModelProto, patterns: tuple[str, ...] | list[str]) -> list[str]:
@@ -54,20 +52,57 @@ class _Calibration:
 
 def _table_use(node: onnx.NodeProto, index: int) -> bool:
     """Whether input ``index`` of ``node`` is an embedding table read row by row."""
-    return (node.op_type == "Gather" and index == 0) or (
-        node.op_type == "EmbedLayerNormalization" and index in _EMBED_TABLE_INPUTS)
+    axis = next((a.i for a in node.attribute if a.name == "axis"), 0)
+    return node.op_type == "Gather" and index == 0 and axis == 0
+
+
+def _matrix_use(node: onnx.NodeProto, index: int) -> bool:
+    """Whether input ``index`` of ``node`` is a matrix operand of a product (fused attention: its QKV weights)."""
+    return node.op_type in ("MatMul", "Gemm") or (node.op_type == "Attention" and index == 1)
+
+
+def _per_channel_int8(weight: np.ndarray, axis: int, levels: int) -> tuple[np.ndarray, np.ndarray]:
+    """Symmetric int8 values and one fp32 scale per row (``axis`` 0) or per column (``axis`` 1)."""
+    scale = np.abs(weight).max(axis=1 - axis) / levels
+    scale = np.where(scale > 0, scale, 1.0).astype(np.float32)
+    shaped = scale[None, :] if axis == 1 else scale[:, None]
+    return np.clip(np.round(weight / shaped), -levels, levels).astype(np.int8), scale
+
+
+def _row_lookups(name: str, gathers: list[onnx.NodeProto]) -> dict[str, list[onnx.NodeProto]]:
+    """Turn each ``Gather(table, ids)`` into a lookup of int8 rows scaled by their own scales.
+
+    Only the rows a run reads are dequantized: ``Gather(table_int8, ids)`` is cast to fp32 and
+    multiplied by ``Gather(scales [rows, 1], ids)``. A DequantizeLinear of the whole table
+    instead would convert all 30k rows of a word-embedding table on every run, since ONNX
+    Runtime does not constant-fold DequantizeLinear. Returns the nodes to place after each
+    rewritten Gather, keyed by that Gather's new output.
+    """
+    nodes = {}
+    for index, gather in enumerate(gathers):
+        ids, out, tag = gather.input[1], gather.output[0], f"{name}_lookup{index}"
+        gather.input[0] = f"{name}_int8"
+        gather.output[0] = f"{tag}_int8"
+        nodes[gather.output[0]] = [
+            helper.make_node("Cast", [f"{tag}_int8"], [f"{tag}_values"], name=f"{tag}_cast", to=onnx.TensorProto.FLOAT),
+            helper.make_node("Gather", [f"{name}_row_scale", ids], [f"{tag}_scale"], name=f"{tag}_scale"),
+            helper.make_node("Mul", [f"{tag}_values", f"{tag}_scale"], [out], name=f"{tag}_dequantize")]
+    return nodes
 
 
 def weight_only(model: onnx.ModelProto, bits: int, exclude: set[str], matrices: bool = True,
                 tables: bool = True) -> tuple[onnx.ModelProto, int]:
-    """Store MatMul / Gemm weights and embedding tables as int8 with per-channel scales.
+    """Store MatMul / Gemm / Attention weights and embedding tables as int8 with per-channel scales.
 
-    Each stored tensor is followed by a DequantizeLinear; ONNX Runtime folds it when the
-    session loads, so compute stays fp32 while the file holds a quarter of the bytes. With
-    ``bits`` 4 the values use 15 levels ([-7, 7]) but are still stored one per byte: the
-    training build of ONNX Runtime 1.19 lacks the MatMulNBits packer. ``matrices`` and
-    ``tables`` choose what is stored: tables alone is the pass that follows an int8 recipe
-    whose quantizer left a fused embedding op (half of a MiniLM's bytes) in fp32.
+    A stored matrix is followed by a DequantizeLinear, which ONNX Runtime folds when the session
+    loads given the session config ``runtime.session_config("weight-only")`` (recorded in the
+    bundle's manifest; without it the dequantization would run with every inference): the file
+    holds a quarter of the bytes and the arithmetic stays fp32 (near-lossless). A table gets one
+    scale per row and is read through row lookups (``_row_lookups``). With ``bits`` 4
+    the values use 15 levels ([-7, 7]) but are still stored one per byte: the training build
+    of ONNX Runtime 1.19 lacks the MatMulNBits packer. ``matrices`` and ``tables`` choose what
+    is stored: tables alone is the pass that follows an int8 recipe, whose quantizer leaves
+    the word-embedding table (half of a MiniLM's bytes) in fp32.
     """
     levels = 127 if bits == 8 else 7
     uses: dict[str, list[tuple[onnx.NodeProto, int]]] = {}
@@ -75,6 +110,7 @@ def weight_only(model: onnx.ModelProto, bits: int, exclude: set[str], matrices: 
         for index, name in enumerate(node.input):
             uses.setdefault(name, []).append((node, index))
     new_inits, new_nodes, count = [], [], 0
+    lookups: dict[str, list[onnx.NodeProto]] = {}
     for init in list(model.graph.initializer):
         consumers = uses.get(init.name, [])
         if init.data_type != onnx.TensorProto.FLOAT or len(init.dims) != 2 or not consumers:
@@ -82,26 +118,27 @@ def weight_only(model: onnx.ModelProto, bits: int, exclude: set[str], matrices: 
         if any(node.name in exclude for node, _ in consumers):
             continue
         table_uses = [_table_use(node, index) for node, index in consumers]
+        name = init.name
         if tables and all(table_uses):
-            axis = 0  # one scale per row of a lookup table
-        elif matrices and not any(table_uses) and all(n.op_type in ("MatMul", "Gemm") for n, _ in consumers):
-            axis = 1  # one scale per output column
+            quantized, scale = _per_channel_int8(numpy_helper.to_array(init), 0, levels)
+            new_inits += [numpy_helper.from_array(quantized, f"{name}_int8"),
+                          numpy_helper.from_array(scale[:, None], f"{name}_row_scale")]
+            lookups.update(_row_lookups(name, [node for node, _ in consumers]))
+        elif matrices and all(_matrix_use(node, index) for node, index in consumers):
+            quantized, scale = _per_channel_int8(numpy_helper.to_array(init), 1, levels)
+            new_inits += [numpy_helper.from_array(quantized, f"{name}_int8"), numpy_helper.from_array(scale, f"{name}_scale")]
+            new_nodes.append(helper.make_node("DequantizeLinear", [f"{name}_int8", f"{name}_scale"], [name],
+                                              name=f"{name}_dequantize", axis=1))
         else:
             continue
-        name = init.name
-        weight = numpy_helper.to_array(init)
-        scale = np.abs(weight).max(axis=1 - axis) / levels
-        scale = np.where(scale > 0, scale, 1.0).astype(np.float32)
-        shaped = scale[None, :] if axis == 1 else scale[:, None]
-        quantized = np.clip(np.round(weight / shaped), -levels, levels).astype(np.int8)
         model.graph.initializer.remove(init)
-        new_inits += [numpy_helper.from_array(quantized, f"{name}_int8"), numpy_helper.from_array(scale, f"{name}_scale")]
-        new_nodes.append(helper.make_node("DequantizeLinear", [f"{name}_int8", f"{name}_scale"], [name],
-                                          name=f"{name}_dequantize", axis=axis))
         count += 1
     model.graph.initializer.extend(new_inits)
-    for node in reversed(new_nodes):
-        model.graph.node.insert(0, node)
+    ordered = list(new_nodes)
+    for node in model.graph.node:
+        ordered += [node, *(lookups.get(node.output[0], []) if node.output else [])]
+    del model.graph.node[:]
+    model.graph.node.extend(ordered)
     return model, count
 
 

@@ -16,14 +16,28 @@ from edgeft.manifest import Manifest
 OPTIMIZATION_LEVELS = ("disable", "basic", "extended", "all")
 
 
-def make_session(path: Path, threads: int | None = None, optimization: str = "all"):  # -> ort.InferenceSession
-    """An InferenceSession on the CPU with a fixed thread count and graph optimization level."""
+def session_config(mode: str) -> dict[str, str]:
+    """The session config a model quantized with recipe ``mode`` needs to run as intended.
+
+    Weight-only models store int8 weights behind DequantizeLinear nodes, which ONNX Runtime
+    keeps (to preserve QDQ patterns) and so runs on every inference; turning its QDQ handling off
+    lets constant folding dequantize them once, when the session loads.
+    """
+    return {"session.disable_quant_qdq": "1"} if mode == "weight-only" else {}
+
+
+def make_session(path: Path, threads: int | None = None, optimization: str = "all",
+                 config: dict[str, str] | None = None):  # -> ort.InferenceSession
+    """An InferenceSession on the CPU with a fixed thread count, graph optimization level and
+    session config entries (``session_config``)."""
     import onnxruntime as ort
 
     from edgeft.ortcompat import quiet_runtime, session_options
 
     quiet_runtime()
     options = session_options(threads)
+    for key, value in (config or {}).items():
+        options.add_session_config_entry(key, value)
     options.graph_optimization_level = {
         "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL, "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
         "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED, "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
