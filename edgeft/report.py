@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable
 
 from rich.console import Console
@@ -9,7 +10,17 @@ from rich.table import Table
 
 from edgeft.selection import find_blocks
 
-stderr = Console(stderr=True)
+
+def _stderr_console() -> Console:
+    """Rich's console on stderr. In a log or a pipe (no terminal, no COLUMNS) rich would wrap
+    tables at 80 columns; 120 keeps a row of a table on one line of the log."""
+    console = Console(stderr=True)
+    if not console.is_terminal and "COLUMNS" not in os.environ:
+        console.width = 120
+    return console
+
+
+stderr = _stderr_console()
 
 
 def group_name(name: str, block_prefix: str | None) -> str:

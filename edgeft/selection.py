@@ -64,6 +64,9 @@ def head_names(order: list[str], blocks: Blocks | None) -> list[str]:
 def select_trainable(order: list[str], spec: str) -> list[str]:
     """Names (in forward order) that ``spec`` makes trainable; raises a clear error when none."""
     spec = spec.strip()
+    if not spec:  # as a regex it would match every parameter: most likely an unset shell variable
+        raise EdgeftError("--train is empty.", where="--train",
+                          hint="use head, last:N, or a regular expression; --train '.*' trains every parameter.")
     blocks = find_blocks(order)
     if spec == "head" or spec.startswith("last:"):
         if blocks is None and spec != "head":

@@ -80,6 +80,36 @@ def test_profiles_dir_is_the_repository_devices_folder(monkeypatch):
     assert profiles_dir() == REPO / "devices"
 
 
+def test_wheel_ships_the_profiles_where_an_installed_edgeft_finds_them(monkeypatch, tmp_path):
+    """A wheel carries devices/*.toml as data files for <prefix>/share/edgeft/devices; an edgeft
+    installed from it (no repository next to the package) reads its profiles there."""
+    import zipfile
+
+    import edgeft.devices as devices
+
+    built = subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation",
+                            "-w", str(tmp_path / "dist"), str(REPO)], capture_output=True, text=True, timeout=300)
+    assert built.returncode == 0, built.stderr[-2000:]
+    (wheel,) = (tmp_path / "dist").glob("edgeft-*.whl")
+    prefix = tmp_path / "prefix"
+    with zipfile.ZipFile(wheel) as archive:
+        shipped = {}
+        for name in archive.namelist():
+            parts = name.split("/")
+            if parts[0].endswith(".data") and parts[1] == "data" and parts[2:4] == ["share", "edgeft"]:
+                target = prefix.joinpath(*parts[2:])
+                target.parent.mkdir(parents=True, exist_ok=True)
+                target.write_bytes(archive.read(name))
+                shipped[target.name] = target.read_bytes()
+    assert shipped == {p.name: p.read_bytes() for p in (REPO / "devices").glob("*.toml")}
+    monkeypatch.delenv("EDGEFT_DEVICES", raising=False)
+    monkeypatch.setattr(sys, "prefix", str(prefix))
+    monkeypatch.setattr(devices, "__file__", str(tmp_path / "site-packages" / "edgeft" / "devices.py"))
+    assert profiles_dir() == prefix / "share" / "edgeft" / "devices"
+    assert {p.name for p in list_profiles()} == EXPECTED
+    assert load_profile("raspberry-pi-5").path.parent == prefix / "share" / "edgeft" / "devices"
+
+
 def test_every_shipped_profile_validates_and_round_trips():
     profiles = list_profiles()
     assert {p.name for p in profiles} >= EXPECTED

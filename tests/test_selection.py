@@ -128,3 +128,11 @@ def test_regex_matching_nothing_shows_real_names():
     with pytest.raises(EdgeftError, match="'decoder' matches no parameter") as info:
         select_trainable(bert(2), "decoder")
     assert info.value.hint.endswith("pooler.dense.bias, classifier.weight, classifier.bias.")
+
+
+@pytest.mark.parametrize("spec", ["", "  "])
+def test_empty_spec_is_refused_not_read_as_match_everything(spec):
+    with pytest.raises(EdgeftError, match="--train is empty") as info:
+        select_trainable(bert(2), spec)
+    assert "'.*'" in info.value.hint
+    assert select_trainable(bert(2), ".*") == bert(2)  # training everything stays possible, asked for explicitly

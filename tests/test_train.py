@@ -267,3 +267,28 @@ def test_evaluate_run_folder_matches_summary(bert_artifacts, text_data, tmp_path
     out = subprocess.run(_cli("evaluate", str(tmp_path / "run"), str(text_data[1]), "--json"), capture_output=True,
                          text=True)
     assert out.returncode == 0 and json.loads(out.stdout)["accuracy"] == pytest.approx(best)
+
+
+def test_damaged_checkpoints_are_refused(bert_artifacts, text_data, tmp_path):
+    """Every checkpoint records its files' sha256; evaluate, deploy and --resume check them."""
+    train_csv, val_csv = text_data
+    run = tmp_path / "run"
+    train(bert_artifacts, DataOptions(train=train_csv, val=val_csv), run, TrainConfig(epochs=2, batch_size=8), threads=1)
+    best, latest = run / "best", sorted((run / "checkpoints").glob("step-*"))[-1]
+    recorded = json.loads((best / "sha256.json").read_text())
+    assert {"trainable.npz", "state.json"} <= set(recorded)
+    checkpoint_parameters(best)  # intact: reads
+    with open(best / "trainable.npz", "r+b") as handle:
+        handle.seek(-5, os.SEEK_END)
+        handle.write(b"\x00\x01\x02\x03\x04")
+    with pytest.raises(EdgeftError, match="trainable.npz was modified or damaged"):
+        checkpoint_parameters(best)
+    out = subprocess.run(_cli("evaluate", str(run), str(val_csv)), capture_output=True, text=True)
+    assert out.returncode == 1 and "was modified or damaged" in out.stderr and "Traceback" not in out.stderr
+    state = json.loads((latest / "state.json").read_text())
+    state["step"] += 1
+    (latest / "state.json").write_text(json.dumps(state))
+    with pytest.raises(EdgeftError, match="state.json was modified") as info:
+        train(bert_artifacts, DataOptions(train=train_csv, val=val_csv), run, TrainConfig(epochs=2, batch_size=8),
+              threads=1, resume=True)
+    assert "remove this checkpoint folder" in info.value.hint

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from edgeft.backends.state import (ORT_FILE, STATE_FILE, TrainableState, read_ort_checkpoint, read_state,
-                                   resolve_checkpoint, write_ort_checkpoint, write_state)
+                                   resolve_checkpoint, verify_checkpoint, write_ort_checkpoint, write_state)
 from edgeft.errors import EdgeftError
 from edgeft.fsutil import atomic_write_bytes
 from edgeft.manifest import L2SP_INPUT, Manifest
@@ -38,6 +38,7 @@ class OrtTrainer:
         imported = None
         if checkpoint is not None:
             checkpoint = Path(checkpoint)
+            verify_checkpoint(checkpoint)
             if checkpoint.is_dir() and (checkpoint / ORT_FILE).is_file():
                 checkpoint = checkpoint / ORT_FILE
             elif checkpoint.is_dir() or not _is_ort_checkpoint(checkpoint):

@@ -14,6 +14,7 @@ the portable backend, moments included, on a device whose onnxruntime has no tra
 from __future__ import annotations
 
 import io
+import json
 import struct
 import zipfile
 from dataclasses import dataclass, field
@@ -22,10 +23,12 @@ from pathlib import Path
 import numpy as np
 
 from edgeft.errors import EdgeftError
+from edgeft.fsutil import sha256_file
 
 FORMAT = "edgeft-trainable-1"
 STATE_FILE = "trainable.npz"  # inside a run checkpoint folder
 ORT_FILE = "checkpoint"  # ONNX Runtime's checkpoint inside a run checkpoint folder
+HASHES_FILE = "sha256.json"  # inside a run checkpoint folder: the sha256 of every other file, written last
 
 
 @dataclass
@@ -50,9 +53,43 @@ def write_state(path: Path, names: list[str], params: list[np.ndarray], optimize
     write_npz(path, arrays)
 
 
+def write_hashes(folder: Path) -> None:
+    """Record the sha256 of every file of a checkpoint folder being written (before it is renamed
+    into place), so that readers can tell a damaged or edited checkpoint from a good one."""
+    hashes = {p.name: sha256_file(p) for p in sorted(Path(folder).iterdir()) if p.is_file() and p.name != HASHES_FILE}
+    (Path(folder) / HASHES_FILE).write_text(json.dumps(hashes, indent=1) + "\n", encoding="utf-8")
+
+
+def verify_checkpoint(path: Path) -> None:
+    """Check the files of a run checkpoint folder (``path``, or the folder of the file ``path``)
+    against their recorded sha256. Folders without a record (an artifact folder, whose manifest
+    holds the hashes, or a checkpoint written before edgeft recorded them) are read as they are."""
+    folder = Path(path) if Path(path).is_dir() else Path(path).parent
+    record = folder / HASHES_FILE
+    if not record.is_file():
+        return
+    hint = "remove this checkpoint folder to resume from the one before it (or deploy another checkpoint)."
+    try:
+        hashes = json.loads(record.read_text(encoding="utf-8"))
+        if not isinstance(hashes, dict) or not all(isinstance(v, str) for v in hashes.values()):
+            raise ValueError("not a table of file names and hashes")
+    except (OSError, ValueError, RecursionError) as exc:
+        raise EdgeftError(f"The checkpoint's hash record cannot be read: {str(exc)[:200]}.", where=str(record),
+                          hint=hint) from exc
+    for name, digest in hashes.items():
+        path = folder / Path(name).name
+        if not path.is_file():
+            raise EdgeftError(f"The checkpoint file {path.name} is missing.", where=str(path), hint=hint)
+        if sha256_file(path) != digest:
+            raise EdgeftError(f"The checkpoint file {path.name} was modified or damaged after it was written "
+                              "(sha256 mismatch).", where=str(path), hint=hint)
+
+
 def resolve_checkpoint(path: Path) -> Path:
-    """The state file of a run checkpoint folder (edgeft's .npz, else ORT's), or ``path`` itself."""
+    """The state file of a run checkpoint folder (edgeft's .npz, else ORT's), verified against its
+    hashes, or ``path`` itself."""
     path = Path(path)
+    verify_checkpoint(path)
     if path.is_dir():
         for name in (STATE_FILE, ORT_FILE):
             if (path / name).is_file():

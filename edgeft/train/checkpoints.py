@@ -2,10 +2,10 @@
 
 A checkpoint is a folder ``checkpoints/step-NNNNNNNN`` holding the backend's state (edgeft's
 ``trainable.npz`` with parameters, optimizer moments and step, which both backends read; the
-ORT training backend also writes its own ``checkpoint``) and ``state.json`` (epoch, step, batch
-position, best metric, history). It is built in a staging
-folder and renamed into place, so a run killed at any moment (even SIGKILL) leaves every listed
-checkpoint complete and loadable.
+ORT training backend also writes its own ``checkpoint``), ``state.json`` (epoch, step, batch
+position, best metric, history) and ``sha256.json`` (the hash of each of those files, checked
+whenever the checkpoint is read). It is built in a staging folder and renamed into place, so a
+run killed at any moment (even SIGKILL) leaves every listed checkpoint complete and loadable.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from edgeft.backends.state import ORT_FILE, STATE_FILE
+from edgeft.backends.state import ORT_FILE, STATE_FILE, verify_checkpoint, write_hashes
 from edgeft.errors import EdgeftError
 from edgeft.fsutil import staged_folder
 
@@ -28,10 +28,11 @@ STATE_NPZ = STATE_FILE
 
 
 def save(folder: Path, trainer: Any, state: dict[str, Any], force: bool = False) -> Path:
-    """Write ``folder`` (the trainer's state with optimizer moments, then state.json) atomically."""
+    """Write ``folder`` (the trainer's state with optimizer moments, state.json, then the hashes) atomically."""
     with staged_folder(folder, force=force) as stage:
         trainer.save_checkpoint(stage)
         (stage / STATE).write_text(json.dumps(state, indent=1, sort_keys=True), encoding="utf-8")
+        write_hashes(stage)
     return folder
 
 
@@ -53,7 +54,8 @@ def latest(run_dir: Path) -> Path | None:
 
 
 def load_state(folder: Path) -> dict[str, Any]:
-    """The loop state saved with a checkpoint; a damaged file is a clear error."""
+    """The loop state saved with a checkpoint (its files verified first); a damaged file is a clear error."""
+    verify_checkpoint(folder)
     try:
         state = json.loads((folder / STATE).read_text(encoding="utf-8"))
     except (OSError, ValueError, RecursionError) as exc:  # ValueError: bad JSON, bad UTF-8, huge numbers
