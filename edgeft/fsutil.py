@@ -1,8 +1,9 @@
 """Crash-safe writes: nothing saved is ever left half-written.
 
 Files are written to a temporary sibling, flushed to disk and renamed over the target; folders
-are built next to their destination and renamed into place in one step, so a reader sees either
-the old complete content or the new complete content, never a mix.
+are built next to their destination and renamed into place in one step (a folder being replaced
+is swapped with the new one in one atomic exchange where the system allows), so a reader sees
+either the old complete content or the new complete content, never a mix.
 """
 
 from __future__ import annotations
@@ -99,6 +100,34 @@ def atomic_write_text(path: Path, text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
 
 
+def exchange_paths(first: Path, second: Path) -> bool:
+    """Swap two existing paths atomically (Linux ``renameat2(RENAME_EXCHANGE)``, macOS
+    ``renamex_np(RENAME_SWAP)``); False where the system or the file system cannot, so the caller
+    falls back to two renames."""
+    import ctypes
+    import sys
+
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+    except OSError:
+        return False
+    a, b = os.fsencode(str(first)), os.fsencode(str(second))
+    if sys.platform.startswith("linux") and hasattr(libc, "renameat2"):
+        at_fdcwd, rename_exchange = -100, 2
+        result = libc.renameat2(at_fdcwd, a, at_fdcwd, b, ctypes.c_uint(rename_exchange))
+    elif sys.platform == "darwin" and hasattr(libc, "renamex_np"):
+        rename_swap = 2
+        result = libc.renamex_np(a, b, ctypes.c_uint(rename_swap))
+    else:
+        return False
+    if result == 0:
+        return True
+    code = ctypes.get_errno()
+    if code in (errno.EINVAL, errno.ENOSYS, errno.ENOTSUP, errno.EOPNOTSUPP):
+        return False  # e.g. a file system without exchange support
+    raise OSError(code, os.strerror(code), str(second))
+
+
 @contextlib.contextmanager
 def staged_folder(dest: Path, force: bool = False) -> Iterator[Path]:
     """Build a folder in a temporary sibling and move it to ``dest`` only when complete.
@@ -122,14 +151,17 @@ def staged_folder(dest: Path, force: bool = False) -> Iterator[Path]:
         yield stage
         _fsync_tree(stage)
         if dest.exists():
-            old = dest.with_name(f".{dest.name}.old-{os.getpid()}")
-            os.replace(dest, old)
-            try:
-                os.replace(stage, dest)
-            except OSError:
-                os.replace(old, dest)  # put the previous folder back
-                raise
-            shutil.rmtree(old, ignore_errors=True)
+            if exchange_paths(stage, dest):  # one atomic step: dest is the old or the new folder, always
+                shutil.rmtree(stage, ignore_errors=True)  # now the previous content
+            else:  # two renames; a process killed between them leaves .NAME.old-PID (checkpoints.prune restores it)
+                old = dest.with_name(f".{dest.name}.old-{os.getpid()}")
+                os.replace(dest, old)
+                try:
+                    os.replace(stage, dest)
+                except OSError:
+                    os.replace(old, dest)  # put the previous folder back
+                    raise
+                shutil.rmtree(old, ignore_errors=True)
         else:
             os.replace(stage, dest)
         _fsync_dir(dest.parent)

@@ -135,10 +135,27 @@ def test_staged_folder_force_replaces_only_when_complete(tmp_path):
     assert names(tmp_path) == ["out"]  # no .partial or .old-* left
 
 
-def test_staged_folder_failed_final_rename_keeps_old_folder(tmp_path, monkeypatch):
+def test_staged_folder_replaces_in_one_atomic_exchange(tmp_path, monkeypatch):
+    """Where the system can swap two folders atomically, a replace never renames the old folder
+    aside: at every moment ``dest`` is the complete old or the complete new folder."""
     dest = tmp_path / "out"
     dest.mkdir()
     (dest / "old.txt").write_text("old")
+    fail_on(monkeypatch, "replace", AssertionError("the old folder was renamed aside"),
+            when=lambda src, dst: Path(src) == dest)
+    if not fsutil.exchange_paths(tmp_path, tmp_path):  # swapping a folder with itself: a harmless probe
+        pytest.skip("no atomic exchange on this system or file system")
+    with staged_folder(dest, force=True) as stage:
+        (stage / "new.txt").write_text("new")
+    assert names(dest) == ["new.txt"] and names(tmp_path) == ["out"]
+
+
+def test_staged_folder_failed_final_rename_keeps_old_folder(tmp_path, monkeypatch):
+    """Without an atomic exchange, the fallback's second rename failing puts the old folder back."""
+    dest = tmp_path / "out"
+    dest.mkdir()
+    (dest / "old.txt").write_text("old")
+    monkeypatch.setattr(fsutil, "exchange_paths", lambda first, second: False)
     fail_on(monkeypatch, "replace", OSError(errno.EIO, "Input/output error"),
             when=lambda src, dst: Path(src).name.endswith(".partial"))
     with pytest.raises(EdgeftError, match="Input/output error"):
