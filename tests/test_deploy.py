@@ -109,6 +109,28 @@ def test_guard_sizes_and_pools_its_check():
     assert rmse == pytest.approx(np.sqrt(5.0))
 
 
+@pytest.mark.parametrize("mode,fmt", [("static", "qdq"), ("static", "qoperator"), ("fp16", "qdq"), ("none", "qdq")])
+def test_every_quantization_mode_deploys_a_fused_transformer(text_run, tmp_path, mode, fmt):
+    """Static calibration works on the fused graph (its contrib ops get their shapes from ORT's
+    symbolic inference); fp16 and none deploy too, from a user's own profile file."""
+    shipped = (Path(__file__).resolve().parents[1] / "devices" / "x86-64-avx2.toml").read_text()
+    lines = [f'mode = "{mode}"' if line.startswith("mode =") else f'format = "{fmt}"' if line.startswith("format =")
+             else f'name = "my-{mode}-{fmt}"' if line.startswith("name =") else line for line in shipped.splitlines()]
+    profile = tmp_path / f"my-{mode}-{fmt}.toml"
+    profile.write_text("\n".join(lines) + "\n")
+    report = deploy(DeployOptions(source=text_run, device=str(profile), output=tmp_path / "bundle", max_drop=100.0))
+    first = report["attempts"][0]
+    assert first["accepted"] and report["chosen"] == "the profile's recipe"
+    assert {"static": f"static int8/uint8 {fmt}", "fp16": "fp16 weights", "none": ""}[mode] in " ".join(first["notes"])
+    model = onnx.load(str(tmp_path / "bundle" / "model.onnx"))
+    ops = {n.op_type for n in model.graph.node}
+    expected = {("static", "qdq"): "QuantizeLinear", ("static", "qoperator"): "QLinearMatMul",
+                ("fp16", "qdq"): "Cast", ("none", "qdq"): "Attention"}[(mode, fmt)]
+    assert expected in ops
+    probs = Bundle(tmp_path / "bundle").predict(["turn on the lights", "will it rain"])
+    assert probs.shape == (2, 3) and np.allclose(probs.sum(axis=1), 1.0, atol=1e-3)
+
+
 def test_accuracy_guard_falls_back_with_zero_tolerance(export_cache, tmp_path):
     from edgeft.deploy.inference_model import build_inference_model
     from edgeft.deploy.runtime import make_session
@@ -209,3 +231,28 @@ def test_deploy_runs_without_heavy_packages(text_run, tmp_path):
                                      "--json"]))
     assert out.returncode == 0, out.stderr
     assert json.loads(out.stdout)["device"] == "raspberry-pi-4"
+
+
+def test_image_model_deploys_and_predicts_from_image_files(tiny_vit, export_cache, tmp_path):
+    """An image classifier goes through deploy too: its bundle carries the preprocessor config and
+    predicts from image files with onnxruntime alone."""
+    from PIL import Image
+
+    artifacts = export_cache(model=str(tiny_vit), train="head", label_names=["dark", "bright"]).folder
+    rng = np.random.default_rng(0)
+    for label, level in (("dark", 30), ("bright", 220)):
+        (tmp_path / "imgs" / label).mkdir(parents=True)
+        for i in range(12):
+            pixels = np.clip(rng.normal(level, 20, (20, 20, 3)), 0, 255).astype(np.uint8)
+            Image.fromarray(pixels).save(tmp_path / "imgs" / label / f"{i}.png")
+    train(artifacts, DataOptions(train=tmp_path / "imgs"), tmp_path / "run",
+          TrainConfig(epochs=8, batch_size=4, lr=1e-2, val_fraction=0.25), threads=1)
+    report = deploy(DeployOptions(source=tmp_path / "run", device="raspberry-pi-5", output=tmp_path / "bundle"))
+    bundle = Bundle(tmp_path / "bundle")
+    assert "preprocessor_config" in bundle.manifest.data["files"] and report["bundle_model"]["size_mb"] > 0
+    probs = bundle.predict([str(tmp_path / "imgs" / "dark" / "0.png"), str(tmp_path / "imgs" / "bright" / "0.png")])
+    assert probs.argmax(axis=1).tolist() == [0, 1]
+    out = subprocess.run([sys.executable, "-m", "edgeft", "predict", str(tmp_path / "bundle"),
+                          str(tmp_path / "imgs" / "bright" / "3.png"), "--json"], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout)["label"] == "bright"

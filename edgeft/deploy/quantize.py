@@ -142,6 +142,25 @@ def weight_only(model: onnx.ModelProto, bits: int, exclude: set[str], matrices: 
     return model, count
 
 
+def _with_inferred_shapes(source: Path, target: Path) -> Path:
+    """``source`` with the shapes and types of every tensor, for static quantization.
+
+    The static quantizer reads tensor types from ONNX shape inference, which does not know the
+    contrib ops of a fused transformer (Attention, SkipLayerNormalization, BiasGelu) and so
+    loses the types of everything after them; onnxruntime's symbolic shape inference knows them.
+    Where it fails, the quantizer gets ``source`` as it is.
+    """
+    from onnxruntime.tools.symbolic_shape_infer import SymbolicShapeInference
+
+    try:
+        model = SymbolicShapeInference.infer_shapes(onnx.load(str(source)), auto_merge=True)
+    except Exception:  # best effort: the quantizer's own inference remains
+        return source
+    shaped = target.with_name(f"{target.stem}.shapes.onnx")
+    onnx.save(model, str(shaped))
+    return shaped
+
+
 def _store_remaining_tables(target: Path, exclude: list[str], notes: list[str]) -> None:
     """Store the embedding tables an int8 quantizer left in fp32 as int8 (see ``weight_only``)."""
     model = onnx.load(str(target))
@@ -178,10 +197,13 @@ def quantize(source: Path, target: Path, recipe, calibration: list[dict[str, np.
                                   hint="deploy a run with training data, or use a profile with mode = \"dynamic\".")
             activation = {"int8": QuantType.QInt8, "uint8": QuantType.QUInt8}.get(recipe.activation_type, QuantType.QUInt8)
             fmt = QuantFormat.QDQ if recipe.format == "qdq" else QuantFormat.QOperator
-            quantize_static(str(source), str(target), _Calibration(calibration), quant_format=fmt,
+            shaped = _with_inferred_shapes(source, target)
+            quantize_static(str(shaped), str(target), _Calibration(calibration), quant_format=fmt,
                             op_types_to_quantize=ops, per_channel=recipe.per_channel, reduce_range=recipe.reduce_range,
                             activation_type=activation, weight_type=weight_type, nodes_to_exclude=exclude,
                             extra_options=extra)
+            if shaped != source:
+                shaped.unlink()
             notes.append(f"static {recipe.weight_type}/{recipe.activation_type} {recipe.format} on "
                          f"{len(calibration)} calibration batches")
         elif recipe.mode == "weight-only":
