@@ -146,6 +146,17 @@ def test_accuracy_guard_falls_back_with_zero_tolerance(export_cache, tmp_path):
     assert report["attempts"][0]["accepted"] is False and report["attempts"][0]["drop"] > 0
     assert len(report["attempts"]) >= 2 and report["accuracy_drop"] == 0.0
     assert report["chosen"] != "the profile's recipe"
+    # a bundle of a model that takes tensors predicts from .npz files (labels in them are ignored)
+    out = subprocess.run([sys.executable, "-m", "edgeft", "predict", str(tmp_path / "bundle"), str(tmp_path / "val.npz"),
+                          "--json"], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    rows = json.loads(out.stdout)
+    assert len(rows) == 600 and rows[5]["input"] == f"{tmp_path / 'val.npz'}[5]"
+    names = Bundle(tmp_path / "bundle").labels
+    assert [names.index(row["label"]) for row in rows] == labels.tolist()  # the accepted recipe: exactly fp32's
+    out = subprocess.run([sys.executable, "-m", "edgeft", "predict", str(tmp_path / "bundle"), "hello"],
+                         capture_output=True, text=True)
+    assert out.returncode == 1 and "not a .npz file" in out.stderr and "Traceback" not in out.stderr
 
 
 def test_tampered_bundle_is_refused(bundles, tmp_path):

@@ -18,12 +18,14 @@ import click
 def command(bundle: Path, inputs: tuple[str, ...], top_k: int, text_column: str, threads: int | None,
             as_json: bool) -> None:
     """Predict with BUNDLE for each of INPUTS: texts, or files (.txt lines, .csv/.tsv/.jsonl with a
-    text column, images or image folders for image bundles).
+    text column, images or image folders for image bundles, .npz files of input arrays for
+    bundles of models that take tensors).
 
     \b
     Examples:
       edgeft predict artifacts/bundles/smart-home "turn off the kitchen lights"
       edgeft predict artifacts/bundles/smart-home messages.txt --json
+      edgeft predict artifacts/bundles/sensor-model readings.npz
     """
     import numpy as np
     from rich.table import Table
@@ -33,7 +35,10 @@ def command(bundle: Path, inputs: tuple[str, ...], top_k: int, text_column: str,
 
     model = Bundle(bundle, threads=threads)
     items = read_items(list(inputs), model.manifest.data["modality"], text_column)
-    values = model.predict(items)
+    if model.manifest.data["modality"] == "tensor":
+        items, values = model.predict_npz(items)
+    else:
+        values = model.predict(items)
     results = []
     for item, row in zip(items, values):
         if model.task == "regression":

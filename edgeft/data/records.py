@@ -259,6 +259,25 @@ def _is_image(path: Path) -> bool:
 
 def _read_npz(path: Path, manifest: dict[str, Any], labels: _LabelReader) -> Records:
     """Model inputs and labels stored as arrays, checked against the manifest's names, dtypes and shapes."""
+    arrays = _load_npz(path)
+    label_name = manifest["labels"]["input"]["name"]
+    inputs = _checked_inputs(path, arrays, manifest, [label_name])
+    count = len(arrays[label_name])
+    return Records(source=str(path), arrays=inputs, labels=labels.from_array(path, arrays[label_name]),
+                   places=[f"{path}[{i}]" for i in range(count)])
+
+
+def read_input_arrays(path: Path, manifest: dict[str, Any]) -> dict[str, np.ndarray]:
+    """The model inputs stored in a .npz, checked like training data; a labels array, if there is
+    one, is ignored (``edgeft predict`` on a model that takes tensors)."""
+    path = Path(path)
+    arrays = _load_npz(path)
+    arrays.pop("labels", None)  # the name training data gives them (a bundle's manifest has no label input)
+    return _checked_inputs(path, arrays, manifest, [])
+
+
+def _load_npz(path: Path) -> dict[str, np.ndarray]:
+    """Every array of a .npz archive, by name (never unpickled)."""
     try:
         loaded = np.load(path, allow_pickle=False)  # never unpickle: object arrays are refused
         if not isinstance(loaded, np.lib.npyio.NpzFile):
@@ -275,8 +294,14 @@ def _read_npz(path: Path, manifest: dict[str, Any], labels: _LabelReader) -> Rec
         if not isinstance(value, np.ndarray):  # a zip member that is not a .npy array
             raise EdgeftError(f"{path} holds {name!r}, which is not a numpy array.", where=str(path),
                               hint="save it with numpy.savez (numeric arrays only).")
-    specs = [*manifest["inputs"], manifest["labels"]["input"]]
-    wanted = [spec["name"] for spec in specs]
+    return arrays
+
+
+def _checked_inputs(path: Path, arrays: dict[str, np.ndarray], manifest: dict[str, Any],
+                    others: list[str]) -> dict[str, np.ndarray]:
+    """The model inputs among ``arrays`` (which hold exactly them and ``others``), agreeing on the
+    number of examples, cast to the manifest's dtypes and finite."""
+    wanted = [spec["name"] for spec in manifest["inputs"]] + others
     absent = [name for name in wanted if name not in arrays]
     extra = [name for name in arrays if name not in wanted]
     if absent or extra:
@@ -298,8 +323,7 @@ def _read_npz(path: Path, manifest: dict[str, Any], labels: _LabelReader) -> Rec
             if bad.size:
                 raise EdgeftError(f"The input {name!r} at {path}[{bad[0]}] holds NaN or infinite values.",
                                   where=f"{path}[{bad[0]}]", hint="give finite numbers, or remove the example.")
-    return Records(source=str(path), arrays=inputs, labels=labels.from_array(path, arrays[wanted[-1]]),
-                   places=[f"{path}[{i}]" for i in range(count)])
+    return inputs
 
 
 def _checked_array(path: Path, values: np.ndarray, spec: dict[str, Any]) -> np.ndarray:

@@ -47,23 +47,54 @@ class Bundle:
 
             encoder = ImageEncoder(data)
             return {data["inputs"][0]["name"]: np.stack([encoder.load(Path(p)) for p in items])}
-        raise EdgeftError("This bundle takes raw tensors; predict works on text and image bundles.",
-                          where=str(self.folder), hint="run the model with onnxruntime directly.")
+        raise EdgeftError("This bundle takes tensors, not texts or images.", where=str(self.folder),
+                          hint="give .npz files holding the model's input arrays (see predict_npz).")
 
     def predict(self, items: list[str], batch_size: int = 32) -> np.ndarray:
-        """Scores per item: probabilities (classification, multi-label) or values (regression)."""
-        outputs = []
-        for start in range(0, len(items), batch_size):
-            feed = self.encode(items[start : start + batch_size])
-            outputs.append(self.session.run(None, {n: feed[n] for n in self.input_names})[0])
+        """Scores per item (a text, or an image path): probabilities (classification,
+        multi-label) or values (regression)."""
+        outputs = [self._run(self.encode(items[start : start + batch_size])) for start in range(0, len(items), batch_size)]
+        return self._scores(outputs)
+
+    def predict_arrays(self, arrays: dict[str, np.ndarray], batch_size: int = 32) -> np.ndarray:
+        """Scores per example of model inputs given as arrays (axis 0 = example), for bundles of
+        models that take tensors."""
+        count = len(next(iter(arrays.values()))) if arrays else 0
+        outputs = [self._run({name: values[start : start + batch_size] for name, values in arrays.items()})
+                   for start in range(0, count, batch_size)]
+        return self._scores(outputs)
+
+    def predict_npz(self, paths: list[str]) -> tuple[list[str], np.ndarray]:
+        """Places (``file[i]``) and scores of every example in .npz files of input arrays (a
+        labels array in them is ignored)."""
+        from edgeft.data.records import read_input_arrays
+
+        places, rows = [], []
+        for path in paths:
+            scored = self.predict_arrays(read_input_arrays(Path(path), self.manifest.data))
+            places += [f"{path}[{i}]" for i in range(len(scored))]
+            rows.append(scored)
+        return places, np.concatenate(rows) if rows else self._scores([])
+
+    def _run(self, feed: dict[str, np.ndarray]) -> np.ndarray:
+        return self.session.run(None, {n: feed[n] for n in self.input_names})[0]
+
+    def _scores(self, outputs: list[np.ndarray]) -> np.ndarray:
         return scores(self.task, np.concatenate(outputs)) if outputs else np.zeros((0, len(self.labels)))
 
 
 def read_items(args: list[str], modality: str, text_column: str = "text") -> list[str]:
-    """What to predict: literal texts, or files (.txt lines, .csv/.tsv/.jsonl text column, images, folders)."""
+    """What to predict: literal texts, or files (.txt lines, .csv/.tsv/.jsonl text column, images,
+    folders; .npz files for models that take tensors)."""
     items: list[str] = []
     for arg in args:
         path = Path(arg)
+        if modality == "tensor":
+            if not (path.suffix.lower() == ".npz" and path.is_file()):
+                raise EdgeftError(f"{arg} is not a .npz file; this bundle's model takes tensors.", where=arg,
+                                  hint="give .npz files holding the model's input arrays (axis 0 = example).")
+            items.append(str(path))
+            continue
         if modality == "image":
             if path.is_dir():
                 items += sorted(str(p) for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
