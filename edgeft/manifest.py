@@ -237,7 +237,7 @@ def check_fields(manifest: Manifest) -> Manifest:
     file) so that a damaged or hand-edited manifest is one clear error naming the field instead
     of a failure deep inside a run.
     """
-    from edgeft.tasks import LOSSES, OPTIMIZERS, label_shape
+    from edgeft.tasks import LOSSES, OPTIMIZERS, label_input
 
     check = _Fields(manifest)
     data = manifest.data
@@ -290,7 +290,7 @@ def check_fields(manifest: Manifest) -> Manifest:
         check.get("name", str)
         check.choice("optimizer", tuple(OPTIMIZERS))
         spec = check.tensor("labels.input", labels.get("input"))
-        wanted = {"name": "labels", "dtype": LOSSES[loss].label_dtype, "shape": label_shape(loss, width)}
+        wanted = label_input(loss, width)
         for key, value in wanted.items():
             if spec[key] != value:
                 raise check.fail(f"labels.input.{key}", f"is {spec[key]!r}, but the {loss} loss needs {value!r}"[:200])

@@ -35,6 +35,7 @@ OPTIMIZERS: dict[str, str] = {
 }
 
 
-def label_shape(loss: str, num_outputs: int) -> list[int | str]:
-    """The labels tensor's shape for ``loss`` ("batch" is the dynamic batch axis)."""
-    return ["batch", num_outputs] if LOSSES[loss].per_output_labels else ["batch"]
+def label_input(loss: str, num_outputs: int) -> dict[str, object]:
+    """The labels tensor ``loss`` takes: name, dtype and shape ("batch" is the dynamic batch axis)."""
+    shape = ["batch", num_outputs] if LOSSES[loss].per_output_labels else ["batch"]
+    return {"name": "labels", "dtype": LOSSES[loss].label_dtype, "shape": shape}

@@ -159,6 +159,26 @@ def test_accuracy_guard_falls_back_with_zero_tolerance(export_cache, tmp_path):
     assert out.returncode == 1 and "not a .npz file" in out.stderr and "Traceback" not in out.stderr
 
 
+def test_evaluate_a_bundle_with_onnxruntime_alone(text_run, bundles):
+    """`edgeft evaluate BUNDLE DATA` scores the quantized model itself: on the validation file it
+    gives exactly the accuracy deploy's guard measured, and imports no host-side package."""
+    report = bundles["raspberry-pi-5"]
+    val_csv = text_run.parent / "val.csv"
+    out = run_device_side(f"""
+import json
+from pathlib import Path
+from edgeft.train.evaluate import evaluate_folder
+print(json.dumps(evaluate_folder(Path({report["bundle"]!r}), Path({str(val_csv)!r}))))
+""")
+    assert out.returncode == 0, out.stderr
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    assert result["examples"] == 30 and result["checkpoint"] is None
+    assert result["accuracy"] == pytest.approx(report["bundle_model"]["metrics"]["accuracy"], abs=1e-6)  # report: 6 digits
+    cli = subprocess.run([sys.executable, "-m", "edgeft", "evaluate", report["bundle"], str(val_csv), "--checkpoint",
+                          str(text_run)], capture_output=True, text=True)
+    assert cli.returncode == 1 and "does not apply to a bundle" in cli.stderr
+
+
 def test_tampered_bundle_is_refused(bundles, tmp_path):
     import shutil
 

@@ -1,4 +1,4 @@
-"""``edgeft evaluate``: metrics of an artifact folder or a trained run on labelled data."""
+"""``edgeft evaluate``: metrics of an artifact folder, a trained run or a bundle on labelled data."""
 
 from __future__ import annotations
 
@@ -23,7 +23,8 @@ from edgeft.commands.common import data_options
 @click.option("--json", "as_json", is_flag=True, help="Print the metrics as JSON on stdout.")
 def command(model: Path, data: Path, checkpoint: Path | None, batch_size: int, threads: int | None, backend: str,
             text_column: str, label_column: str, strict: bool, as_json: bool) -> None:
-    """Evaluate MODEL (an artifact folder, or a run folder from edgeft train) on DATA.
+    """Evaluate MODEL (an artifact folder, a run folder from edgeft train, or a bundle from edgeft
+    deploy, with onnxruntime alone) on DATA.
 
     Classification: loss, accuracy, macro-F1 and the confusion matrix; multi-label: exact-match
     accuracy and F1; regression: MAE and RMSE.
@@ -33,6 +34,7 @@ def command(model: Path, data: Path, checkpoint: Path | None, batch_size: int, t
       edgeft evaluate artifacts/runs/minilm data/test.csv
       edgeft evaluate artifacts/minilm data/test.csv          # before fine-tuning
       edgeft evaluate artifacts/runs/minilm test.jsonl --json | jq .accuracy
+      edgeft evaluate artifacts/bundles/minilm-raspberry-pi-5 data/test.csv   # the quantized model
     """
     from rich.table import Table
 
@@ -44,7 +46,8 @@ def command(model: Path, data: Path, checkpoint: Path | None, batch_size: int, t
     if as_json:
         click.echo(json.dumps(result, indent=2))
         return
-    table = Table(title=f"{result['examples']} examples of {data}", title_justify="left")
+    title = f"{result['examples']} examples of {data}"
+    table = Table(title=title, title_justify="left", min_width=len(title))
     table.add_column("metric")
     table.add_column("value", justify="right")
     for key, value in result.items():

@@ -32,7 +32,7 @@ from edgeft.fsutil import staged_folder
 from edgeft.manifest import TAIL_PREFIX, Manifest, write_manifest
 from edgeft.ortcompat import runtime_versions
 from edgeft.selection import select_trainable
-from edgeft.tasks import LOSSES, OPTIMIZERS, label_shape
+from edgeft.tasks import LOSSES, OPTIMIZERS, label_input
 
 @dataclass
 class ExportOptions:
@@ -326,9 +326,7 @@ def export_artifacts(options: ExportOptions, progress: Callable[[str], None] | N
             "task": info.task, "loss": options.loss, "optimizer": options.optimizer,
             "inputs": [i.as_dict() for i in loaded.inputs],
             "output": {"name": loaded.output, "dtype": "float32", "shape": ["batch", loaded.num_outputs]},
-            "labels": {"names": loaded.label_names,
-                       "input": {"name": "labels", "dtype": info.label_dtype,
-                                 "shape": label_shape(options.loss, loaded.num_outputs)}},
+            "labels": {"names": loaded.label_names, "input": label_input(options.loss, loaded.num_outputs)},
             "preprocessing": {"kind": loaded.preprocessing.kind, **loaded.preprocessing.settings},
             "trainable": {"spec": options.train, "dropout": options.dropout,
                           "tensors": [{"name": t.name, "shape": t.shape} for t in trainable_t],

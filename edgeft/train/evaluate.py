@@ -92,11 +92,16 @@ def resolve_model(path: Path, checkpoint: Path | None = None) -> tuple[Manifest,
 def evaluate_folder(path: Path, data: Path, checkpoint: Path | None = None, batch_size: int = 32,
                     threads: int | None = None, text_column: str = "text", label_column: str = "label",
                     strict: bool = False, backend: str = "auto") -> dict[str, Any]:
-    """``edgeft evaluate``: metrics of an artifact folder or a trained run on a data file."""
+    """``edgeft evaluate``: metrics of an artifact folder, a trained run or a bundle on a data file."""
     from edgeft.backends.select import open_trainer
     from edgeft.data.records import read_records
     from edgeft.train.examples import ExampleSet
 
+    if _is_bundle(path):
+        if checkpoint is not None:
+            raise EdgeftError("--checkpoint does not apply to a bundle: it holds one model.", where=str(path),
+                              hint="leave out --checkpoint, or evaluate the run folder the bundle was deployed from.")
+        return _evaluate_bundle(path, data, batch_size, threads, text_column, label_column, strict)
     manifest, checkpoint = resolve_model(path, checkpoint)
     records = read_records(data, manifest.data, text_column=text_column, label_column=label_column, strict=strict)
     trainer = open_trainer(manifest, backend, threads=threads)
@@ -110,3 +115,33 @@ def evaluate_folder(path: Path, data: Path, checkpoint: Path | None = None, batc
     return {"model": str(path), "checkpoint": str(checkpoint) if checkpoint else None, "data": str(data),
             "examples": len(records), "skipped": len(records.skipped), "labels": manifest.data["labels"]["names"],
             **result}
+
+
+def _is_bundle(path: Path) -> bool:
+    """Whether ``path`` holds a bundle (a cheap look at its manifest; loading it checks the rest)."""
+    from edgeft.manifest import MANIFEST_NAME
+
+    try:
+        return json.loads((Path(path) / MANIFEST_NAME).read_text(encoding="utf-8")).get("kind") == "bundle"
+    except (OSError, ValueError, AttributeError, RecursionError):
+        return False  # not readable as a bundle: resolve_model says what is wrong
+
+
+def _evaluate_bundle(path: Path, data: Path, batch_size: int, threads: int | None, text_column: str,
+                     label_column: str, strict: bool) -> dict[str, Any]:
+    """The deployed (quantized) model's metrics on ``data``, with onnxruntime alone: the figure a
+    fleet owner checks on the device before trusting a bundle."""
+    from edgeft.data.records import read_records
+    from edgeft.deploy.bundle import Bundle
+    from edgeft.deploy.runtime import InferenceStepper
+    from edgeft.tasks import label_input
+    from edgeft.train.examples import ExampleSet
+
+    bundle = Bundle(path, threads=threads)
+    spec = bundle.manifest.data
+    readable = {**spec, "labels": {**spec["labels"], "input": label_input(spec["loss"], int(spec["output"]["shape"][-1]))}}
+    records = read_records(data, readable, text_column=text_column, label_column=label_column, strict=strict)
+    result = evaluate(InferenceStepper(bundle.session, bundle.manifest), ExampleSet(records, bundle.manifest),
+                      spec["task"], len(bundle.labels), batch_size)
+    return {"model": str(path), "checkpoint": None, "data": str(data), "examples": len(records),
+            "skipped": len(records.skipped), "labels": bundle.labels, **result}
