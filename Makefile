@@ -24,6 +24,7 @@ demo: setup
 		--run-dir $(RUN) --force
 	$(BIN)/edgeft evaluate $(RUN) $(EXAMPLE)/test.csv
 	$(BIN)/edgeft deploy $(RUN) --device auto -o $(BUNDLE) --force
+	$(BIN)/edgeft evaluate $(BUNDLE) $(EXAMPLE)/test.csv
 	$(BIN)/edgeft predict $(BUNDLE) "it's way too dark in the hallway" "remind me to buy oat milk"
 
 test: setup
