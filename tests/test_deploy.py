@@ -20,7 +20,7 @@ from edgeft.deploy.quantize import weight_only
 from edgeft.devices import list_profiles
 from edgeft.errors import EdgeftError
 from edgeft.train.loop import DataOptions, TrainConfig, train
-from test_train import LABELS, dataset, write_csv
+from test_train import LABELS, dataset, write_csv, write_image_folder
 
 
 @pytest.fixture(scope="module")
@@ -267,15 +267,8 @@ def test_deploy_runs_without_heavy_packages(text_run, tmp_path):
 def test_image_model_deploys_and_predicts_from_image_files(tiny_vit, export_cache, tmp_path):
     """An image classifier goes through deploy too: its bundle carries the preprocessor config and
     predicts from image files with onnxruntime alone."""
-    from PIL import Image
-
     artifacts = export_cache(model=str(tiny_vit), train="head", label_names=["dark", "bright"]).folder
-    rng = np.random.default_rng(0)
-    for label, level in (("dark", 30), ("bright", 220)):
-        (tmp_path / "imgs" / label).mkdir(parents=True)
-        for i in range(12):
-            pixels = np.clip(rng.normal(level, 20, (20, 20, 3)), 0, 255).astype(np.uint8)
-            Image.fromarray(pixels).save(tmp_path / "imgs" / label / f"{i}.png")
+    write_image_folder(tmp_path / "imgs")
     train(artifacts, DataOptions(train=tmp_path / "imgs"), tmp_path / "run",
           TrainConfig(epochs=8, batch_size=4, lr=1e-2, val_fraction=0.25), threads=1)
     report = deploy(DeployOptions(source=tmp_path / "run", device="raspberry-pi-5", output=tmp_path / "bundle"))

@@ -49,6 +49,19 @@ def dataset(seed: int, per_label: int) -> list[tuple[str, str]]:
     return rows
 
 
+def write_image_folder(root: Path) -> Path:
+    """A folder of small PNGs in two classes, ``dark`` and ``bright`` (one subfolder each)."""
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for label, level in (("dark", 30), ("bright", 220)):
+        (root / label).mkdir(parents=True)
+        for i in range(12):
+            pixels = np.clip(rng.normal(level, 20, (20, 20, 3)), 0, 255).astype(np.uint8)
+            Image.fromarray(pixels).save(root / label / f"{i}.png")
+    return root
+
+
 @pytest.fixture(scope="module")
 def text_data(tmp_path_factory) -> tuple[Path, Path]:
     root = tmp_path_factory.mktemp("text-data")
@@ -187,15 +200,8 @@ def test_npz_regression(export_cache, tmp_path):
 
 
 def test_image_folder(tiny_vit, export_cache, tmp_path):
-    from PIL import Image
-
     artifacts = export_cache(model=str(tiny_vit), train="head", label_names=["dark", "bright"]).folder
-    rng = np.random.default_rng(0)
-    for label, level in (("dark", 30), ("bright", 220)):
-        (tmp_path / "imgs" / label).mkdir(parents=True)
-        for i in range(12):
-            pixels = np.clip(rng.normal(level, 20, (20, 20, 3)), 0, 255).astype(np.uint8)
-            Image.fromarray(pixels).save(tmp_path / "imgs" / label / f"{i}.png")
+    write_image_folder(tmp_path / "imgs")
     summary = train(artifacts, DataOptions(train=tmp_path / "imgs"), tmp_path / "run",
                     TrainConfig(epochs=8, batch_size=4, lr=1e-2, val_fraction=0.25), threads=1)
     assert summary["after"]["accuracy"] == 1.0

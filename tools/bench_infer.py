@@ -55,6 +55,7 @@ class _TorchSession:
 def worker(args: argparse.Namespace) -> None:
     """Measure one way; print one JSON object."""
     from edgeft.data.records import read_records
+    from edgeft.deploy.bundle import Bundle
     from edgeft.deploy.measure import latency, peak_rss_mb, sample_feed
     from edgeft.deploy.runtime import InferenceStepper, make_session
     from edgeft.manifest import load_manifest
@@ -71,10 +72,12 @@ def worker(args: argparse.Namespace) -> None:
         torch.set_num_threads(args.threads)
         session = _TorchSession(load_model(artifacts, checkpoint_parameters(checkpoint)))
         size = None
-    else:
-        path = args.fp32 if args.worker == "ort-fp32" else bundle.path("model")
-        session = make_session(path, args.threads, "all", None if args.worker == "ort-fp32" else bundle.data.get("session_config"))
-        size = round(path.stat().st_size / 2**20, 2)
+    elif args.worker == "ort-fp32":
+        session = make_session(args.fp32, args.threads, "all")
+        size = round(args.fp32.stat().st_size / 2**20, 2)
+    else:  # the bundle as a device runs it: its optimization level and session config
+        session = Bundle(args.bundle, threads=args.threads).session
+        size = round(bundle.path("model").stat().st_size / 2**20, 2)
     row = {"way": args.worker, "size_mb": size}
     for batch in BATCHES:
         feed = sample_feed(bundle.data, bundle.folder, batch, args.sequence)

@@ -38,12 +38,13 @@ class OrtTrainer:
         imported = None
         if checkpoint is not None:
             checkpoint = Path(checkpoint)
-            verify_checkpoint(checkpoint)
             if checkpoint.is_dir() and (checkpoint / ORT_FILE).is_file():
                 checkpoint = checkpoint / ORT_FILE
-            elif checkpoint.is_dir() or not _is_ort_checkpoint(checkpoint):
-                imported = read_state(resolve_checkpoint(checkpoint))
+            if checkpoint.is_dir() or not _is_ort_checkpoint(checkpoint):
+                imported = read_state(resolve_checkpoint(checkpoint))  # resolve_checkpoint verifies the hashes
                 checkpoint = None
+            else:
+                verify_checkpoint(checkpoint)
         ckpt = checkpoint or manifest.path(f"{prefix}checkpoint")
         try:
             self._paths = (str(manifest.path(f"{prefix}training_model")), str(manifest.path(f"{prefix}eval_model")),

@@ -101,16 +101,18 @@ def evaluate_folder(path: Path, data: Path, checkpoint: Path | None = None, batc
         if checkpoint is not None:
             raise EdgeftError("--checkpoint does not apply to a bundle: it holds one model.", where=str(path),
                               hint="leave out --checkpoint, or evaluate the run folder the bundle was deployed from.")
-        return _evaluate_bundle(path, data, batch_size, threads, text_column, label_column, strict)
-    manifest, checkpoint = resolve_model(path, checkpoint)
-    records = read_records(data, manifest.data, text_column=text_column, label_column=label_column, strict=strict)
-    trainer = open_trainer(manifest, backend, threads=threads)
-    if checkpoint is not None:
-        if not Path(checkpoint).exists():
+        stepper, manifest, spec = _bundle_stepper(path, threads)
+    else:
+        manifest, checkpoint = resolve_model(path, checkpoint)
+        spec = manifest.data
+        if checkpoint is not None and not Path(checkpoint).exists():
             raise EdgeftError(f"The checkpoint {checkpoint} does not exist.", where=str(checkpoint),
                               hint="give a checkpoint file written by edgeft train.")
-        trainer.load_parameters(checkpoint_parameters(Path(checkpoint)))
-    result = evaluate(trainer, ExampleSet(records, manifest), manifest.data["task"],
+        stepper = open_trainer(manifest, backend, threads=threads)
+        if checkpoint is not None:
+            stepper.load_parameters(checkpoint_parameters(Path(checkpoint)))
+    records = read_records(data, spec, text_column=text_column, label_column=label_column, strict=strict)
+    result = evaluate(stepper, ExampleSet(records, manifest), manifest.data["task"],
                       len(manifest.data["labels"]["names"]), batch_size)
     return {"model": str(path), "checkpoint": str(checkpoint) if checkpoint else None, "data": str(data),
             "examples": len(records), "skipped": len(records.skipped), "labels": manifest.data["labels"]["names"],
@@ -127,21 +129,16 @@ def _is_bundle(path: Path) -> bool:
         return False  # not readable as a bundle: resolve_model says what is wrong
 
 
-def _evaluate_bundle(path: Path, data: Path, batch_size: int, threads: int | None, text_column: str,
-                     label_column: str, strict: bool) -> dict[str, Any]:
-    """The deployed (quantized) model's metrics on ``data``, with onnxruntime alone: the figure a
-    fleet owner checks on the device before trusting a bundle."""
-    from edgeft.data.records import read_records
+def _bundle_stepper(path: Path, threads: int | None) -> tuple[Stepper, Manifest, dict[str, Any]]:
+    """The deployed (quantized) model of a bundle as an eval stepper, run by onnxruntime alone (the
+    figure a fleet owner checks on the device before trusting a bundle); with its manifest, and
+    the manifest's fields completed with the labels tensor, which data reading needs."""
     from edgeft.deploy.bundle import Bundle
     from edgeft.deploy.runtime import InferenceStepper
     from edgeft.tasks import label_input
-    from edgeft.train.examples import ExampleSet
 
     bundle = Bundle(path, threads=threads)
     spec = bundle.manifest.data
-    readable = {**spec, "labels": {**spec["labels"], "input": label_input(spec["loss"], int(spec["output"]["shape"][-1]))}}
-    records = read_records(data, readable, text_column=text_column, label_column=label_column, strict=strict)
-    result = evaluate(InferenceStepper(bundle.session, bundle.manifest), ExampleSet(records, bundle.manifest),
-                      spec["task"], len(bundle.labels), batch_size)
-    return {"model": str(path), "checkpoint": None, "data": str(data), "examples": len(records),
-            "skipped": len(records.skipped), "labels": bundle.labels, **result}
+    width = int(spec["output"]["shape"][-1])
+    readable = {**spec, "labels": {**spec["labels"], "input": label_input(spec["loss"], width)}}
+    return InferenceStepper(bundle.session, bundle.manifest), bundle.manifest, readable
