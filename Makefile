@@ -1,21 +1,39 @@
 # The two quick-start commands: `make demo` (main job) and `make test` (test suite).
-# Both create .venv on first use and install edgeft with the pinned, tested versions.
+# Both create .venv on first use and install edgeft with the pinned, tested versions (plain
+# onnxruntime). `make test` also builds .venv-ort, where ONNX Runtime's training build replaces
+# onnxruntime exactly as the README's "ONNX Runtime's training API" section says, and runs the
+# tests of that optional path there.
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
+VENV_ORT ?= .venv-ort
+ORT_BIN := $(VENV_ORT)/bin
 EXAMPLE := edgeft/examples/smart_home
 DEMO := artifacts/smart-home
 RUN := artifacts/runs/smart-home
 BUNDLE := artifacts/bundles/smart-home
 
-.PHONY: setup demo test clean
+.PHONY: setup setup-ort demo test clean
 
 setup: $(VENV)/.installed
+
+setup-ort: $(VENV_ORT)/.installed
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q -c constraints.txt -e '.[export,test]'
+	touch $@
+
+# The ort-training extra: both distributions write the onnxruntime package folder, so the training
+# build must replace plain onnxruntime, not sit beside it (the README's three commands).
+$(VENV_ORT)/.installed: pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV_ORT)
+	$(ORT_BIN)/python -m pip install -q --upgrade pip
+	$(ORT_BIN)/python -m pip install -q -c constraints.txt -e '.[export,test,ort-training]'
+	$(ORT_BIN)/python -m pip uninstall -q -y onnxruntime onnxruntime-training-cpu
+	$(ORT_BIN)/python -m pip install -q -c constraints.txt --no-deps onnxruntime-training-cpu==1.19.2
+	$(ORT_BIN)/python -c "from edgeft.ortcompat import training_api; training_api()"
 	touch $@
 
 demo: setup
@@ -27,8 +45,9 @@ demo: setup
 	$(BIN)/edgeft evaluate $(BUNDLE) $(EXAMPLE)/test.csv
 	$(BIN)/edgeft predict $(BUNDLE) "it's way too dark in the hallway" "remind me to buy oat milk"
 
-test: setup
+test: setup setup-ort
 	$(BIN)/python -m pytest -q
+	$(ORT_BIN)/python -m pytest -q -m ort_training
 
 clean:
-	rm -rf $(VENV) artifacts/*/ .pytest_cache
+	rm -rf $(VENV) $(VENV_ORT) artifacts/*/ .pytest_cache

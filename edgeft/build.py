@@ -50,6 +50,7 @@ class BuildEntry:
     l2sp: float | None = None
     inputs: list[str] = field(default_factory=list)
     modality: str | None = None
+    formats: list[str] = field(default_factory=lambda: ["portable"])
     devices: list[str] = field(default_factory=list)
     val: str | None = None
     text_column: str = "text"
@@ -60,7 +61,7 @@ class BuildEntry:
 _TYPES: dict[str, tuple[type, ...]] = {
     "name": (str,), "model": (str,), "labels": (str,), "num_labels": (int,), "train": (str,), "loss": (str,),
     "optimizer": (str,), "max_length": (int,), "seed": (int,), "dropout": (bool,), "l2sp": (float, int),
-    "inputs": (list,), "modality": (str,), "devices": (list,), "val": (str,), "text_column": (str,),
+    "inputs": (list,), "modality": (str,), "formats": (list,), "devices": (list,), "val": (str,), "text_column": (str,),
     "label_column": (str,), "output": (str,),
 }
 
@@ -94,7 +95,7 @@ def read_build_file(path: Path) -> list[BuildEntry]:
             if not isinstance(value, _TYPES[key]) or (isinstance(value, bool) and bool not in _TYPES[key]):
                 raise EdgeftError(f"Field {key!r} must be {_TYPES[key][0].__name__}, not {type(value).__name__}.",
                                   where=f"{where}, field {key}", hint="fix the value's type.")
-            if key in ("inputs", "devices") and not all(isinstance(v, str) for v in value):
+            if key in ("inputs", "formats", "devices") and not all(isinstance(v, str) for v in value):
                 raise EdgeftError(f"Field {key!r} must be a list of strings.", where=f"{where}, field {key}",
                                   hint="write e.g. [\"raspberry-pi-5\"].")
         if "name" not in raw:
@@ -210,7 +211,8 @@ def run_builds(path: Path, force: bool = False, only: list[str] | None = None,
                 output=output, train=entry.train, loss=entry.loss, optimizer=entry.optimizer,
                 label_names=read_label_file(base / entry.labels) if entry.labels else [],
                 num_labels=entry.num_labels, max_length=entry.max_length, inputs=entry.inputs,
-                modality=entry.modality, seed=entry.seed, dropout=entry.dropout, l2sp=entry.l2sp, force=True,
+                modality=entry.modality, seed=entry.seed, dropout=entry.dropout, l2sp=entry.l2sp,
+                formats=tuple(entry.formats), force=True,
                 name=entry.name,
                 extra={"build_key": key}))
             result["status"] = "built"

@@ -18,6 +18,12 @@ from collections.abc import Iterator
 
 from edgeft.errors import EdgeftError
 
+# How to get ONNX Runtime's training API (the optional ort-training extra), said wherever it is missing.
+TRAINING_INSTALL_HINT = (
+    "install ONNX Runtime's training build in place of onnxruntime, as the README's \"ONNX Runtime's "
+    "training API\" section shows (pip install 'edgeft[ort-training]', then replace onnxruntime by "
+    "onnxruntime-training-cpu 1.19.2; Linux x86_64 or macOS arm64, Python 3.9-3.12)")
+
 
 @functools.lru_cache(maxsize=1)
 def max_ir_version() -> int:
@@ -57,8 +63,7 @@ def training_api() -> types.ModuleType:
         spec = importlib.util.find_spec("onnxruntime.training")
         if spec is None or not spec.submodule_search_locations:
             raise EdgeftError("The installed onnxruntime has no training API.", where="onnxruntime",
-                              hint="install onnxruntime-training-cpu (see edgeft's constraints file), "
-                                   "or train with the portable backend.") from exc
+                              hint=f"train with the portable backend, or {TRAINING_INSTALL_HINT}.") from exc
         package = types.ModuleType("onnxruntime.training")
         package.__path__ = list(spec.submodule_search_locations)
         package.__spec__ = spec

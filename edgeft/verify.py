@@ -23,7 +23,9 @@ def verify_folder(folder: Path) -> dict[str, Any]:
     if kind == "artifacts":
         from edgeft.ortcompat import has_training_api
 
-        if has_training_api():
+        if "training_model" not in manifest.data["files"]:
+            pass  # portable format only: nothing of ORT's training API to load
+        elif has_training_api():
             from edgeft.backends.ort_training import OrtTrainer
             from edgeft.manifest import TAIL_PREFIX
 

@@ -9,6 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from edgeft.ortcompat import has_training_api
+
 TESTS = Path(__file__).resolve().parent
 sys.path.insert(0, str(TESTS))  # so `models:mlp` resolves as a factory
 
@@ -101,6 +103,12 @@ def tiny_onnx(tmp_path_factory) -> Path:
     return path
 
 
+# Where ONNX Runtime's training API is installed (the ort-training environment), exports carry its
+# artifacts too, so the tests of both backends run on the same folders.
+FORMATS = ("portable", "ort-training") if has_training_api() else ("portable",)
+ORT = pytest.param("ort-training", marks=pytest.mark.ort_training)
+
+
 @pytest.fixture(scope="session")
 def export_cache(tmp_path_factory):
     """Export once per distinct option set and reuse the folder across tests (read-only use)."""
@@ -110,6 +118,7 @@ def export_cache(tmp_path_factory):
     root = tmp_path_factory.mktemp("exports")
 
     def get(**kwargs):
+        kwargs.setdefault("formats", FORMATS)
         key = json.dumps(kwargs, sort_keys=True, default=str)
         if key not in cache:
             out = root / f"e{len(cache)}"
@@ -153,3 +162,14 @@ def run_device_side(code: str, timeout: int = 300):
 
     return subprocess.run([sys.executable, "-c", BLOCK_HEAVY + code], capture_output=True, text=True,
                           timeout=timeout, cwd=str(TESTS))
+
+
+def pytest_collection_modifyitems(config, items):
+    """Tests of ONNX Runtime's training API (marked ort_training) run only where the ort-training extra
+    is installed (`make test` runs them in a second environment, see the Makefile)."""
+    if has_training_api():
+        return
+    skip = pytest.mark.skip(reason="ONNX Runtime's training API is not installed (the ort-training extra)")
+    for item in items:
+        if "ort_training" in item.keywords:
+            item.add_marker(skip)

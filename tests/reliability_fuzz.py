@@ -610,13 +610,13 @@ class ManifestTarget:
             bundle = Bundle(folder)
             scores = bundle.predict(["turn on the lights", "play some music"])
             return "" if len(scores) == 2 else f"{len(scores)} predictions for 2 texts"
-        from edgeft.backends.ort_training import OrtTrainer
+        from edgeft.backends.select import open_trainer
         from edgeft.data.records import read_records
         from edgeft.train.examples import ExampleSet
 
         manifest = check_fields(load_manifest(folder, kind="artifacts"))
         examples = ExampleSet(read_records(self.data_csv, manifest.data), manifest)
-        trainer = OrtTrainer(manifest, threads=1)
+        trainer = open_trainer(manifest, "auto", threads=1)
         batch = examples.inputs(np.arange(2))
         batch["labels"] = examples.labels(np.arange(2))
         trainer.train_step(batch)  # one step of training, as edgeft train takes it

@@ -43,7 +43,7 @@ def test_export_json_and_inspect(tiny_onnx, tmp_path):
     assert summary["trainable_tensors"] == 2 and summary["trainable_parameters"] == 16 * 3 + 3
     assert summary["folder"] == str(out)
     shown = run("inspect", str(out))
-    assert shown.returncode == 0 and "training_model.onnx" in shown.stderr and "MISMATCH" not in shown.stderr
+    assert shown.returncode == 0 and "portable_step.onnx" in shown.stderr and "MISMATCH" not in shown.stderr
     as_json = json.loads(run("inspect", str(out), "--json").stdout)
     assert as_json["verified"] is True and as_json["manifest"]["trainable"]["spec"] == "head"
 
@@ -59,14 +59,14 @@ def test_export_table_lists_trainable_and_frozen(tiny_onnx, tmp_path):
 def test_inspect_detects_tampering(tiny_onnx, tmp_path):
     out = tmp_path / "art"
     assert run("export", str(tiny_onnx), "--train", "head", "-o", str(out), "--json").returncode == 0
-    with open(out / "eval_model.onnx", "r+b") as handle:
+    with open(out / "tail_portable_eval.onnx", "r+b") as handle:
         handle.seek(100)
         byte = handle.read(1)
         handle.seek(100)
         handle.write(bytes([byte[0] ^ 1]))
     shown = run("inspect", str(out))
     assert shown.returncode == 1
-    assert "eval_model.onnx was modified" in shown.stderr and "MISMATCH" in shown.stderr
+    assert "tail_portable_eval.onnx was modified" in shown.stderr and "MISMATCH" in shown.stderr
 
 
 def test_user_errors_exit_1_without_traceback(tmp_path):

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from conftest import text_batch
-from edgeft.backends.ort_training import OrtTrainer
+from edgeft.backends.portable import PortableTrainer
 from edgeft.deploy.runtime import loss_value
 from edgeft.manifest import load_manifest
 
@@ -33,10 +33,10 @@ def test_bare_text_encoder_gets_mean_pool_head(tiny_bert, export_cache):
     assert names[-2:] == ["classifier.weight", "classifier.bias"]
     assert all(n.startswith("backbone.encoder.layer.1.") for n in names[:-2]) and len(names) == 18
     assert not any("pooler" in t.name for t in result.tensors)  # unused pooler left out
-    assert set(data["files"]) >= {"training_model", "eval_model", "optimizer_model", "checkpoint",
-                                  "forward_model", "labels", "tokenizer"}
+    assert set(data["files"]) == {"forward_model", "prefix_model", "tail_portable_step", "tail_portable_eval",
+                                  "portable_optimizer", "portable_checkpoint", "labels", "tokenizer"}
+    assert data["formats"] == ["portable"] and data["repairs"] == []  # no ORT training artifacts unless asked
     assert (result.folder / "labels.txt").read_text().split() == LABELS
-    assert any("LayerNormalization" in r for r in data["repairs"])
     assert data["tool"]["onnxruntime"] and data["tool"]["edgeft"]
     # a fresh head over 3 classes starts near ln(3)
     assert abs(result.smoke_loss - math.log(3)) < 0.5
@@ -47,7 +47,7 @@ def test_text_model_trains_and_improves(tiny_bert, export_cache):
     batch = text_batch(result.folder, ["turn on the lights", "lights off please", "will it rain",
                                        "kitchen lights on", "turn off the bedroom lights", "what is the weather"])
     batch["labels"] = np.array([0, 1, 2, 0, 1, 2], dtype=np.int64)
-    trainer = OrtTrainer(result.manifest, threads=1)
+    trainer = PortableTrainer(result.manifest, threads=1)
     trainer.set_learning_rate(1e-2)
     first, _ = trainer.eval_step(batch)
     for _ in range(20):
@@ -123,7 +123,7 @@ def test_every_loss_and_optimizer(export_cache, loss, optimizer):
             rng.standard_normal((16, 4)).astype(np.float32)
         assert data["labels"]["input"] == {"name": "labels", "dtype": "float32", "shape": ["batch", 4]}
     batch = {"x": x, "labels": labels}
-    trainer = OrtTrainer(result.manifest, threads=1)
+    trainer = PortableTrainer(result.manifest, threads=1)
     trainer.set_learning_rate(0.05 if optimizer == "sgd" else 0.01)
     before, logits = trainer.eval_step(batch)
     assert before == pytest.approx(loss_value(data["task"], logits, labels, loss), rel=1e-5)
@@ -132,3 +132,34 @@ def test_every_loss_and_optimizer(export_cache, loss, optimizer):
         trainer.optimizer_step()
     after, _ = trainer.eval_step(batch)
     assert after < before * 0.9
+
+
+@pytest.mark.ort_training
+def test_ort_training_format_adds_onnx_runtimes_artifacts(tiny_bert, export_cache):
+    from edgeft.backends.ort_training import OrtTrainer
+
+    result = export_cache(model=str(tiny_bert), label_names=LABELS, train="last:1",
+                          formats=("portable", "ort-training"))
+    data = load_manifest(result.folder).data
+    assert data["formats"] == ["portable", "ort-training"]
+    assert set(data["files"]) >= {"training_model", "eval_model", "optimizer_model", "checkpoint",
+                                  "tail_training_model", "tail_checkpoint", "tail_portable_step"}
+    assert any("LayerNormalization" in r for r in data["repairs"])
+    batch = text_batch(result.folder, ["turn on the lights", "will it rain"])
+    batch["labels"] = np.array([0, 2], dtype=np.int64)
+    ort_loss, _ = OrtTrainer(result.manifest, threads=1).eval_step(batch)
+    portable_loss, _ = PortableTrainer(result.manifest, threads=1).eval_step(batch)
+    assert ort_loss == pytest.approx(portable_loss, rel=1e-5)
+
+
+def test_ort_training_format_without_the_api_is_a_clear_error(tiny_onnx, tmp_path):
+    from edgeft.errors import EdgeftError
+    from edgeft.export.build import ExportOptions, export_artifacts
+    from edgeft.ortcompat import has_training_api
+
+    if has_training_api():
+        pytest.skip("ONNX Runtime's training API is installed here")
+    with pytest.raises(EdgeftError) as info:
+        export_artifacts(ExportOptions(model=str(tiny_onnx), output=tmp_path / "out", formats=("ort-training",)))
+    assert "training API is not installed" in info.value.what and "ort-training" in info.value.hint
+    assert not (tmp_path / "out").exists()

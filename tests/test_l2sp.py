@@ -12,7 +12,7 @@ import json
 import numpy as np
 import pytest
 
-from conftest import text_batch
+from conftest import ORT, text_batch
 from edgeft.backends.ort_training import OrtTrainer
 from edgeft.backends.portable import PortableTrainer
 from edgeft.errors import EdgeftError
@@ -45,7 +45,7 @@ def test_manifest_lists_the_pretrained_tensors_and_leaves_the_new_head_out(l2sp_
     assert any("L2-SP: 16 pretrained tensor(s)" in note for note in l2sp_artifacts.notes)
 
 
-@pytest.mark.parametrize("backend", ["portable", "ort-training"])
+@pytest.mark.parametrize("backend", ["portable", ORT])
 def test_gradients_match_pytorch_autograd_with_the_penalty(l2sp_artifacts, tiny_bert, backend):
     import torch
     from transformers import AutoModel

@@ -7,8 +7,7 @@ import onnx
 import pytest
 from onnx import numpy_helper
 
-from conftest import text_batch
-from edgeft.backends.ort_training import OrtTrainer
+from conftest import ORT, text_batch
 from edgeft.backends.portable import PortableTrainer
 
 pytestmark = pytest.mark.slow
@@ -23,7 +22,9 @@ def minilm_last1(export_cache):
     return export_cache(label_names=LABELS, train="last:1", optimizer="sgd", dropout=False)
 
 
-def test_gradients_match_pytorch_autograd(minilm_last1):
+@pytest.fixture(scope="module")
+def pytorch_reference(minilm_last1):
+    """PyTorch autograd's loss and gradients on the same batch and weights."""
     import torch
 
     from edgeft.export.builtin import builtin_path
@@ -33,13 +34,6 @@ def test_gradients_match_pytorch_autograd(minilm_last1):
     result = minilm_last1
     batch = text_batch(result.folder, TEXTS)
     batch["labels"] = np.arange(6, dtype=np.int64)
-    trainer = OrtTrainer(result.manifest, threads=2)
-    ort_loss, _ = trainer.train_step(batch)
-    ort_grads = trainer.gradients()
-    portable = PortableTrainer(result.manifest, threads=2)  # standard-ONNX step graph on plain sessions
-    portable_loss, _ = portable.train_step(batch)
-    portable_grads = portable.gradients()
-
     backbone = AutoModel.from_pretrained(builtin_path("minilm"), local_files_only=True, attn_implementation="eager")
     reference = MeanPoolClassifier(backbone, 384, 6).eval()
     forward = onnx.load(str(result.folder / "forward.onnx"))
@@ -52,27 +46,34 @@ def test_gradients_match_pytorch_autograd(minilm_last1):
     loss = torch.nn.functional.cross_entropy(logits, torch.from_numpy(batch["labels"]))
     loss.backward()
     params = dict(reference.named_parameters())
+    return batch, loss.item(), {n: params[n].grad.numpy() for n in params if params[n].grad is not None}
 
-    assert ort_loss == pytest.approx(loss.item(), rel=1e-4)
-    assert portable_loss == pytest.approx(loss.item(), rel=1e-4)
+
+@pytest.mark.parametrize("backend", ["portable", ORT])
+def test_gradients_match_pytorch_autograd(minilm_last1, pytorch_reference, backend):
+    from edgeft.backends.select import open_trainer
+
+    result = minilm_last1
+    batch, expected_loss, expected = pytorch_reference
+    trainer = open_trainer(result.manifest, backend, threads=2)  # portable: standard-ONNX step graph, plain sessions
+    loss, _ = trainer.train_step(batch)
+    grads = trainer.gradients()
+    assert loss == pytest.approx(expected_loss, rel=1e-4)
     trainable = [t.name for t in result.trainable]
-    assert set(ort_grads) == set(trainable) and len(trainable) == 18
-    assert set(portable_grads) == set(trainable)
-    scale = max(np.linalg.norm(params[n].grad.numpy()) for n in trainable)
-    for backend, grads in (("ort-training", ort_grads), ("portable", portable_grads)):
-        for name in trainable:
-            expected = params[name].grad.numpy()
-            got = grads[name].reshape(expected.shape)
-            error = np.linalg.norm(got - expected)
-            if np.linalg.norm(expected) < 1e-6 * scale:
-                # e.g. the attention key bias: softmax over keys cancels it, so its true gradient is 0
-                # and both sides hold only rounding noise; compare against the overall gradient scale
-                assert error < 1e-6 * scale, f"{backend} {name}: gradient noise {error:.2e} vs scale {scale:.2e}"
-            else:
-                rel = error / np.linalg.norm(expected)
-                assert rel < 1e-3, f"{backend} {name}: relative gradient error {rel:.2e}"
-    # frozen parameters get no gradient in PyTorch's graph either when they are not asked for
-    assert "backbone.encoder.layer.4.output.dense.weight" not in ort_grads
+    assert set(grads) == set(trainable) and len(trainable) == 18
+    scale = max(np.linalg.norm(expected[n]) for n in trainable)
+    for name in trainable:
+        got = grads[name].reshape(expected[name].shape)
+        error = np.linalg.norm(got - expected[name])
+        if np.linalg.norm(expected[name]) < 1e-6 * scale:
+            # e.g. the attention key bias: softmax over keys cancels it, so its true gradient is 0
+            # and both sides hold only rounding noise; compare against the overall gradient scale
+            assert error < 1e-6 * scale, f"{backend} {name}: gradient noise {error:.2e} vs scale {scale:.2e}"
+        else:
+            rel = error / np.linalg.norm(expected[name])
+            assert rel < 1e-3, f"{backend} {name}: relative gradient error {rel:.2e}"
+    # frozen parameters get no gradient (the frozen prefix is plain inference)
+    assert "backbone.encoder.layer.4.output.dense.weight" not in grads
 
 
 def test_last2_export_trains(export_cache):
@@ -82,7 +83,7 @@ def test_last2_export_trains(export_cache):
     assert data["source"]["builtin"] == "minilm"
     batch = text_batch(result.folder, TEXTS)
     batch["labels"] = np.arange(6, dtype=np.int64)
-    trainer = OrtTrainer(result.manifest, threads=2)
+    trainer = PortableTrainer(result.manifest, threads=2)
     trainer.set_learning_rate(5e-4)
     before, _ = trainer.eval_step(batch)
     for _ in range(5):

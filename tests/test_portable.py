@@ -16,8 +16,7 @@ import onnx
 import pytest
 from onnx import numpy_helper
 
-from conftest import text_batch
-from edgeft.backends.ort_training import OrtTrainer, with_weight_decay
+from conftest import ORT, text_batch
 from edgeft.backends.portable import PortableTrainer
 from edgeft.backends.state import read_state
 from edgeft.manifest import TAIL_PREFIX
@@ -135,8 +134,11 @@ def _tail_batches(manifest, texts: list[str], labels: list[int]) -> list[dict[st
     return batches
 
 
+@pytest.mark.ort_training
 @pytest.mark.parametrize("optimizer", ["adamw", "sgd"])
 def test_same_losses_and_weights_as_ort_training(tiny_bert, export_cache, tmp_path, optimizer):
+    from edgeft.backends.ort_training import OrtTrainer, with_weight_decay
+
     result = export_cache(model=str(tiny_bert), label_names=LABELS, train="last:1", dropout=False,
                           optimizer=optimizer)
     manifest = result.manifest
@@ -183,7 +185,8 @@ def test_no_cache_runs_the_prefix_every_step_and_matches_the_cached_run(bert_art
     assert full["after"]["loss"] == pytest.approx(cached["after"]["loss"], rel=1e-4)
 
 
-@pytest.mark.parametrize("first, second", [("portable", "ort-training"), ("ort-training", "portable")])
+@pytest.mark.parametrize("first, second", [pytest.param("portable", "ort-training", marks=pytest.mark.ort_training),
+                                           pytest.param("ort-training", "portable", marks=pytest.mark.ort_training)])
 def test_checkpoint_resumes_in_the_other_backend(bert_artifacts, text_data, tmp_path, first, second):
     options = DataOptions(train=text_data[0], val=text_data[1])
     config = TrainConfig(epochs=3, batch_size=16, lr=3e-3, seed=1, keep=3)
@@ -223,16 +226,26 @@ def test_packaging_installs_exactly_one_onnxruntime_per_platform():
     from packaging.markers import default_environment
     from packaging.requirements import Requirement
 
-    deps = [Requirement(d) for d in tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]]
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    deps = [Requirement(d) for d in project["dependencies"]]
+    extra = [Requirement(d) for d in project["optional-dependencies"]["ort-training"]]
     assert "onnx-ad" in {d.name for d in deps}
     for system, machine in [("Linux", "x86_64"), ("Linux", "aarch64"), ("Darwin", "arm64"), ("Darwin", "x86_64"),
                             ("Windows", "AMD64"), ("Linux", "armv7l")]:
-        env = {**default_environment(), "platform_system": system, "platform_machine": machine}
-        chosen = [d.name for d in deps if d.name.startswith("onnxruntime") and (d.marker is None or d.marker.evaluate(env))]
-        training = (system, machine) in {("Linux", "x86_64"), ("Darwin", "arm64")}
-        assert chosen == (["onnxruntime-training-cpu"] if training else ["onnxruntime"]), (system, machine, chosen)
+        for python in ("3.9", "3.11", "3.12", "3.13", "3.14"):
+            env = {**default_environment(), "platform_system": system, "platform_machine": machine,
+                   "python_version": python}
+            chosen = [d for d in deps if d.name.startswith("onnxruntime") and (d.marker is None or d.marker.evaluate(env))]
+            assert [d.name for d in chosen] == ["onnxruntime"], (system, machine, python)  # plain onnxruntime everywhere
+            newest = chosen[0].specifier.contains("1.30.0") and not chosen[0].specifier.contains("1.29.0")
+            version = tuple(int(part) for part in python.split("."))
+            assert newest == (version >= (3, 11)), (python, str(chosen[0].specifier))  # 1.24+ need Python 3.11
+            training = [d.name for d in extra if d.name.startswith("onnxruntime") and d.marker.evaluate(env)]
+            has_wheels = (system, machine) in {("Linux", "x86_64"), ("Darwin", "arm64")} and version < (3, 13)
+            assert training == (["onnxruntime-training-cpu"] if has_wheels else []), (system, machine, python)
 
 
+@pytest.mark.ort_training
 def test_full_graph_set_when_nothing_frozen_comes_first(export_cache):
     result = export_cache(model="models:mlp", inputs=["x:float32:batch,8"], train=r"model\..*", dropout=False)
     data = result.manifest.data
@@ -240,6 +253,8 @@ def test_full_graph_set_when_nothing_frozen_comes_first(export_cache):
     assert "portable_step" in data["files"] and "tail_portable_step" not in data["files"]
     batch = {"x": np.random.default_rng(0).standard_normal((8, 8)).astype(np.float32),
              "labels": np.arange(8, dtype=np.int64) % 3}
+    from edgeft.backends.ort_training import OrtTrainer
+
     ort_trainer, portable = OrtTrainer(result.manifest, threads=1), PortableTrainer(result.manifest, threads=1)
     assert portable.train_step(batch)[0] == pytest.approx(ort_trainer.train_step(batch)[0], rel=1e-5)
     _assert_gradients_match(portable.gradients(), {k: v for k, v in ort_trainer.gradients().items()})

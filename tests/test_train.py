@@ -84,11 +84,12 @@ def test_fine_tuning_improves_accuracy(bert_artifacts, text_data, tmp_path):
     lines = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert [line["epoch"] for line in lines] == [0, 1, 2, 3, 4, 5, 6]
     assert all("accuracy" in line["val"] and "macro_f1" in line["val"] for line in lines)
-    assert (tmp_path / "run" / "best" / "checkpoint").is_file()
+    assert sorted(p.name for p in (tmp_path / "run" / "best").iterdir()) == ["sha256.json", "state.json",
+                                                                            "trainable.npz"]  # each tensor once
 
 
 def test_cache_and_full_graph_give_the_same_loss(bert_artifacts, text_data):
-    from edgeft.backends.ort_training import OrtTrainer
+    from edgeft.backends.portable import PortableTrainer
     from edgeft.data.records import read_records
     from edgeft.manifest import load_manifest
     from edgeft.train.cache import CachedExamples
@@ -99,7 +100,7 @@ def test_cache_and_full_graph_give_the_same_loss(bert_artifacts, text_data):
     cached = CachedExamples(examples, manifest, threads=1, budget_bytes=0)  # budget 0: spilled to disk
     assert cached.spilled
     indices = np.array([3, 0, 17, 42, 5, 8])
-    full, tail = OrtTrainer(manifest, threads=1), OrtTrainer(manifest, threads=1, prefix=TAIL_PREFIX)
+    full, tail = PortableTrainer(manifest, threads=1), PortableTrainer(manifest, threads=1, prefix=TAIL_PREFIX)
     full_batch = examples.inputs(indices) | {"labels": examples.labels(indices)}
     tail_batch = cached.inputs(indices) | {"labels": cached.labels(indices)}
     assert full.eval_step(full_batch)[0] == pytest.approx(tail.eval_step(tail_batch)[0], rel=1e-5)
@@ -164,7 +165,7 @@ def test_resume_after_sigkill_matches_uninterrupted_run(tiny_bert, export_cache,
     assert resumed.returncode == 0, resumed.stderr
     ref_summary, res_summary = json.loads(reference.stdout), json.loads(resumed.stdout)
     assert ref_summary["steps"] == res_summary["steps"]
-    latest = lambda run: sorted((run / "checkpoints").glob("step-*"))[-1] / "checkpoint"  # noqa: E731
+    latest = lambda run: sorted((run / "checkpoints").glob("step-*"))[-1] / "trainable.npz"  # noqa: E731
     expected, got = checkpoint_parameters(latest(tmp_path / "ref")), checkpoint_parameters(latest(killed_dir))
     assert expected.keys() == got.keys()
     for name in expected:
@@ -249,7 +250,7 @@ def test_divergence_stops_with_clear_message_and_keeps_checkpoint(export_cache, 
     assert "lower --lr" in info.value.hint
     saved = sorted((tmp_path / "run" / "checkpoints").glob("step-*"))
     assert saved, "the last good checkpoint is kept"
-    params = checkpoint_parameters(saved[-1] / "checkpoint")
+    params = checkpoint_parameters(saved[-1] / "trainable.npz")
     assert all(np.isfinite(v).all() for v in params.values())
 
 

@@ -133,11 +133,12 @@ class OrtTrainer:
                 param.data = np.ascontiguousarray(values[name], dtype=np.float32).reshape(param.data.shape)
 
     def save_checkpoint(self, folder: Path) -> None:
-        """Write ORT's checkpoint (optimizer state included) and edgeft's .npz state into ``folder``,
-        so the run resumes in either backend."""
-        path = Path(folder) / ORT_FILE
-        training_api().CheckpointState.save_checkpoint(self.state, str(path), include_optimizer_state=True)
-        state = read_ort_checkpoint(path)
+        """Write edgeft's .npz state (parameters, AdamW moments, step) into ``folder``: each tensor
+        once, in the format both backends read (ORT's own checkpoint is made again from it on resume)."""
+        with tempfile.TemporaryDirectory(prefix="edgeft-ckpt-") as tmp:
+            path = Path(tmp) / ORT_FILE
+            training_api().CheckpointState.save_checkpoint(self.state, str(path), include_optimizer_state=True)
+            state = read_ort_checkpoint(path)
         names = list(state.params)
         write_state(Path(folder) / STATE_FILE, names, [state.params[n] for n in names],
                     str(self.manifest.data.get("optimizer", state.optimizer)), state.step,

@@ -116,6 +116,8 @@ class PortableTrainer:
         else:
             self.input_names = self.model_inputs + ["labels"]
         self.opt_inputs, self.opt_outputs = optimizer_io(self.optimizer, self.names)
+        self._check_interfaces()
+        self._declared = {i.name: tuple(i.shape) for i in self.step_session.get_inputs() if i.name in self._name_set}
         self.learning_rate = 1e-3
         self.weight_decay = float(weight_decay)
         self.grads: list[np.ndarray] | None = None
@@ -123,6 +125,27 @@ class PortableTrainer:
         self._set_state(initial)
         if checkpoint is not None:
             self._set_state(read_state(resolve_checkpoint(checkpoint)))
+
+    def _check_interfaces(self) -> None:
+        """The graphs take and give what the manifest says (a folder whose file entries were swapped
+        or edited is refused here, not deep inside a training step)."""
+        step_in = [i.name for i in self.step_session.get_inputs()]
+        wanted = set(self.names) | {"labels"}
+        problems = []
+        if not wanted <= set(step_in) or self.output_names[:1] != ["loss"] \
+                or not set(self.grad_names) <= set(self.output_names):
+            problems.append("the training step graph")
+        if [i.name for i in self.eval_session.get_inputs()] != step_in:
+            problems.append("the eval graph")
+        if {i.name for i in self.optimizer_session.get_inputs()} != set(self.opt_inputs):
+            problems.append("the optimizer graph")
+        if self.prefix_session is not None and \
+                not {o.name for o in self.prefix_session.get_outputs()} & set(self.model_inputs):
+            problems.append("the frozen prefix")
+        if problems:
+            raise EdgeftError(f"The portable training graphs do not match the manifest ({', '.join(problems)} "
+                              "takes or gives other tensors than listed).", where=str(self.manifest.folder),
+                              hint="the folder does not match its manifest; re-export it.")
 
     # --- state ---------------------------------------------------------------------------
 
@@ -143,14 +166,17 @@ class PortableTrainer:
         self.grads = None
 
     def _shape(self, name: str, state: TrainableState) -> tuple[int, ...]:
-        for tensor in self.manifest.data["trainable"]["tensors"]:
-            if tensor["name"] == name:
-                return tuple(tensor["shape"])
-        return state.params[name].shape
-
-    def state_arrays(self) -> TrainableState:
-        return TrainableState(dict(zip(self.names, self.params)),
-                              dict(zip(self.names, self.moments)) if self.moments else {}, self.step, self.optimizer)
+        """The shape the step graph declares for a trainable tensor; a checkpoint value of another size is
+        refused (a checkpoint of other artifacts, or a damaged one)."""
+        declared = self._declared.get(name)
+        value = np.asarray(state.params[name])
+        if declared is None or not all(isinstance(d, int) for d in declared):
+            return value.shape
+        if value.size != int(np.prod(declared, dtype=np.int64)):
+            raise EdgeftError(f"The checkpoint's tensor {name} has shape {list(value.shape)}, but the training graph "
+                              f"needs {list(declared)}.", where="checkpoint",
+                              hint="use a checkpoint of a run on these artifacts.")
+        return tuple(declared)
 
     def save_checkpoint(self, folder: Path) -> None:
         """Write the trainable tensors, optimizer moments and step into a checkpoint folder."""

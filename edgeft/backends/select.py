@@ -1,9 +1,9 @@
-"""Which training backend runs here: ONNX Runtime's training API, or the portable one.
+"""Which training backend runs here: the portable one, or ONNX Runtime's training API.
 
-``auto`` takes the ORT training API when it imports (onnxruntime-training-cpu: Linux x86_64,
-macOS arm64) and the portable backend otherwise (plain onnxruntime: Linux aarch64, Windows,
-any other onnxruntime build). Both have the same interface and checkpoints of either resume in
-the other.
+``auto`` takes the portable backend (standard-ONNX graphs on any onnxruntime) whenever the folder
+has its graphs, and ONNX Runtime's training API (the optional ``ort-training`` extra) only for a
+folder exported with ``--format ort-training`` alone. Both have the same interface and
+checkpoints of either resume in the other.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from edgeft.backends.ort_training import OrtTrainer, with_weight_decay
 from edgeft.backends.portable import PortableTrainer, available
 from edgeft.errors import EdgeftError
 from edgeft.manifest import Manifest
+from edgeft.ortcompat import TRAINING_INSTALL_HINT
 
 BACKENDS = ("auto", "ort-training", "portable")
 Trainer = Union[OrtTrainer, PortableTrainer]
@@ -37,19 +38,26 @@ def resolve_backend(name: str, manifest: Manifest | None = None) -> str:
     """``ort-training`` or ``portable`` for ``name`` (one of BACKENDS); a clear error when unusable."""
     if name not in BACKENDS:
         raise EdgeftError(f"Unknown backend {name!r}.", where="--backend", hint=f"use one of {', '.join(BACKENDS)}.")
+    has_ort_files = manifest is not None and "training_model" in manifest.data.get("files", {})
     if name == "auto":
-        if ort_training_importable():
+        if manifest is None or available(manifest):
+            return "portable"
+        if has_ort_files and ort_training_importable():
             return "ort-training"
-        if manifest is not None and not available(manifest):
-            raise EdgeftError("The installed onnxruntime has no training API, and this artifact folder has no "
-                              "portable training graphs.", where=str(manifest.folder),
-                              hint="re-export the artifacts with this edgeft version (they then train on any "
-                                   "onnxruntime), or install onnxruntime-training-cpu.")
-        return "portable"
-    if name == "ort-training" and not ort_training_importable():
-        raise EdgeftError("The installed onnxruntime has no training API.", where="--backend ort-training",
-                          hint="use --backend portable (or auto), or install onnxruntime-training-cpu where it "
-                               "has wheels (Linux x86_64, macOS arm64).")
+        raise EdgeftError("This folder has no portable training graphs"
+                          + (" and ONNX Runtime's training API is not installed here." if has_ort_files else "."),
+                          where=str(manifest.folder),
+                          hint="re-export it with this edgeft version (the portable format trains on any "
+                               "onnxruntime)" + (f", or {TRAINING_INSTALL_HINT}" if has_ort_files else "") + ".")
+    if name == "ort-training":
+        if not ort_training_importable():
+            raise EdgeftError("ONNX Runtime's training API is not installed here (plain onnxruntime has none).",
+                              where="--backend ort-training",
+                              hint=f"use --backend portable (or auto), or {TRAINING_INSTALL_HINT}.")
+        if manifest is not None and not has_ort_files:
+            raise EdgeftError("This folder holds no ONNX Runtime training artifacts.", where=str(manifest.folder),
+                              hint="use --backend portable (or auto), or export with --format ort-training "
+                                   "(device packages hold the portable graphs only).")
     return name
 
 

@@ -31,23 +31,26 @@ from edgeft.tasks import LOSSES, OPTIMIZERS
 @click.option("--l2sp", type=click.FloatRange(min=0), metavar="STRENGTH",
               help="Add an L2-SP term to the training loss: STRENGTH/2 * ||w - w_pretrained||^2 over the "
                    "pretrained trainable tensors (a default; `edgeft train --l2sp` changes it).")
+@click.option("--format", "formats", type=click.Choice(["portable", "ort-training"]), multiple=True,
+              help="Training formats to write (repeat for both) [default: portable, standard-ONNX graphs that train "
+                   "on any onnxruntime]. ort-training adds ONNX Runtime's training artifacts for its 1.19 "
+                   "training runtimes (needs the ort-training extra).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed for new heads and sample inputs.")
 @click.option("--force", is_flag=True, help="Replace an existing output folder (only once the new one is complete).")
 @click.option("-v", "--verbose", is_flag=True, help="List every parameter tensor, not one row per block.")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON summary on stdout instead of tables.")
 def command(model: str | None, output: Path | None, name: str | None, train: str, loss: str, optimizer: str,
             labels_file: Path | None, num_labels: int | None, max_length: int, inputs: tuple[str, ...],
-            modality: str | None, no_dropout: bool, l2sp: float | None, seed: int, force: bool, verbose: bool,
-            as_json: bool) -> None:
-    """Turn a pretrained MODEL into ONNX Runtime training artifacts in which only the chosen
-    last layers train.
+            modality: str | None, no_dropout: bool, l2sp: float | None, formats: tuple[str, ...], seed: int,
+            force: bool, verbose: bool, as_json: bool) -> None:
+    """Turn a pretrained MODEL into training artifacts in which only the chosen last layers train.
 
     MODEL is a built-in name (default: minilm, all-MiniLM-L6-v2 with mean pooling and a new
     linear head), a Hugging Face transformers folder (text or image classification), an ONNX
     forward model (.onnx), or a PyTorch factory package.module:factory (with --input).
 
-    The graph is repaired for ORT's gradient builder, the artifacts are loaded and trained for
-    one step before success is reported, and the folder appears only when complete.
+    The training graphs (standard ONNX operators, gradients by onnx-ad) are loaded and trained
+    for one step before success is reported, and the folder appears only when complete.
 
     \b
     Examples:
@@ -56,6 +59,7 @@ def command(model: str | None, output: Path | None, name: str | None, train: str
       edgeft export model.onnx --train 'classifier|layer\\.11\\.'
       edgeft export mypkg.nets:build --input x:float32:batch,16 --loss mse
       edgeft export --labels labels.txt --train last:2 --l2sp 0.01
+      edgeft export --labels labels.txt --format portable --format ort-training
     """
     from edgeft.export.build import ExportOptions, export_artifacts
     from edgeft.labels import read_label_file
@@ -65,7 +69,7 @@ def command(model: str | None, output: Path | None, name: str | None, train: str
         model=model, output=output, name=name, train=train, loss=loss, optimizer=optimizer,
         label_names=read_label_file(labels_file) if labels_file else [], num_labels=num_labels,
         max_length=max_length, inputs=list(inputs), modality=modality, seed=seed, dropout=not no_dropout,
-        l2sp=l2sp, force=force)
+        l2sp=l2sp, force=force, formats=formats or ("portable",))
     if as_json:
         result = export_artifacts(options)
         click.echo(json.dumps(result.summary(), indent=2))

@@ -1,10 +1,11 @@
-"""``edgeft export``: a pretrained model -> a verified ONNX Runtime training-artifact folder.
+"""``edgeft export``: a pretrained model -> a verified training-artifact folder.
 
-Steps: load the source, choose the trainable parameters, export the forward graph, repair it
-for ORT's gradient builder, generate the training / eval / optimizer models and checkpoint,
-lower IR versions to what the runtime loads, write the manifest, and prove the folder works by
-running one real training step, all inside a staging folder that is renamed into place only
-when everything succeeded.
+Steps: load the source, choose the trainable parameters, export the forward graph, split off the
+frozen prefix, write the portable training graphs (standard ONNX operators, any onnxruntime) and,
+when asked (``--format ort-training``), ONNX Runtime's training artifacts, write the manifest, and
+prove the folder works by running one real training step and checking that the cached path
+(prefix, then tail) computes what the full graph computes, all inside a staging folder that is
+renamed into place only when everything succeeded.
 """
 
 from __future__ import annotations
@@ -21,10 +22,9 @@ import numpy as np
 import onnx
 
 from edgeft import __version__
-from edgeft.backends.ort_training import OrtTrainer
 from edgeft.errors import EdgeftError
 from edgeft.export.builtin import BUILTIN_MODELS, DEFAULT_MODEL, builtin_path
-from edgeft.export.ort_artifacts import generate
+from edgeft.export.ort_artifacts import ORT_FORMAT, require_training_api, write_ort_training
 from edgeft.export.portable import export_portable
 from edgeft.export.tail import PREFIX_FILE, build_tail
 from edgeft.export.source import LoadedModel, sample_array
@@ -33,6 +33,9 @@ from edgeft.manifest import TAIL_PREFIX, Manifest, write_manifest
 from edgeft.ortcompat import runtime_versions
 from edgeft.selection import select_trainable
 from edgeft.tasks import LOSSES, OPTIMIZERS, label_input
+
+FORMATS = ("portable", ORT_FORMAT)
+
 
 @dataclass
 class ExportOptions:
@@ -51,6 +54,7 @@ class ExportOptions:
     seed: int = 0
     dropout: bool = True
     l2sp: float | None = None  # build the L2-SP term with this default strength (None: no term)
+    formats: tuple[str, ...] = ("portable",)  # training formats to write: portable, ort-training
     force: bool = False
     name: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)  # more manifest fields, e.g. a build key
@@ -200,55 +204,93 @@ def _sample_feeds(loaded: LoadedModel, prefix: Path | None, seed: int) -> Callab
     return feeds
 
 
+def _reference_loss(forward: Path, batch: dict[str, np.ndarray], manifest: Manifest) -> float:
+    """The loss of the full forward graph (dropout off) on ``batch``, computed with plain onnxruntime."""
+    import onnxruntime as ort
+
+    from edgeft.deploy.inference_model import drop_dropout
+    from edgeft.deploy.runtime import loss_value
+
+    model = onnx.load(str(forward))
+    drop_dropout(model)
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    names = {i.name for i in session.get_inputs()}
+    outputs = session.run([manifest.data["output"]["name"]], {k: v for k, v in batch.items() if k in names})[0]
+    return loss_value(manifest.task, outputs, batch["labels"], manifest.data["loss"])
+
+
 def _smoke_step(manifest: Manifest, loaded: LoadedModel, options: ExportOptions) -> float:
-    """Load the folder with the ORT training API, run one train + optimizer + eval step, and
-    check that the cached path (prefix, then tail) gives the same eval loss as the full graph."""
+    """Run one training step of every written format and check that each computes the full
+    graph's loss (through the frozen prefix and the tail where the folder is split)."""
     batch = {spec.name: sample_array(spec, options.seed) for spec in loaded.inputs}
     labels = manifest.data["labels"]["input"]
     shape = [d if isinstance(d, int) else 2 for d in labels["shape"]]
     batch["labels"] = np.zeros(shape, dtype=labels["dtype"])
-    trainer = OrtTrainer(manifest, threads=None)
-    full_eval, _ = trainer.eval_step(batch)
-    loss, outputs = trainer.train_step(batch)
-    trainer.optimizer_step()
-    eval_loss, _ = trainer.eval_step(batch)
-    if not (np.isfinite(loss) and np.isfinite(eval_loss)):
-        raise EdgeftError(f"The first training step gave a non-finite loss ({loss}).", where=str(manifest.folder),
-                          hint="check the model's numerics, or try --train head.")
-    expected = (2, loaded.num_outputs)
-    if tuple(np.asarray(outputs).shape) != expected:
-        raise EdgeftError(f"The model's output has shape {np.asarray(outputs).shape}, expected {expected}.",
-                          where=loaded.output, hint="the model's output must be [batch, labels].")
+    expected = _reference_loss(manifest.path("forward_model"), batch, manifest)
+    trainers = []
     if manifest.data["portable"]["available"]:
-        _check_portable(manifest, batch, full_eval)
-    if manifest.data["cache"]["available"]:
+        from edgeft.backends.portable import PortableTrainer
+
+        trainers.append(PortableTrainer(manifest))  # runs the prefix ahead of the tail where split
+    if ORT_FORMAT in manifest.data["formats"]:
+        from edgeft.backends.ort_training import OrtTrainer
+
+        trainers.append(OrtTrainer(manifest))
+        if manifest.data["cache"]["available"]:
+            trainers.append(_OrtCachedPath(manifest))
+    first_loss = float("nan")
+    for trainer in trainers:
+        before, _ = trainer.eval_step(batch)
+        if not np.isclose(before, expected, rtol=1e-4, atol=1e-6):
+            raise EdgeftError(f"The {trainer.backend} training graphs give loss {before}, the forward graph {expected}.",
+                              where=str(manifest.folder), hint="report this model; export with --train head meanwhile.")
+        loss, outputs = trainer.train_step(batch)
+        gradients = trainer.gradients()
+        trainer.optimizer_step()
+        after, _ = trainer.eval_step(batch)
+        if not (np.isfinite(loss) and np.isfinite(after) and all(np.isfinite(g).all() for g in gradients.values())):
+            raise EdgeftError(f"The first training step gave a non-finite loss or gradient ({loss}).",
+                              where=str(manifest.folder), hint="check the model's numerics, or try --train head.")
+        shape = (2, loaded.num_outputs)
+        if tuple(np.asarray(outputs).shape) != shape:
+            raise EdgeftError(f"The model's output has shape {np.asarray(outputs).shape}, expected {shape}.",
+                              where=loaded.output, hint="the model's output must be [batch, labels].")
+        first_loss = loss if np.isnan(first_loss) else first_loss
+    return first_loss
+
+
+class _OrtCachedPath:
+    """ORT's tail artifacts fed by the prefix, with the trainer interface the smoke step uses."""
+
+    backend = "ort-training (cached path)"
+
+    def __init__(self, manifest: Manifest) -> None:
         import onnxruntime as ort
 
-        prefix = ort.InferenceSession(str(manifest.path("prefix_model")), providers=["CPUExecutionProvider"])
-        feed = {i.name: batch[i.name] for i in prefix.get_inputs()}
-        tail_batch = dict(zip((o.name for o in prefix.get_outputs()), prefix.run(None, feed)))
-        tail_batch.update({name: batch[name] for name in manifest.data["cache"]["raw_inputs"]})
-        tail_batch["labels"] = batch["labels"]
-        tail_eval, _ = OrtTrainer(manifest, prefix=TAIL_PREFIX).eval_step(tail_batch)
-        if not np.isclose(tail_eval, full_eval, rtol=1e-4, atol=1e-6):
-            raise EdgeftError(f"The cached path gives loss {tail_eval}, the full graph {full_eval}.",
-                              where=str(manifest.folder), hint="export again; report this model if it persists.")
-    return loss
+        from edgeft.backends.ort_training import OrtTrainer
 
+        self.trainer = OrtTrainer(manifest, prefix=TAIL_PREFIX)
+        self.prefix = ort.InferenceSession(str(manifest.path("prefix_model")), providers=["CPUExecutionProvider"])
+        self.raw = manifest.data["cache"]["raw_inputs"]
 
-def _check_portable(manifest: Manifest, batch: dict[str, np.ndarray], expected: float) -> None:
-    """The portable graphs give ORT's eval loss and a finite step with finite gradients."""
-    from edgeft.backends.portable import PortableTrainer
+    def _tail(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        feed = {i.name: batch[i.name] for i in self.prefix.get_inputs()}
+        tail = dict(zip((o.name for o in self.prefix.get_outputs()), self.prefix.run(None, feed)))
+        tail.update({name: batch[name] for name in self.raw})
+        tail["labels"] = batch["labels"]
+        return tail
 
-    trainer = PortableTrainer(manifest)
-    loss, _ = trainer.eval_step(batch)
-    if not np.isclose(loss, expected, rtol=1e-4, atol=1e-6):
-        raise EdgeftError(f"The portable eval graph gives loss {loss}, ONNX Runtime's training artifacts {expected}.",
-                          where=str(manifest.folder), hint="report this model; export with an older edgeft meanwhile.")
-    step_loss, _ = trainer.train_step(batch)
-    if not (np.isfinite(step_loss) and all(np.isfinite(g).all() for g in trainer.gradients().values())):
-        raise EdgeftError("The portable training step gave a non-finite loss or gradient.", where=str(manifest.folder),
-                          hint="check the model's numerics, or try --train head.")
+    def eval_step(self, batch: dict[str, np.ndarray]) -> tuple[float, np.ndarray]:
+        return self.trainer.eval_step(self._tail(batch))
+
+    def train_step(self, batch: dict[str, np.ndarray]) -> tuple[float, np.ndarray]:
+        return self.trainer.train_step(self._tail(batch))
+
+    def gradients(self) -> dict[str, np.ndarray]:
+        return self.trainer.gradients()
+
+    def optimizer_step(self) -> None:
+        self.trainer.optimizer_step()
 
 
 def _versions() -> dict[str, str]:
@@ -271,6 +313,13 @@ def export_artifacts(options: ExportOptions, progress: Callable[[str], None] | N
     if options.optimizer not in OPTIMIZERS:
         raise EdgeftError(f"Unknown optimizer {options.optimizer!r}.", where="--optimizer",
                           hint=f"use one of {', '.join(OPTIMIZERS)}.")
+    formats = tuple(dict.fromkeys(options.formats))
+    unknown = [f for f in formats if f not in FORMATS]
+    if unknown or not formats:
+        raise EdgeftError(f"Unknown training format {', '.join(unknown) or '(none)'}.", where="--format",
+                          hint=f"use {' and/or '.join(FORMATS)}.")
+    if ORT_FORMAT in formats:
+        require_training_api("--format ort-training")  # before the slow part
     step("loading the model")
     loaded, default_name = load_source(options)
     name = options.name or default_name
@@ -293,26 +342,26 @@ def export_artifacts(options: ExportOptions, progress: Callable[[str], None] | N
     frozen = [n for n in order if n not in set(trainable) and n in float_inits]
     l2sp = _l2sp_tensors(options, loaded, trainable)
     with staged_folder(dest, force=options.force) as stage:
-        step("building training, eval and optimizer models")
-        repairs = generate(forward, trainable, frozen, options.loss, options.optimizer, loaded.output, stage,
-                           l2sp=l2sp)
         onnx.save(forward, str(stage / "forward.onnx"))
         step("splitting off the frozen prefix for the activation cache")
-        cache, cache_files, cache_notes, tail = build_tail(forward, trainable, frozen, loaded.inputs, options.loss,
-                                                           options.optimizer, loaded.output, stage, options.seed,
-                                                           l2sp)
+        cache, files, cache_notes, tail = build_tail(forward, trainable, frozen, loaded.inputs, stage, options.seed)
         loaded.notes.extend(cache_notes)
-        step("writing the portable training graphs (standard ONNX operators)")
-        portable_files, portable, portable_notes = export_portable(
-            tail if tail is not None else forward, trainable, options.loss, options.optimizer, loaded.output,
-            loaded.num_outputs, stage, TAIL_PREFIX if tail is not None else "",
-            _sample_feeds(loaded, stage / PREFIX_FILE if tail is not None else None, options.seed), l2sp)
-        cache_files.update(portable_files)
-        loaded.notes.extend(portable_notes)
+        portable: dict[str, Any] = {"available": False, "reason": "not asked for (--format)"}
+        if "portable" in formats:
+            step("writing the portable training graphs (standard ONNX operators)")
+            portable_files, portable = export_portable(
+                tail if tail is not None else forward, trainable, options.loss, options.optimizer, loaded.output,
+                loaded.num_outputs, stage, TAIL_PREFIX if tail is not None else "",
+                _sample_feeds(loaded, stage / PREFIX_FILE if tail is not None else None, options.seed), l2sp)
+            files.update(portable_files)
+        repairs: list[str] = []
+        if ORT_FORMAT in formats:
+            step("building ONNX Runtime's training, eval and optimizer models")
+            ort_files, repairs = write_ort_training(forward, tail, trainable, frozen, options.loss, options.optimizer,
+                                                    loaded.output, stage, l2sp)
+            files.update(ort_files)
         (stage / "labels.txt").write_text("".join(f"{n}\n" for n in loaded.label_names), encoding="utf-8")
-        files = {"training_model": "training_model.onnx", "eval_model": "eval_model.onnx",
-                 "optimizer_model": "optimizer_model.onnx", "checkpoint": "checkpoint",
-                 "forward_model": "forward.onnx", "labels": "labels.txt", **cache_files}
+        files.update({"forward_model": "forward.onnx", "labels": "labels.txt"})
         for fname, content in loaded.preprocessing.files.items():
             (stage / fname).write_bytes(content)
             files[fname.split(".")[0]] = fname
@@ -333,7 +382,8 @@ def export_artifacts(options: ExportOptions, progress: Callable[[str], None] | N
                           "parameters": sum(t.numel for t in trainable_t),
                           "frozen_tensors": len(frozen_t), "frozen_parameters": sum(t.numel for t in frozen_t)},
             **({"l2sp": {"strength": options.l2sp, "tensors": l2sp}} if l2sp is not None else {}),
-            "cache": cache, "portable": portable, "repairs": repairs, "seed": options.seed, "tool": _versions(), **options.extra,
+            "formats": list(formats), "cache": cache, "portable": portable, "repairs": repairs, "seed": options.seed,
+            "tool": _versions(), **options.extra,
         }
         manifest = write_manifest(stage, data, files)
         step("running one training step to check the artifacts")

@@ -85,3 +85,35 @@ def generate(model: onnx.ModelProto, trainable: list[str], frozen: list[str], lo
     repairs += lower_ir_versions(stage, files, max_ir_version())
     rename_label_input(stage, files[:2], [i.name for i in model.graph.input])
     return repairs
+
+
+ORT_FORMAT = "ort-training"
+
+
+def require_training_api(where: str) -> None:
+    """A clear error when ONNX Runtime's training API (onnxruntime-training-cpu) is not installed."""
+    from edgeft.ortcompat import TRAINING_INSTALL_HINT, has_training_api
+
+    if not has_training_api():
+        raise EdgeftError("ONNX Runtime's training API is not installed here (plain onnxruntime has none).",
+                          where=where,
+                          hint=TRAINING_INSTALL_HINT + "; or leave it out: the portable format trains everywhere.")
+
+
+def write_ort_training(forward: onnx.ModelProto, tail: onnx.ModelProto | None, trainable: list[str],
+                       frozen: list[str], loss: str, optimizer: str, output: str, stage: Path,
+                       l2sp: list[str] | None) -> tuple[dict[str, str], list[str]]:
+    """ORT training artifacts of the full graph and, with a frozen-prefix split, of the tail;
+    returns (manifest file keys, repairs made)."""
+    from edgeft.manifest import TAIL_PREFIX
+
+    require_training_api("--format ort-training")
+    repairs = generate(forward, trainable, frozen, loss, optimizer, output, stage, l2sp=l2sp)
+    files = {"training_model": "training_model.onnx", "eval_model": "eval_model.onnx",
+             "optimizer_model": "optimizer_model.onnx", "checkpoint": "checkpoint"}
+    if tail is not None:
+        tail_params = {i.name for i in tail.graph.initializer}
+        generate(tail, trainable, [n for n in frozen if n in tail_params], loss, optimizer, output, stage,
+                 prefix=TAIL_PREFIX, l2sp=l2sp)
+        files.update({f"{TAIL_PREFIX}{key}": f"{TAIL_PREFIX}{path}" for key, path in files.items()})
+    return files, repairs

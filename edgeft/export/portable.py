@@ -580,24 +580,26 @@ def write_portable(model: onnx.ModelProto, trainable: list[str], loss: str, opti
 
 def export_portable(model: onnx.ModelProto, trainable: list[str], loss: str, optimizer: str, output: str,
                     num_outputs: int, stage: Path, prefix: str, feeds: Feeds | None = None,
-                    l2sp: list[str] | None = None) -> tuple[dict[str, str], dict, list[str]]:
+                    l2sp: list[str] | None = None) -> tuple[dict[str, str], dict]:
     """Write the portable set for ``model`` (the tail with ``prefix`` tail_, else the full graph);
-    returns (manifest file keys, manifest section, notes). A graph onnx-ad cannot differentiate
-    leaves the set out with the reason: the ORT training artifacts still work."""
+    returns (manifest file keys, manifest section). A graph onnx-ad cannot differentiate is an
+    export error naming what is missing: the portable graphs are how edgeft trains everywhere."""
     import onnx_ad
 
     from edgeft.ortcompat import max_ir_version
 
+    hint = ("train fewer layers (e.g. --train head), or, on Linux x86_64 / macOS arm64, write ONNX Runtime's "
+            "training artifacts instead (--format ort-training, see the README).")
     try:
         files, _ = write_portable(model, trainable, loss, optimizer, output, num_outputs, stage, prefix,
                                   min(model.ir_version, max_ir_version()), feeds=feeds, l2sp=l2sp)
     except EdgeftError as exc:
-        return {}, {"available": False, "reason": exc.what}, [f"portable training graphs not written: {exc.what}"]
-    except Exception as exc:  # noqa: BLE001 -- an onnx-ad failure must not cost the ORT artifacts
-        reason = f"onnx-ad failed on this graph ({type(exc).__name__}: {exc})"[:300]
-        return {}, {"available": False, "reason": reason}, [f"portable training graphs not written: {reason}"]
+        raise EdgeftError(exc.what, where=exc.where, hint=hint) from exc
+    except Exception as exc:  # noqa: BLE001 -- onnx-ad's own failures: name them
+        raise EdgeftError(f"The portable training graphs cannot be built: onnx-ad failed on this graph "
+                          f"({type(exc).__name__}: {str(exc)[:300]}).", where="onnx-ad", hint=hint) from exc
     section = {"available": True, "graphs": "tail" if prefix else "full", "optimizer": optimizer,
                "gradients": f"onnx-ad {onnx_ad.__version__}"}
     if optimizer == "adamw":
         section["adamw"] = {**ADAMW, "bias_correction": True, "weight_decay": "after the update (ORT adam_mode 1)"}
-    return files, section, []
+    return files, section

@@ -1,4 +1,4 @@
-"""Artifacts for the frozen-prefix cache: ``prefix.onnx`` plus training artifacts of the tail.
+"""The frozen-prefix split at export: ``prefix.onnx`` and the tail graph its training graphs are built on.
 
 The split (see :mod:`edgeft.export.split`) is checked on sample batches: every boundary tensor
 must have the batch on axis 0 and at most one dynamic axis (the sequence, on axis 1) that
@@ -13,10 +13,8 @@ from typing import Any
 import numpy as np
 import onnx
 
-from edgeft.export.ort_artifacts import generate
 from edgeft.export.source import InputSpec, sample_array
 from edgeft.export.split import Split, split_forward
-from edgeft.manifest import TAIL_PREFIX as TAIL
 
 PREFIX_FILE = "prefix.onnx"
 
@@ -65,10 +63,10 @@ def _declare_shape(value: onnx.ValueInfoProto, shape: list[int | str]) -> None:
 
 
 def build_tail(forward: onnx.ModelProto, trainable: list[str], frozen: list[str], inputs: list[InputSpec],
-               loss: str, optimizer: str, output: str, stage: Path,
-               seed: int, l2sp: list[str] | None = None
-               ) -> tuple[dict[str, Any], dict[str, str], list[str], onnx.ModelProto | None]:
-    """Write prefix.onnx and tail_* artifacts; returns (manifest section, files, notes, tail graph)."""
+               stage: Path, seed: int) -> tuple[dict[str, Any], dict[str, str], list[str], onnx.ModelProto | None]:
+    """Write prefix.onnx; returns (manifest section, files, notes, tail graph or None without a split).
+
+    The training graphs of the tail (portable, and ORT's when asked) are built by the caller."""
     split = split_forward(forward, set(trainable), set(frozen))
     if split is None:
         return {"available": False, "reason": "no frozen part ahead of the trainable layers"}, {}, [], None
@@ -79,16 +77,10 @@ def build_tail(forward: onnx.ModelProto, trainable: list[str], frozen: list[str]
     for value in [*split.tail.graph.input, *split.prefix.graph.output]:
         if value.name in shapes:
             _declare_shape(value, shapes[value.name])
-    tail_params = {i.name for i in split.tail.graph.initializer}
-    generate(split.tail, trainable, [n for n in frozen if n in tail_params], loss, optimizer, output,
-             stage, prefix=TAIL, l2sp=l2sp)
     onnx.save(split.prefix, str(stage / PREFIX_FILE))
-    files = {"prefix_model": PREFIX_FILE, "tail_training_model": f"{TAIL}training_model.onnx",
-             "tail_eval_model": f"{TAIL}eval_model.onnx", "tail_optimizer_model": f"{TAIL}optimizer_model.onnx",
-             "tail_checkpoint": f"{TAIL}checkpoint"}
     per_example = sum(int(np.prod([d for d in b["shape"][1:] if isinstance(d, int)])) * 4 for b in boundary)
     section = {"available": True, "boundary": boundary, "raw_inputs": split.raw_inputs,
                "bytes_per_example_row": per_example}
     notes = [f"frozen-prefix cache: the tail reads {len(boundary)} cached tensor(s) "
              f"({per_example:,} bytes per example{' per token' if any('sequence' in b['shape'] for b in boundary) else ''})"]
-    return section, files, notes, split.tail
+    return section, {"prefix_model": PREFIX_FILE}, notes, split.tail
