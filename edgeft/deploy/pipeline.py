@@ -48,33 +48,39 @@ class DeployOptions:
     extra: dict[str, Any] = dataclasses.field(default_factory=dict)  # more manifest fields, e.g. a build key
 
 
-def _run_data(source: Path) -> dict[str, Any]:
-    from edgeft.train.loop import RUN_FILE
+def _run_record(source: Path):  # -> RunRecord | None
+    from edgeft.train.record import RUN_FILE, RunRecord
 
-    path = source / RUN_FILE
-    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+    return RunRecord.read(source) if (source / RUN_FILE).is_file() else None
 
 
-def _validation(manifest: Manifest, options: DeployOptions, run: dict[str, Any]) -> tuple[ExampleSet, ExampleSet | None]:
+def _validation(manifest: Manifest, options: DeployOptions, run) -> tuple[ExampleSet, ExampleSet | None]:
     """Validation examples (--val, or the run's), and training examples for calibration."""
     from edgeft.train.loop import DataOptions, TrainConfig, load_examples, Reporter
 
-    columns = dict(text_column=run.get("text_column", options.text_column),
-                   label_column=run.get("label_column", options.label_column))
+    recorded = run.data if run is not None else {}
+    columns = dict(text_column=recorded.get("text_column", options.text_column),
+                   label_column=recorded.get("label_column", options.label_column))
+    train_file = run.data_file("train") if run is not None else None
     if options.val is not None:
         from edgeft.data.records import read_records
 
         val = ExampleSet(read_records(options.val, manifest.data, **columns), manifest)
         train = None
-        if run.get("train"):
-            train, _ = load_examples(manifest, DataOptions(train=Path(run["train"]), **columns),
+        if train_file is not None:
+            train, _ = load_examples(manifest, DataOptions(train=train_file, **columns),
                                      TrainConfig(val_fraction=0), Reporter())
         return val, train
-    if not run.get("train"):
+    if run is None:
         raise EdgeftError("deploy needs labelled validation data to check the quantized model's accuracy.",
                           where=str(options.source), hint="pass --val FILE (or deploy a run folder from edgeft train).")
-    config = dict(run.get("config", {}))
-    data = DataOptions(train=Path(run["train"]), val=Path(run["val"]) if run.get("val") else None, **columns)
+    for key, found in (("train", train_file), ("val", run.data_file("val"))):
+        if found is None and run.recorded(key):
+            raise EdgeftError(f"The run's {'training' if key == 'train' else 'validation'} data is not where it was, "
+                              f"or was changed since training ({run.recorded(key)}).", where=str(run.run_dir),
+                              hint="pass --val FILE with labelled validation data for the accuracy check.")
+    config = dict(recorded.get("config", {}))
+    data = DataOptions(train=train_file, val=run.data_file("val"), **columns)
     train, val = load_examples(manifest, data, TrainConfig(seed=config.get("seed", 0),
                                                            val_fraction=config.get("val_fraction", 0.1)), Reporter())
     if val is None:
@@ -125,7 +131,7 @@ def deploy(options: DeployOptions, progress: Callable[[str], None] | None = None
     started = time.perf_counter()
     profile: DeviceProfile = load_profile(auto_device() if options.device == "auto" else options.device)
     manifest, checkpoint = resolve_model(Path(options.source))
-    run = _run_data(Path(options.source))
+    run = _run_record(Path(options.source))
     trained = checkpoint_parameters(checkpoint) if checkpoint else {}
     name = f"{manifest.data['name']}-{profile.name}"
     dest = Path(options.output) if options.output else Path("artifacts") / "bundles" / name

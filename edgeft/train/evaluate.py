@@ -66,16 +66,10 @@ def checkpoint_parameters(path: Path) -> dict[str, np.ndarray]:
 def resolve_model(path: Path, checkpoint: Path | None = None) -> tuple[Manifest, Path | None]:
     """An artifact folder, or a run folder (its artifacts and best, else latest, checkpoint)."""
     from edgeft.train import checkpoints
-    from edgeft.train.loop import RUN_FILE
+    from edgeft.train.record import RUN_FILE, RunRecord
 
-    run_file = path / RUN_FILE
-    if run_file.is_file():
-        try:
-            record = json.loads(run_file.read_text(encoding="utf-8"))
-            artifacts = Path(record["artifacts"])
-        except (OSError, KeyError, TypeError, ValueError, RecursionError) as exc:  # ValueError: bad JSON or UTF-8
-            raise EdgeftError(f"The run record cannot be read: {exc}.", where=str(run_file),
-                              hint="give the artifact folder and --checkpoint instead.") from exc
+    if (path / RUN_FILE).is_file():
+        artifacts = RunRecord.read(path).artifacts()
         if checkpoint is None:
             best = path / checkpoints.BEST
             chosen = best if (best / checkpoints.STATE).is_file() else checkpoints.latest(path)

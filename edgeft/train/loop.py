@@ -29,10 +29,10 @@ from edgeft.deploy.measure import peak_rss_mb
 from edgeft.train import checkpoints, metrics
 from edgeft.train.cache import CachedExamples
 from edgeft.train.evaluate import Examples, evaluate
+from edgeft.train.record import RUN_FILE, RunRecord
 from edgeft.train.examples import ExampleSet
 from edgeft.train.schedule import learning_rate
 
-RUN_FILE = "run.json"
 METRICS_FILE = "metrics.jsonl"
 SUMMARY_FILE = "summary.json"
 
@@ -70,6 +70,10 @@ class DataOptions:
     text_column: str = "text"
     label_column: str = "label"
     strict: bool = False
+
+    def __post_init__(self) -> None:  # str paths too
+        self.train = Path(self.train)
+        self.val = Path(self.val) if self.val is not None else None
 
 
 class Reporter:
@@ -127,32 +131,22 @@ def load_examples(manifest: Manifest, data: DataOptions, config: TrainConfig,
     return ExampleSet(records, manifest), (ExampleSet(val_records, manifest) if val_records is not None else None)
 
 
-def _run_record(manifest: Manifest, data: DataOptions, config: TrainConfig) -> dict[str, Any]:
-    return {"artifacts": str(manifest.folder.resolve()),
-            "manifest_sha256": sha256_file(manifest.folder / MANIFEST_NAME),
-            "train": str(data.train), "val": str(data.val) if data.val else None,
-            "text_column": data.text_column, "label_column": data.label_column, "config": asdict(config)}
+def _run_record(manifest: Manifest, data: DataOptions, config: TrainConfig, run_dir: Path) -> RunRecord:
+    return RunRecord.create(run_dir, manifest.folder, sha256_file(manifest.folder / MANIFEST_NAME), data.train,
+                            data.val, {"text_column": data.text_column, "label_column": data.label_column},
+                            asdict(config))
 
 
-def _prepare_run_dir(run_dir: Path, record: dict[str, Any], resume: bool, force: bool) -> None:
+def _prepare_run_dir(run_dir: Path, record: RunRecord, resume: bool, force: bool) -> None:
     run_file = run_dir / RUN_FILE
     if resume:
         if not run_file.is_file():
             raise EdgeftError(f"There is no run to resume in {run_dir}.", where=str(run_dir),
                               hint="start the run without --resume, or give the --run-dir of the interrupted run.")
-        try:
-            saved = json.loads(run_file.read_text(encoding="utf-8"))
-        except (OSError, ValueError, RecursionError) as exc:
-            raise EdgeftError(f"The run record cannot be read: {str(exc)[:200]}.", where=str(run_file),
-                              hint="start a new --run-dir (or --force to start this one over).") from exc
-        if not isinstance(saved, dict):
-            raise EdgeftError("The run record is not an edgeft run.json.", where=str(run_file),
-                              hint="start a new --run-dir (or --force to start this one over).")
-        for key in ("manifest_sha256", "train", "val", "config"):
-            if saved.get(key) != record.get(key):
-                raise EdgeftError(f"--resume: this run was started with another {key.replace('_', ' ')}.",
-                                  where=str(run_file),
-                                  hint="resume with the same artifacts, data and options, or start a new --run-dir.")
+        differs = RunRecord.read(run_dir).same_run(record)
+        if differs:
+            raise EdgeftError(f"--resume: this run was started with another {differs}.", where=str(run_file),
+                              hint="resume with the same artifacts, data and options, or start a new --run-dir.")
         return
     if run_dir.exists() and any(run_dir.iterdir()):
         if not force:
@@ -160,7 +154,7 @@ def _prepare_run_dir(run_dir: Path, record: dict[str, Any], resume: bool, force:
                               hint="pass --resume to continue it, --force to start over, or another --run-dir.")
         shutil.rmtree(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(run_file, json.dumps(record, indent=2) + "\n")
+    record.write()
 
 
 def _open_trainer(manifest: Manifest, config: TrainConfig, run_dir: Path, threads: int | None,
@@ -185,6 +179,7 @@ def train(artifacts: Path, data: DataOptions, run_dir: Path, config: TrainConfig
     """
     import onnxruntime as ort
 
+    artifacts, run_dir = Path(artifacts), Path(run_dir)
     reporter = reporter or Reporter()
     manifest = check_fields(load_manifest(artifacts, kind="artifacts"))
     task, labels = manifest.data["task"], manifest.data["labels"]["names"]
@@ -197,8 +192,8 @@ def train(artifacts: Path, data: DataOptions, run_dir: Path, config: TrainConfig
         raise EdgeftError("ONNX Runtime's SGD optimizer has no weight decay.", where="--weight-decay",
                           hint="pass --weight-decay 0, or export with --optimizer adamw.")
     check_l2sp(manifest, config.l2sp)
-    record = _run_record(manifest, data, config)
     train_set, val_set = load_examples(manifest, data, config, reporter)
+    record = _run_record(manifest, data, config, run_dir)
     _prepare_run_dir(run_dir, record, resume, force)
     latest = checkpoints.latest(run_dir) if resume else None
     state = RunState(**checkpoints.load_state(latest)) if latest else RunState()
