@@ -37,11 +37,12 @@ $(VENV_ORT)/.installed: pyproject.toml constraints.txt
 	touch $@
 
 demo: setup
-	$(BIN)/edgeft export --labels $(EXAMPLE)/labels.txt --train last:1 -o $(DEMO) --force
+	$(BIN)/edgeft export --labels $(EXAMPLE)/labels.txt --train last:1 --device auto \
+		--guard-data $(EXAMPLE)/train.csv -o $(DEMO) --force
 	$(BIN)/edgeft train $(DEMO) $(EXAMPLE)/train.csv --val $(EXAMPLE)/val.csv --epochs 8 --lr 1e-3 \
 		--run-dir $(RUN) --force
 	$(BIN)/edgeft evaluate $(RUN) $(EXAMPLE)/test.csv
-	$(BIN)/edgeft deploy $(RUN) --device auto -o $(BUNDLE) --force
+	$(BIN)/edgeft deploy $(RUN) -o $(BUNDLE) --force
 	$(BIN)/edgeft evaluate $(BUNDLE) $(EXAMPLE)/test.csv
 	$(BIN)/edgeft predict $(BUNDLE) "it's way too dark in the hallway" "remind me to buy oat milk"
 

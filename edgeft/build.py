@@ -31,6 +31,7 @@ except ImportError:  # Python < 3.11
 
 ARTIFACTS_DIR = "artifacts/build/artifacts"
 BUNDLES_DIR = "artifacts/build/bundles"
+PACKAGES_DIR = "artifacts/build/packages"
 
 
 @dataclass
@@ -51,6 +52,8 @@ class BuildEntry:
     inputs: list[str] = field(default_factory=list)
     modality: str | None = None
     formats: list[str] = field(default_factory=lambda: ["portable"])
+    packages: list[str] = field(default_factory=list)  # device packages (profile names or .toml paths)
+    guard_data: str | None = None  # labelled examples that check the packages' quantized prefixes
     devices: list[str] = field(default_factory=list)
     val: str | None = None
     text_column: str = "text"
@@ -61,7 +64,8 @@ class BuildEntry:
 _TYPES: dict[str, tuple[type, ...]] = {
     "name": (str,), "model": (str,), "labels": (str,), "num_labels": (int,), "train": (str,), "loss": (str,),
     "optimizer": (str,), "max_length": (int,), "seed": (int,), "dropout": (bool,), "l2sp": (float, int),
-    "inputs": (list,), "modality": (str,), "formats": (list,), "devices": (list,), "val": (str,), "text_column": (str,),
+    "inputs": (list,), "modality": (str,), "formats": (list,), "packages": (list,), "guard_data": (str,),
+    "devices": (list,), "val": (str,), "text_column": (str,),
     "label_column": (str,), "output": (str,),
 }
 
@@ -95,7 +99,7 @@ def read_build_file(path: Path) -> list[BuildEntry]:
             if not isinstance(value, _TYPES[key]) or (isinstance(value, bool) and bool not in _TYPES[key]):
                 raise EdgeftError(f"Field {key!r} must be {_TYPES[key][0].__name__}, not {type(value).__name__}.",
                                   where=f"{where}, field {key}", hint="fix the value's type.")
-            if key in ("inputs", "formats", "devices") and not all(isinstance(v, str) for v in value):
+            if key in ("inputs", "formats", "packages", "devices") and not all(isinstance(v, str) for v in value):
                 raise EdgeftError(f"Field {key!r} must be a list of strings.", where=f"{where}, field {key}",
                                   hint="write e.g. [\"raspberry-pi-5\"].")
         if "name" not in raw:
@@ -162,7 +166,7 @@ def build_key(entry: BuildEntry, base: Path) -> str:
     digest = hashlib.sha256()
     digest.update(json.dumps(asdict(entry), sort_keys=True).encode())
     model_files_digest(entry.model, base, digest)
-    for extra in (entry.labels, entry.val):
+    for extra in (entry.labels, entry.val, entry.guard_data):
         if extra:
             digest.update(sha256_file(base / extra).encode())
     digest.update(json.dumps({"edgeft": __version__, **runtime_versions()}, sort_keys=True).encode())
@@ -217,6 +221,7 @@ def run_builds(path: Path, force: bool = False, only: list[str] | None = None,
                 extra={"build_key": key}))
             result["status"] = "built"
         result["files"] = {k: v["sha256"] for k, v in load_manifest(output, verify=False).data["files"].items()}
+        result["packages"] = [_package(entry, device, output, key, base, progress, force) for device in entry.packages]
         result["bundles"] = []
         for device in entry.devices:
             result["bundles"].append(_bundle(entry, device, output, key, base, progress, force))
@@ -241,6 +246,25 @@ def _bundle(entry: BuildEntry, device: str, artifacts: Path, key: str, base: Pat
         deploy(DeployOptions(source=artifacts, device=device, output=folder, val=base / entry.val,
                              text_column=entry.text_column, label_column=entry.label_column, force=True,
                              extra={"build_key": key}))
+        result["status"] = "built"
+    result["files"] = {k: v["sha256"] for k, v in load_manifest(folder, verify=False).data["files"].items()}
+    return result
+
+
+def _package(entry: BuildEntry, device: str, artifacts: Path, key: str, base: Path, progress: Any,
+             force: bool) -> dict[str, Any]:
+    from edgeft.package.writer import make_package
+
+    folder = base / PACKAGES_DIR / f"{entry.name}-{Path(device).stem}"
+    result: dict[str, Any] = {"device": device, "output": str(folder)}
+    if not force and _up_to_date(folder, key):
+        result["status"] = "skipped"
+    else:
+        if progress:
+            progress(f"{entry.name}: package for {device}")
+        make_package(artifacts, str(base / device) if device.endswith(".toml") else device, folder,
+                     base / entry.guard_data if entry.guard_data else None, force=True, text_column=entry.text_column,
+                     label_column=entry.label_column, extra={"build_key": key})
         result["status"] = "built"
     result["files"] = {k: v["sha256"] for k, v in load_manifest(folder, verify=False).data["files"].items()}
     return result

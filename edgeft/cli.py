@@ -18,7 +18,8 @@ from edgeft.errors import EdgeftError
 
 # command name -> (module in edgeft.commands, one-line help shown by `edgeft --help`)
 COMMANDS: dict[str, tuple[str, str]] = {
-    "export": ("export", "Turn a pretrained model into ONNX Runtime training artifacts."),
+    "export": ("export", "Turn a pretrained model into training artifacts (or a device package)."),
+    "package": ("package", "Make a device package from artifacts: quantized frozen prefix, training graphs."),
     "inspect": ("inspect", "Show an artifact folder's manifest and verify every file's hash."),
     "train": ("train", "Fine-tune the trainable layers on your data, on this CPU."),
     "evaluate": ("evaluate", "Metrics of artifacts or a trained run on labelled data."),
@@ -55,10 +56,11 @@ def cli() -> None:
 
     \b
     Typical flow:
-      edgeft export --labels labels.txt          # host: model -> training artifacts
-      edgeft inspect artifacts/minilm            # check what was built
-      edgeft train artifacts/minilm train.csv    # device: fine-tune on your data
-      edgeft evaluate artifacts/runs/minilm test.csv
+      edgeft export --labels labels.txt --device raspberry-pi-5   # host: model -> device package
+      edgeft inspect artifacts/minilm-raspberry-pi-5              # check what was built
+      edgeft train artifacts/minilm-raspberry-pi-5 train.csv     # device: fine-tune on your data
+      edgeft evaluate artifacts/runs/minilm-raspberry-pi-5 test.csv
+      edgeft deploy artifacts/runs/minilm-raspberry-pi-5          # device: quantized bundle
     """
 
 

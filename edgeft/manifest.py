@@ -90,7 +90,10 @@ def _safe_relpath(folder: Path, rel: Any, where: Path) -> Path:
     return resolved
 
 
-def load_manifest(folder: Path | str, verify: bool = True, kind: str | None = None) -> Manifest:
+TRAINABLE_KINDS = ("artifacts", "package")  # folders edgeft train, evaluate and deploy take
+
+
+def load_manifest(folder: Path | str, verify: bool = True, kind: str | tuple[str, ...] | None = None) -> Manifest:
     """Read and check a folder's manifest; with ``verify`` every file's sha256 is checked."""
     folder = Path(folder)
     where = folder / MANIFEST_NAME
@@ -116,9 +119,11 @@ def load_manifest(folder: Path | str, verify: bool = True, kind: str | None = No
         raise EdgeftError(
             f"This folder uses manifest format {version}, newer than this edgeft reads ({FORMAT_VERSION}).",
             where=str(where), hint="upgrade edgeft on this machine (pip install -U edgeft).")
-    if kind is not None and data.get("kind") != kind:
-        raise EdgeftError(f"This folder holds {data.get('kind')!r}, but {kind!r} is needed here.",
-                          where=str(where), hint=f"give the path of an edgeft {kind} folder.")
+    kinds = (kind,) if isinstance(kind, str) else kind
+    if kinds is not None and data.get("kind") not in kinds:
+        wanted = " or ".join(repr(k) for k in kinds)
+        raise EdgeftError(f"This folder holds {data.get('kind')!r}, but {wanted} is needed here.",
+                          where=str(where), hint=f"give the path of an edgeft {' or '.join(kinds)} folder.")
     for key, entry in data["files"].items():
         if not isinstance(entry, dict):
             raise EdgeftError(f"The manifest entry for {key!r} is malformed.", where=str(where),
@@ -286,7 +291,7 @@ def check_fields(manifest: Manifest) -> Manifest:
                 check.get(f"preprocessing.{key}[{index}]", (int, float), values, index)
             if len(values) != channels or key == "std" and 0 in values:
                 raise check.fail(f"preprocessing.{key}", f"must hold {channels} number(s) (no zero std)")
-    if manifest.kind == "artifacts":
+    if manifest.kind in TRAINABLE_KINDS:
         check.get("name", str)
         check.choice("optimizer", tuple(OPTIMIZERS))
         spec = check.tensor("labels.input", labels.get("input"))
@@ -315,15 +320,28 @@ def check_fields(manifest: Manifest) -> Manifest:
                 for index in range(len(boundary)):
                     check.tensor(f"cache.boundary[{index}]", boundary[index])
                 check.strings("cache.raw_inputs", cache, "raw_inputs")
+    if manifest.kind == "package":
+        device = check.get("device", dict)
+        check.get("device.name", str, device, "name")
+        prefix = data.get("prefix")
+        if prefix is not None:
+            prefix = check.get("prefix", dict)
+            check.choice("prefix.graph_optimization", ("disable", "basic", "extended", "all"), prefix,
+                         "graph_optimization")
+            _session_config(check, "prefix.session_config", check.get("prefix.session_config", dict, prefix,
+                                                                      "session_config"))
     elif manifest.kind == "bundle":
         if data.get("threads") is not None:
             check.count("threads")
         if "graph_optimization" in data:
             check.choice("graph_optimization", ("disable", "basic", "extended", "all"))
         if "session_config" in data:
-            config = check.get("session_config", dict)
-            for key in config:
-                if key not in SESSION_CONFIG_KEYS:
-                    raise check.fail("session_config", f"has the entry {key!r}, which edgeft does not know"[:200])
-                check.choice(f"session_config.{key}", SESSION_CONFIG_KEYS[key], config, key)
+            _session_config(check, "session_config", check.get("session_config", dict))
     return manifest
+
+
+def _session_config(check: _Fields, field: str, config: dict[str, Any]) -> None:
+    for key in config:
+        if key not in SESSION_CONFIG_KEYS:
+            raise check.fail(field, f"has the entry {key!r}, which edgeft does not know"[:200])
+        check.choice(f"{field}.{key}", SESSION_CONFIG_KEYS[key], config, key)

@@ -87,9 +87,11 @@ def usable_threads(threads: int | None) -> int | None:
     return max(1, min(int(threads), os.cpu_count() or int(threads)))
 
 
-def session_options(threads: int | None):  # -> onnxruntime.SessionOptions
+def session_options(threads: int | None, optimization: str | None = None,
+                    config: dict[str, str] | None = None):  # -> onnxruntime.SessionOptions
     """Session options with ``threads`` compute threads (capped, see ``usable_threads``; None lets
-    ORT choose) and one inter-op thread: the base every edgeft session starts from."""
+    ORT choose) and one inter-op thread, a graph optimization level (disable, basic, extended
+    or all; None: ORT's default) and session config entries: the base every edgeft session starts from."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
@@ -97,7 +99,21 @@ def session_options(threads: int | None):  # -> onnxruntime.SessionOptions
     if threads:
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
+    if optimization is not None:
+        options.graph_optimization_level = {
+            "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL, "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+            "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED, "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+        }[optimization]
+    for key, value in (config or {}).items():
+        options.add_session_config_entry(key, value)
     return options
+
+
+def prefix_session_options(manifest_data: dict, threads: int | None):  # -> onnxruntime.SessionOptions
+    """Options for the frozen prefix of a folder: a device package's prefix may be quantized and
+    need its recorded optimization level and session config (weight-only int8: fold once at load)."""
+    prefix = manifest_data.get("prefix") or {}
+    return session_options(threads, prefix.get("graph_optimization"), prefix.get("session_config"))
 
 
 def runtime_versions() -> dict[str, str]:

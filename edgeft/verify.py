@@ -20,7 +20,7 @@ def verify_folder(folder: Path) -> dict[str, Any]:
     kind = manifest.kind
     checks = [f"manifest format {manifest.data['format_version']} readable",
               f"{len(manifest.data['files'])} files match their sha256"]
-    if kind == "artifacts":
+    if kind in ("artifacts", "package"):
         from edgeft.ortcompat import has_training_api
 
         if "training_model" not in manifest.data["files"]:
@@ -41,8 +41,11 @@ def verify_folder(folder: Path) -> dict[str, Any]:
         if available(manifest):
             PortableTrainer(manifest)
             checks.append("portable training graphs load in onnxruntime")
-        _load(manifest.path("forward_model"))
-        checks.append("forward model loads in onnxruntime")
+        if kind == "artifacts":
+            _load(manifest.path("forward_model"))
+            checks.append("forward model loads in onnxruntime")
+        else:
+            checks.append(f"device package for {manifest.data['device']['name']}")
     elif kind == "bundle":
         _load(manifest.path("model"))
         checks.append("bundle model loads in onnxruntime")

@@ -109,15 +109,18 @@ def test_build_cli_json_and_report(project):
 
 
 def test_the_example_build_file_rebuilds_byte_identical_and_skips(tmp_path):
-    """The project's own edgeft.toml (MiniLM, two device bundles), as CI would run it."""
+    """The project's own edgeft.toml (MiniLM, a device package, two device bundles), as CI would run it."""
     root = TESTS.parent
     shutil.copy(root / "edgeft.toml", tmp_path / "edgeft.toml")
     shutil.copytree(root / "edgeft" / "examples" / "smart_home", tmp_path / "edgeft" / "examples" / "smart_home")
     first = run_builds(tmp_path / "edgeft.toml")
     assert [b["status"] for b in first["builds"]] == ["built"]
     assert [b["status"] for b in first["builds"][0]["bundles"]] == ["built", "built"]
+    assert [p["status"] for p in first["builds"][0]["packages"]] == ["built"]
     forced = run_builds(tmp_path / "edgeft.toml", force=True)
     assert shas(forced) == shas(first)  # every artifact file, sha256 for sha256
+    assert forced["builds"][0]["packages"] == first["builds"][0]["packages"]  # the package too, file for file
+    assert verify_folder(Path(first["builds"][0]["packages"][0]["output"]))["ok"]
     measured = {"report", "report_text"}  # latency figures differ run to run; everything else may not
     for before, after in zip(first["builds"][0]["bundles"], forced["builds"][0]["bundles"]):
         assert after["status"] == "built"
@@ -126,5 +129,6 @@ def test_the_example_build_file_rebuilds_byte_identical_and_skips(tmp_path):
         assert verify_folder(Path(after["output"]))["ok"]
     skipped = run_builds(tmp_path / "edgeft.toml")
     assert [b["status"] for b in skipped["builds"][0]["bundles"]] == ["skipped", "skipped"]
+    assert [p["status"] for p in skipped["builds"][0]["packages"]] == ["skipped"]
     assert skipped["builds"][0]["status"] == "skipped" and shas(skipped) == shas(first)
     assert skipped["seconds"] < 0.1 * first["seconds"]

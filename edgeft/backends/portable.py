@@ -22,7 +22,7 @@ import numpy as np
 from edgeft.backends.state import STATE_FILE, TrainableState, read_state, resolve_checkpoint, write_state
 from edgeft.errors import EdgeftError
 from edgeft.manifest import L2SP_INPUT, TAIL_PREFIX, Manifest
-from edgeft.ortcompat import quiet_runtime, session_options
+from edgeft.ortcompat import prefix_session_options, quiet_runtime, session_options
 
 STEP = "portable_step.onnx"  # {prefix}: forward, loss and gradients of the trainable tensors
 EVAL = "portable_eval.onnx"  # {prefix}: forward and loss, dropout off
@@ -94,7 +94,8 @@ class PortableTrainer:
             self.optimizer_session = ort.InferenceSession(str(manifest.path("portable_optimizer")), options,
                                                           providers=providers)
             if graphs != prefix:
-                self.prefix_session = ort.InferenceSession(str(manifest.path("prefix_model")), options,
+                self.prefix_session = ort.InferenceSession(str(manifest.path("prefix_model")),
+                                                           prefix_session_options(manifest.data, threads),
                                                            providers=providers)
         except Exception as exc:
             raise EdgeftError(f"onnxruntime could not load the portable training graphs: {exc}",

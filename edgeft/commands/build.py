@@ -46,9 +46,10 @@ def command(build_file: Path, only: tuple[str, ...], force: bool, report: Path |
         return
     table = Table(title=f"{build_file}: {result['built']} built, {result['skipped']} skipped in {result['seconds']:.1f} s",
                   title_justify="left")
-    for column in ("build", "status", "output", "bundles", "seconds"):
+    for column in ("build", "status", "output", "packages", "bundles", "seconds"):
         table.add_column(column)
     for entry in result["builds"]:
-        bundles = ", ".join(f"{b['device']} ({b['status']})" for b in entry["bundles"]) or "-"
-        table.add_row(entry["name"], entry["status"], entry["output"], bundles, f"{entry['seconds']:.1f}")
+        packages, bundles = (", ".join(f"{b['device']} ({b['status']})" for b in entry[key]) or "-"
+                             for key in ("packages", "bundles"))
+        table.add_row(entry["name"], entry["status"], entry["output"], packages, bundles, f"{entry['seconds']:.1f}")
     stderr.print(table)

@@ -11,7 +11,8 @@ import click
 @click.command(name="deploy", context_settings={"max_content_width": 100})
 @click.argument("source", type=click.Path(path_type=Path))
 @click.option("--device", default="auto", show_default=True,
-              help="Device profile: a name from `edgeft devices`, a .toml path, or auto (this machine).")
+              help="Device profile: a name from `edgeft devices`, a .toml path, or auto (this machine; for a run "
+                   "of a device package: the package's profile).")
 @click.option("-o", "--output", type=click.Path(path_type=Path), help="Bundle folder [default: artifacts/bundles/NAME-DEVICE].")
 @click.option("--val", type=click.Path(path_type=Path), help="Labelled data for the accuracy check [default: the run's].")
 @click.option("--max-drop", type=click.FloatRange(min=0), help="Allowed accuracy drop in points [default: the profile's].")
@@ -24,6 +25,9 @@ def command(source: Path, device: str, output: Path | None, val: Path | None, ma
             text_column: str, label_column: str, force: bool, as_json: bool) -> None:
     """Turn SOURCE (a run folder from edgeft train, or an artifact folder) into a bundle for a device.
 
+    A run of a device package keeps the package's frozen prefix (what it trained on) and
+    quantizes only the trained tail, which is quick and light enough for the device itself.
+
     The trained weights go into a clean, constant-folded (and for transformers, fused) fp32
     graph; it is quantized with the profile's recipe; fp32 and quantized are evaluated on the
     validation data, and when the drop exceeds the profile's tolerance safer recipes are tried
@@ -32,6 +36,7 @@ def command(source: Path, device: str, output: Path | None, val: Path | None, ma
 
     \b
     Examples:
+      edgeft deploy artifacts/runs/minilm-raspberry-pi-5         # a package's run: its own profile
       edgeft deploy artifacts/runs/minilm --device raspberry-pi-5
       edgeft deploy artifacts/runs/minilm --device ./my-board.toml --max-drop 0.5
       edgeft deploy artifacts/minilm --val data/val.csv --device x86-64-avx2

@@ -35,13 +35,24 @@ from edgeft.tasks import LOSSES, OPTIMIZERS
               help="Training formats to write (repeat for both) [default: portable, standard-ONNX graphs that train "
                    "on any onnxruntime]. ort-training adds ONNX Runtime's training artifacts for its 1.19 "
                    "training runtimes (needs the ort-training extra).")
+@click.option("--device", help="Write a device package for this profile (a name from `edgeft devices`, a .toml path, "
+                                "or auto) instead of the artifact folder: the frozen prefix quantized for it, the "
+                                "tail's training graphs, nothing else [default folder: artifacts/NAME-DEVICE].")
+@click.option("--guard-data", type=click.Path(path_type=Path),
+              help="Labelled examples (CSV/TSV/JSONL/images, as for train) that check the package's quantized "
+                   "prefix: a linear probe on its features must stay within the profile's accuracy tolerance.")
+@click.option("--max-drop", type=click.FloatRange(min=0),
+              help="Accuracy drop (points) the prefix guard accepts [default: the profile's].")
+@click.option("--text-column", default="text", show_default=True, help="Text column of --guard-data.")
+@click.option("--label-column", default="label", show_default=True, help="Label column of --guard-data.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed for new heads and sample inputs.")
 @click.option("--force", is_flag=True, help="Replace an existing output folder (only once the new one is complete).")
 @click.option("-v", "--verbose", is_flag=True, help="List every parameter tensor, not one row per block.")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON summary on stdout instead of tables.")
 def command(model: str | None, output: Path | None, name: str | None, train: str, loss: str, optimizer: str,
             labels_file: Path | None, num_labels: int | None, max_length: int, inputs: tuple[str, ...],
-            modality: str | None, no_dropout: bool, l2sp: float | None, formats: tuple[str, ...], seed: int,
+            modality: str | None, no_dropout: bool, l2sp: float | None, formats: tuple[str, ...], device: str | None,
+            guard_data: Path | None, max_drop: float | None, text_column: str, label_column: str, seed: int,
             force: bool, verbose: bool, as_json: bool) -> None:
     """Turn a pretrained MODEL into training artifacts in which only the chosen last layers train.
 
@@ -60,6 +71,7 @@ def command(model: str | None, output: Path | None, name: str | None, train: str
       edgeft export mypkg.nets:build --input x:float32:batch,16 --loss mse
       edgeft export --labels labels.txt --train last:2 --l2sp 0.01
       edgeft export --labels labels.txt --format portable --format ort-training
+      edgeft export --labels labels.txt --device raspberry-pi-5 --guard-data train.csv
     """
     from edgeft.export.build import ExportOptions, export_artifacts
     from edgeft.labels import read_label_file
@@ -69,7 +81,10 @@ def command(model: str | None, output: Path | None, name: str | None, train: str
         model=model, output=output, name=name, train=train, loss=loss, optimizer=optimizer,
         label_names=read_label_file(labels_file) if labels_file else [], num_labels=num_labels,
         max_length=max_length, inputs=list(inputs), modality=modality, seed=seed, dropout=not no_dropout,
-        l2sp=l2sp, force=force, formats=formats or ("portable",))
+        l2sp=l2sp, force=force, formats=formats or ("portable",), device=device, guard_data=guard_data,
+        max_drop=max_drop, text_column=text_column, label_column=label_column)
+    if (guard_data or max_drop is not None) and device is None:
+        raise click.UsageError("--guard-data and --max-drop check a device package's prefix: give --device too.")
     if as_json:
         result = export_artifacts(options)
         click.echo(json.dumps(result.summary(), indent=2))
@@ -82,4 +97,10 @@ def command(model: str | None, output: Path | None, name: str | None, train: str
     for line in result.notes + result.repairs:
         stderr.print(f"  [cyan]•[/] {line}")
     stderr.print(f"[green]✓[/] one training step ran (loss {result.smoke_loss:.4f})")
-    stderr.print(f"[bold green]Training artifacts written to {result.folder}[/] in {result.seconds:.1f} s")
+    if result.manifest.kind == "package":
+        size = result.manifest.data["size"]
+        stderr.print(f"[bold green]Device package for {result.manifest.data['device']['name']} written to "
+                     f"{result.folder}[/] ({size['package_mb']:.1f} MB, {size['ratio']:.2f}x the fp32 model) "
+                     f"in {result.seconds:.1f} s")
+    else:
+        stderr.print(f"[bold green]Training artifacts written to {result.folder}[/] in {result.seconds:.1f} s")

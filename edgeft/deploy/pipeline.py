@@ -25,7 +25,7 @@ from edgeft.errors import EdgeftError
 from edgeft.fsutil import staged_folder
 from edgeft.manifest import Manifest, write_manifest
 from edgeft.ortcompat import runtime_versions, usable_threads
-from edgeft.train.evaluate import checkpoint_parameters, evaluate, resolve_model
+from edgeft.train.evaluate import Examples, checkpoint_parameters, evaluate, resolve_model
 from edgeft.train.examples import ExampleSet
 
 REPORT_JSON = "report.json"
@@ -97,11 +97,14 @@ def _guard_top_up(train: ExampleSet | None, val: ExampleSet, needed: int) -> Exa
     return ExampleSet(train.records.subset(order), train.manifest)
 
 
-def _calibration(train: ExampleSet | None, count: int) -> list[dict[str, np.ndarray]]:
+def _calibration(train: ExampleSet | None, count: int, wrap: Callable[[ExampleSet], Examples]) -> list[dict[str, np.ndarray]]:
+    """Input batches for static quantization: a seeded sample of the training examples, as ``wrap``
+    makes them model inputs (a package's tail reads its prefix's outputs)."""
     if train is None:
         return []
     order = np.random.default_rng(0).permutation(len(train))[:count]
-    return [train.inputs(order[i : i + 8]) for i in range(0, len(order), 8)]
+    sample = wrap(ExampleSet(train.records.subset(order), train.manifest))
+    return [sample.inputs(np.arange(i, min(i + 8, len(order)))) for i in range(0, len(order), 8)]
 
 
 def auto_device() -> str:
@@ -125,14 +128,85 @@ def _size_mb(path: Path) -> float:
     return path.stat().st_size / 2**20
 
 
+class _WholeModel:
+    """Artifacts: the trained weights in the whole forward graph, quantized whole."""
+
+    def __init__(self, manifest: Manifest, trained: dict[str, np.ndarray], profile: DeviceProfile, work: Path) -> None:
+        source = manifest.data.get("source", {})
+        self.fp32, self.notes = build_inference_model(
+            manifest.path("forward_model"), trained, work / "fp32.onnx",
+            fuse=profile.runtime.fuse_transformer and manifest.data["modality"] == "text",
+            heads=source.get("num_attention_heads"), hidden=source.get("hidden_size"))
+        self.reference = self.fp32  # what the bundle is compared with (size, latency)
+        self.base_config: dict[str, str] = {}
+
+    def examples(self, examples: ExampleSet) -> Examples:
+        return examples
+
+    def bundle_model(self, candidate: Path, out: Path) -> None:
+        shutil.move(str(candidate), out)
+
+    def close(self) -> None:
+        pass
+
+
+class _PackageTail:
+    """A device package: its prefix as shipped, the trained tail quantized alone and joined behind it.
+
+    The guard evaluates tail candidates on the prefix's outputs, computed once per example (the
+    training run evaluated the same way), so each recipe costs a pass of the tail only."""
+
+    def __init__(self, manifest: Manifest, trained: dict[str, np.ndarray], profile: DeviceProfile, work: Path,
+                 threads: int | None) -> None:
+        from edgeft.deploy.inference_model import fold_constants
+        from edgeft.deploy.tail_model import join_prefix_and_tail, tail_inference_model
+
+        self.manifest, self.threads, self._join = manifest, threads, join_prefix_and_tail
+        cache = manifest.data["cache"]
+        inputs = [b["name"] for b in cache["boundary"]] + list(cache["raw_inputs"])
+        tail = tail_inference_model(manifest.path("tail_portable_eval"), trained, inputs,
+                                    manifest.data["output"]["name"], work / "tail.onnx")
+        folded = fold_constants(tail, work / "tail-fp32.onnx")
+        self.fp32 = work / "tail-fp32.onnx"
+        self.notes = [f"wrote {len(trained)} trained tensors into the tail",
+                      f"tail constant folding: {len(tail.graph.node)} -> {len(folded.graph.node)} nodes",
+                      f"frozen prefix from the package: {manifest.data['prefix']['chosen']} "
+                      f"({manifest.data['prefix']['recipe_summary']})"]
+        self.prefix = manifest.path("prefix_model")
+        self.reference = work / "reference.onnx"  # package prefix + fp32 tail: what the run evaluated
+        self._join(self.prefix, self.fp32, self.reference)
+        self.base_config = dict(manifest.data["prefix"].get("session_config") or {})
+        self._cached: list[Any] = []
+
+    def examples(self, examples: ExampleSet) -> Examples:
+        from edgeft.train.cache import CachedExamples
+
+        cached = CachedExamples(examples, self.manifest, self.threads, budget_bytes=1 << 40)
+        self._cached.append(cached)
+        return cached
+
+    def bundle_model(self, candidate: Path, out: Path) -> None:
+        self._join(self.prefix, candidate, out)
+
+    def close(self) -> None:
+        for cached in self._cached:
+            cached.close()
+
+
 def deploy(options: DeployOptions, progress: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Build, check, measure and write a bundle; returns the report."""
     step = progress or (lambda _text: None)
     started = time.perf_counter()
-    profile: DeviceProfile = load_profile(auto_device() if options.device == "auto" else options.device)
     manifest, checkpoint = resolve_model(Path(options.source))
+    package = manifest.kind == "package"
+    device = options.device
+    if package:
+        device = _package_device(manifest, device)
+    profile: DeviceProfile = load_profile(auto_device() if device == "auto" else device)
     run = _run_record(Path(options.source))
     trained = checkpoint_parameters(checkpoint) if checkpoint else {}
+    if package and not trained:
+        trained = checkpoint_parameters(manifest.path("portable_checkpoint"))  # an untrained package deploys as exported
     name = f"{manifest.data['name']}-{profile.name}"
     dest = Path(options.output) if options.output else Path("artifacts") / "bundles" / name
     if dest.exists() and not options.force:
@@ -143,51 +217,52 @@ def deploy(options: DeployOptions, progress: Callable[[str], None] | None = None
     task, max_drop = manifest.data["task"], profile.targets.max_accuracy_drop if options.max_drop is None else options.max_drop
     threads, level = profile.hardware.threads, profile.runtime.graph_optimization
     measured_threads = usable_threads(threads)
-    source = manifest.data.get("source", {})
     with staged_folder(dest, force=options.force) as stage:
         work = stage / ".work"
         work.mkdir()
-        step("building the fp32 inference model")
-        fp32, build_notes = build_inference_model(
-            manifest.path("forward_model"), trained, work / "fp32.onnx",
-            fuse=profile.runtime.fuse_transformer and manifest.data["modality"] == "text",
-            heads=source.get("num_attention_heads"), hidden=source.get("hidden_size"))
-        step("evaluating the fp32 model")
-        extra_set = _guard_top_up(train, val, examples_needed(task, max_drop))
-        guard_sets = [val] + ([extra_set] if extra_set is not None else [])
+        step("building the fp32 inference model" + (" of the tail" if package else ""))
+        model = _PackageTail(manifest, trained, profile, work, threads) if package else \
+            _WholeModel(manifest, trained, profile, work)
+        try:
+            extra_set = _guard_top_up(train, val, examples_needed(task, max_drop))
+            step("evaluating the fp32 model" + (" (running the package's prefix once over the examples)" if package else ""))
+            guard_sets = [model.examples(val)] + ([model.examples(extra_set)] if extra_set is not None else [])
+            sizes = [len(val)] + ([len(extra_set)] if extra_set is not None else [])
 
-        def check(model: Path, config: dict[str, str] | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
-            """Validation metrics, and the metrics the guard judges (validation plus any top-up)."""
-            stepper = InferenceStepper(make_session(model, threads, level, config), manifest)
-            results = [evaluate(stepper, examples, task, len(manifest.data["labels"]["names"]), 32)
-                       for examples in guard_sets]
-            return results[0], pooled(task, [(m, len(e)) for m, e in zip(results, guard_sets)])
+            def check(candidate: Path, config: dict[str, str] | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
+                """Validation metrics, and the metrics the guard judges (validation plus any top-up)."""
+                stepper = InferenceStepper(make_session(candidate, threads, level, config), manifest)
+                results = [evaluate(stepper, examples, task, len(manifest.data["labels"]["names"]), 32)
+                           for examples in guard_sets]
+                return results[0], pooled(task, [(m, n) for m, n in zip(results, sizes)])
 
-        fp32_metrics, fp32_guard = check(fp32)
-        calibration = _calibration(train, profile.quantization.calibration_examples) \
-            if profile.quantization.mode == "static" else []
-        attempts, chosen = [], None
-        for why, recipe in ladder(profile.quantization, head_node_patterns(
-                [t["name"] for t in manifest.data["trainable"]["tensors"]])):
-            step(f"quantizing: {why}")
-            candidate = work / f"candidate-{len(attempts)}.onnx"
-            notes = quantize(fp32, candidate, recipe, calibration)
-            quant_metrics, quant_guard = check(candidate, session_config(recipe.mode))
-            drop = quality_drop(task, fp32_guard, quant_guard)
-            accepted = drop <= max_drop + 1e-9
-            attempts.append({"step": why, "recipe": dataclasses.asdict(recipe), "notes": notes,
-                             "metrics": _public(quant_metrics), "drop": round(drop, 4), "size_mb": round(_size_mb(candidate), 3),
-                             "accepted": accepted})
-            if accepted:
-                chosen = candidate, recipe
-                break
+            fp32_metrics, fp32_guard = check(model.fp32)
+            calibration = _calibration(train, profile.quantization.calibration_examples, model.examples) \
+                if profile.quantization.mode == "static" else []
+            attempts, chosen = [], None
+            for why, recipe in ladder(profile.quantization, head_node_patterns(
+                    [t["name"] for t in manifest.data["trainable"]["tensors"]])):
+                step(f"quantizing{' the tail' if package else ''}: {why}")
+                candidate = work / f"candidate-{len(attempts)}.onnx"
+                notes = quantize(model.fp32, candidate, recipe, calibration)
+                quant_metrics, quant_guard = check(candidate, session_config(recipe.mode))
+                drop = quality_drop(task, fp32_guard, quant_guard)
+                accepted = drop <= max_drop + 1e-9
+                attempts.append({"step": why, "recipe": dataclasses.asdict(recipe), "notes": notes,
+                                 "metrics": _public(quant_metrics), "drop": round(drop, 4),
+                                 "size_mb": round(_size_mb(candidate), 3), "accepted": accepted})
+                if accepted:
+                    chosen = candidate, recipe
+                    break
+        finally:
+            model.close()
         assert chosen is not None  # the ladder ends with fp32, whose drop is 0
         model_path = stage / "model.onnx"
-        shutil.move(str(chosen[0]), model_path)
+        model.bundle_model(chosen[0], model_path)
+        config = {**model.base_config, **session_config(chosen[1].mode)}
         step("measuring latency")
         feed = sample_feed(manifest.data, manifest.folder, 1, options.sequence)
-        speed_fp32 = latency(make_session(fp32, threads, level), feed)
-        config = session_config(chosen[1].mode)
+        speed_fp32 = latency(make_session(model.reference, threads, level, model.base_config), feed)
         speed_bundle = latency(make_session(model_path, threads, level, config), feed)
         files = {"model": "model.onnx", "labels": "labels.txt", "profile": "profile.toml"}
         shutil.copyfile(manifest.path("labels"), stage / "labels.txt")
@@ -201,16 +276,21 @@ def deploy(options: DeployOptions, progress: Callable[[str], None] | None = None
             "bundle": str(dest), "device": profile.name, "threads": measured_threads, "profile_threads": threads, "source": str(options.source),
             "checkpoint": str(checkpoint) if checkpoint else None, "validation_examples": len(val),
             "guard_training_examples": len(extra_set) if extra_set is not None else 0,
-            "fp32": {"size_mb": round(_size_mb(fp32), 3), "metrics": _public(fp32_metrics), "latency": speed_fp32},
+            "reference": "the package's prefix with the fp32 tail (what the run trained and evaluated)" if package
+            else "the fp32 model",
+            "fp32": {"size_mb": round(_size_mb(model.reference), 3), "metrics": _public(fp32_metrics), "latency": speed_fp32},
             "bundle_model": {"size_mb": round(_size_mb(model_path), 3), "metrics": attempts[-1]["metrics"],
                              "latency": speed_bundle},
-            "size_ratio": round(_size_mb(model_path) / _size_mb(fp32), 4),
+            "size_ratio": round(_size_mb(model_path) / _size_mb(model.reference), 4),
             "speedup_batch1": round(speed_fp32["p50_ms"] / speed_bundle["p50_ms"], 3),
             "accuracy_drop": attempts[-1]["drop"], "max_accuracy_drop": max_drop,
-            "chosen": attempts[-1]["step"], "attempts": attempts, "build_notes": build_notes,
+            "chosen": attempts[-1]["step"], "attempts": attempts, "build_notes": model.notes,
             "latency_target_ms": profile.targets.latency_ms_p50,
             "sequence": options.sequence if manifest.data["modality"] == "text" else None,
         }
+        if package:
+            report["package"] = {"name": manifest.data["name"], "prefix": manifest.data["prefix"]["chosen"],
+                                 "prefix_recipe": manifest.data["prefix"]["recipe_summary"]}
         shutil.rmtree(work)
         (stage / REPORT_JSON).write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
         (stage / REPORT_MD).write_text(render_report(report), encoding="utf-8")
@@ -219,10 +299,21 @@ def deploy(options: DeployOptions, progress: Callable[[str], None] | None = None
         data.update({"kind": "bundle", "name": name, "labels": {"names": manifest.data["labels"]["names"]},
                      "device": profile.name, "threads": threads, "graph_optimization": level, "session_config": config,
                      "quantization": dataclasses.asdict(chosen[1]), "artifacts": manifest.data["name"],
+                     **({"prefix_quantization": manifest.data["prefix"]["recipe"]} if package else {}),
                      "tool": {"edgeft": __version__, **runtime_versions()}, **options.extra})
         write_manifest(stage, data, files)
     report["seconds"] = round(time.perf_counter() - started, 2)
     return report
+
+
+def _package_device(manifest: Manifest, device: str | None) -> str:
+    """A package deploys for the profile its prefix was prepared for (the profile file it carries)."""
+    own = manifest.data["device"]["name"]
+    if device not in (None, "auto", own) and Path(str(device)).stem != own:
+        raise EdgeftError(f"This run trained a device package for {own}; its frozen prefix was prepared for that "
+                          f"profile, not for {device}.", where="--device",
+                          hint=f"leave out --device (or pass {own}), or export a package for {device} and train on it.")
+    return str(manifest.path("profile"))
 
 
 def _public(values: dict[str, Any]) -> dict[str, Any]:

@@ -13,9 +13,6 @@ import numpy as np
 
 from edgeft.manifest import Manifest
 
-OPTIMIZATION_LEVELS = ("disable", "basic", "extended", "all")
-
-
 def session_config(mode: str) -> dict[str, str]:
     """The session config a model quantized with recipe ``mode`` needs to run as intended.
 
@@ -35,14 +32,8 @@ def make_session(path: Path, threads: int | None = None, optimization: str = "al
     from edgeft.ortcompat import quiet_runtime, session_options
 
     quiet_runtime()
-    options = session_options(threads)
-    for key, value in (config or {}).items():
-        options.add_session_config_entry(key, value)
-    options.graph_optimization_level = {
-        "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL, "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
-        "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED, "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
-    }[optimization]
-    return ort.InferenceSession(str(path), sess_options=options, providers=["CPUExecutionProvider"])
+    return ort.InferenceSession(str(path), sess_options=session_options(threads, optimization, config),
+                                providers=["CPUExecutionProvider"])
 
 
 def loss_value(task: str, outputs: np.ndarray, labels: np.ndarray, loss: str) -> float:

@@ -55,6 +55,11 @@ class ExportOptions:
     dropout: bool = True
     l2sp: float | None = None  # build the L2-SP term with this default strength (None: no term)
     formats: tuple[str, ...] = ("portable",)  # training formats to write: portable, ort-training
+    device: str | None = None  # write a device package for this profile instead of the artifact folder
+    guard_data: Path | None = None  # labelled examples that check the package's quantized prefix
+    max_drop: float | None = None  # the prefix guard's tolerance in points [default: the profile's]
+    text_column: str = "text"
+    label_column: str = "label"
     force: bool = False
     name: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)  # more manifest fields, e.g. a build key
@@ -95,7 +100,14 @@ class ExportResult:
 
     def summary(self) -> dict[str, Any]:
         """The JSON summary printed by ``edgeft export --json``."""
-        return {"folder": str(self.folder), "trainable_tensors": len(self.trainable),
+        package = {}
+        if self.manifest.kind == "package":
+            data = self.manifest.data
+            package = {"device": data["device"]["name"], "size": data["size"],
+                       "prefix": {k: data["prefix"][k] for k in ("chosen", "recipe_summary", "guard")}
+                       if data.get("prefix") else None}
+        return {"folder": str(self.folder), "kind": self.manifest.kind, **package,
+                "trainable_tensors": len(self.trainable),
                 "trainable_parameters": sum(t.numel for t in self.trainable),
                 "frozen_tensors": len(self.frozen), "frozen_parameters": sum(t.numel for t in self.frozen),
                 "repairs": self.repairs, "notes": self.notes, "smoke_loss": self.smoke_loss,
@@ -323,7 +335,19 @@ def export_artifacts(options: ExportOptions, progress: Callable[[str], None] | N
     step("loading the model")
     loaded, default_name = load_source(options)
     name = options.name or default_name
-    dest = Path(options.output) if options.output else Path("artifacts") / name
+    profile = None
+    if options.device is not None:  # a device package: check the profile before the slow part
+        from edgeft.deploy.pipeline import auto_device
+        from edgeft.devices import load_profile
+
+        if ORT_FORMAT in formats:
+            raise EdgeftError("A device package holds the portable training graphs only.", where="--format ort-training",
+                              hint="leave out --device to write ONNX Runtime's training artifacts.")
+        profile = load_profile(auto_device() if options.device == "auto" else options.device)
+        name_on_disk = f"{name}-{profile.name}"
+    else:
+        name_on_disk = name
+    dest = Path(options.output) if options.output else Path("artifacts") / name_on_disk
     if dest.exists() and not options.force:  # fail before the slow part
         raise EdgeftError(f"The output folder {dest} already exists.", where=str(dest),
                           hint="pass --force to replace it, or choose another --output.")
@@ -341,6 +365,28 @@ def export_artifacts(options: ExportOptions, progress: Callable[[str], None] | N
                               where="--train", hint="choose parameters the output depends on (e.g. --train head).")
     frozen = [n for n in order if n not in set(trainable) and n in float_inits]
     l2sp = _l2sp_tensors(options, loaded, trainable)
+    if profile is not None:
+        import tempfile
+
+        with tempfile.TemporaryDirectory(prefix="edgeft-export-") as tmp:
+            artifacts = _write_artifacts(Path(tmp) / name, options, loaded, name, forward, order, trainable, frozen,
+                                         formats, l2sp, step)
+            from edgeft.package.writer import make_package
+
+            package = make_package(artifacts.folder, str(profile.path), dest, options.guard_data, options.max_drop,
+                                   options.force, options.text_column, options.label_column, options.extra, step)
+        return ExportResult(folder=dest, manifest=package.manifest, tensors=artifacts.tensors, repairs=[],
+                            notes=loaded.notes + package.notes, smoke_loss=artifacts.smoke_loss,
+                            seconds=time.perf_counter() - start)
+    result = _write_artifacts(dest, options, loaded, name, forward, order, trainable, frozen, formats, l2sp, step)
+    result.seconds = time.perf_counter() - start
+    return result
+
+
+def _write_artifacts(dest: Path, options: ExportOptions, loaded: LoadedModel, name: str, forward: onnx.ModelProto,
+                     order: list[str], trainable: list[str], frozen: list[str], formats: tuple[str, ...],
+                     l2sp: list[str] | None, step: Callable[[str], None]) -> ExportResult:
+    """The artifact folder at ``dest`` (staged, checked by a training step, then renamed into place)."""
     with staged_folder(dest, force=options.force) as stage:
         onnx.save(forward, str(stage / "forward.onnx"))
         step("splitting off the frozen prefix for the activation cache")
@@ -390,4 +436,4 @@ def export_artifacts(options: ExportOptions, progress: Callable[[str], None] | N
         smoke_loss = _smoke_step(manifest, loaded, options)
     final = Manifest(folder=dest, data=manifest.data)
     return ExportResult(folder=dest, manifest=final, tensors=tensors, repairs=repairs,
-                        notes=loaded.notes, smoke_loss=smoke_loss, seconds=time.perf_counter() - start)
+                        notes=loaded.notes, smoke_loss=smoke_loss, seconds=0.0)

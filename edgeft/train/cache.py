@@ -116,7 +116,7 @@ class CachedExamples:
                  spill_dir: Path | None = None, batch_size: int = 32) -> None:
         import onnxruntime as ort
 
-        from edgeft.ortcompat import session_options
+        from edgeft.ortcompat import prefix_session_options
 
         self.examples = examples
         self.lengths = examples.lengths
@@ -130,7 +130,7 @@ class CachedExamples:
             store = _Store(spec, examples.lengths, order, remaining, spill)
             remaining -= 0 if store.spilled else store.bytes
             self.stores.append(store)
-        session = ort.InferenceSession(str(manifest.path("prefix_model")), sess_options=session_options(threads),
+        session = ort.InferenceSession(str(manifest.path("prefix_model")), sess_options=prefix_session_options(manifest.data, threads),
                                        providers=["CPUExecutionProvider"])
         wanted = [i.name for i in session.get_inputs()]
         outputs = [o.name for o in session.get_outputs()]

@@ -10,7 +10,7 @@ import numpy as np
 
 from edgeft.data.batching import sequential_batches
 from edgeft.errors import EdgeftError
-from edgeft.manifest import Manifest, check_fields, load_manifest
+from edgeft.manifest import TRAINABLE_KINDS, Manifest, check_fields, load_manifest
 from edgeft.train import metrics
 
 
@@ -79,8 +79,8 @@ def resolve_model(path: Path, checkpoint: Path | None = None) -> tuple[Manifest,
             checkpoint = chosen / checkpoints.ORT_CHECKPOINT
             if not checkpoint.is_file():  # written by the portable backend
                 checkpoint = chosen / checkpoints.STATE_NPZ
-        return check_fields(load_manifest(artifacts, kind="artifacts")), checkpoint
-    return check_fields(load_manifest(path, kind="artifacts")), checkpoint
+        return check_fields(load_manifest(artifacts, kind=TRAINABLE_KINDS)), checkpoint
+    return check_fields(load_manifest(path, kind=TRAINABLE_KINDS)), checkpoint
 
 
 def evaluate_folder(path: Path, data: Path, checkpoint: Path | None = None, batch_size: int = 32,

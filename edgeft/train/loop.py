@@ -24,7 +24,7 @@ from edgeft.data.records import Records, read_records
 from edgeft.data.split import stratified_split
 from edgeft.errors import EdgeftError
 from edgeft.fsutil import atomic_write_text, sha256_file
-from edgeft.manifest import MANIFEST_NAME, TAIL_PREFIX, Manifest, check_fields, load_manifest
+from edgeft.manifest import MANIFEST_NAME, TAIL_PREFIX, TRAINABLE_KINDS, Manifest, check_fields, load_manifest
 from edgeft.deploy.measure import peak_rss_mb
 from edgeft.train import checkpoints, metrics
 from edgeft.train.cache import CachedExamples
@@ -181,7 +181,7 @@ def train(artifacts: Path, data: DataOptions, run_dir: Path, config: TrainConfig
 
     artifacts, run_dir = Path(artifacts), Path(run_dir)
     reporter = reporter or Reporter()
-    manifest = check_fields(load_manifest(artifacts, kind="artifacts"))
+    manifest = check_fields(load_manifest(artifacts, kind=TRAINABLE_KINDS))
     task, labels = manifest.data["task"], manifest.data["labels"]["names"]
     metric = config.metric or metrics.default_metric(task)
     if metric not in metrics.HIGHER_IS_BETTER:

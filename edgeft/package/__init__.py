@@ -1,0 +1,1 @@
+"""Device packages: what one device profile needs to train and deploy, and nothing else."""
