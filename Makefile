@@ -2,22 +2,28 @@
 # Both create .venv on first use and install edgeft with the pinned, tested versions (plain
 # onnxruntime). `make test` also builds .venv-ort, where ONNX Runtime's training build replaces
 # onnxruntime exactly as the README's "ONNX Runtime's training API" section says, and runs the
-# tests of that optional path there.
+# tests of that optional path there, and .venv-313 (Python 3.13, device side only) for the test that
+# trains, deploys and predicts a package on that Python.
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 VENV_ORT ?= .venv-ort
 ORT_BIN := $(VENV_ORT)/bin
+# The device side on Python 3.13 (edgeft without the export extra: no torch); pyenv's or the PATH's.
+PYTHON_DEVICE ?= $(firstword $(wildcard $(HOME)/.pyenv/versions/3.13*/bin/python3.13) $(shell command -v python3.13))
+VENV_DEVICE ?= .venv-313
 EXAMPLE := edgeft/examples/smart_home
 DEMO := artifacts/smart-home
 RUN := artifacts/runs/smart-home
 BUNDLE := artifacts/bundles/smart-home
 
-.PHONY: setup setup-ort demo test clean
+.PHONY: setup setup-ort setup-device demo test clean
 
 setup: $(VENV)/.installed
 
 setup-ort: $(VENV_ORT)/.installed
+
+setup-device: $(VENV_DEVICE)/.installed
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -36,6 +42,13 @@ $(VENV_ORT)/.installed: pyproject.toml constraints.txt
 	$(ORT_BIN)/python -c "from edgeft.ortcompat import training_api; training_api()"
 	touch $@
 
+$(VENV_DEVICE)/.installed: pyproject.toml constraints.txt
+	@test -n "$(PYTHON_DEVICE)" || { echo "Python 3.13 not found: set PYTHON_DEVICE=/path/to/python3.13"; exit 1; }
+	$(PYTHON_DEVICE) -m venv $(VENV_DEVICE)
+	$(VENV_DEVICE)/bin/python -m pip install -q --upgrade pip
+	$(VENV_DEVICE)/bin/python -m pip install -q -c constraints.txt -e '.[test]'
+	touch $@
+
 demo: setup
 	$(BIN)/edgeft export --labels $(EXAMPLE)/labels.txt --train last:1 --device auto \
 		--guard-data $(EXAMPLE)/train.csv -o $(DEMO) --force
@@ -46,9 +59,9 @@ demo: setup
 	$(BIN)/edgeft evaluate $(BUNDLE) $(EXAMPLE)/test.csv
 	$(BIN)/edgeft predict $(BUNDLE) "it's way too dark in the hallway" "remind me to buy oat milk"
 
-test: setup setup-ort
-	$(BIN)/python -m pytest -q
+test: setup setup-ort setup-device
+	EDGEFT_DEVICE_PYTHON=$(abspath $(VENV_DEVICE))/bin/python $(BIN)/python -m pytest -q
 	$(ORT_BIN)/python -m pytest -q -m ort_training
 
 clean:
-	rm -rf $(VENV) $(VENV_ORT) artifacts/*/ .pytest_cache
+	rm -rf $(VENV) $(VENV_ORT) $(VENV_DEVICE) artifacts/*/ .pytest_cache

@@ -1,14 +1,16 @@
 #!/usr/bin/env python
 """edgeft against PyTorch eager on the same fine-tuning work, measured in one run.
 
-For each trainable set (--train head and last:1 by default) the same MiniLM artifacts are
-fine-tuned three ways, each in its own process with the same thread count, data order and
-hyper-parameters: PyTorch eager with the same layers frozen (tools/torch_baseline.py), edgeft
-through the full graph (--no-cache), and edgeft with the frozen-prefix cache. Reported: wall time
-of training, examples per second, peak resident memory, test accuracy, and ratios to PyTorch.
+For each trainable set (--train head and last:1 by default) the same MiniLM is fine-tuned four
+ways, each in its own process with the same thread count, data order and hyper-parameters:
+PyTorch eager with the same layers frozen (tools/torch_baseline.py), edgeft through the full
+graph (--no-cache), edgeft with the frozen-prefix cache, and edgeft on a device package (the
+frozen prefix quantized for --device, default this machine's profile, checked on a seeded sample
+of the training data). Reported: wall time of training (the frozen-prefix pass included),
+examples per second, peak resident memory, test accuracy, and ratios to PyTorch.
 
 Usage: python tools/bench_compare.py [--data ../shared/data/banking77] [--epochs 5] [--threads 2]
-       [--train head last:1] [--out artifacts/bench]
+       [--train head last:1] [--device auto] [--out artifacts/bench]
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from tools.bench_train import dataset  # noqa: E402
+from tools.bench_train import dataset, guard_sample  # noqa: E402
 
 LR = {"head": 1e-2, "last:1": 2e-4}
 
@@ -41,6 +43,7 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=5)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--device", default="auto")
     parser.add_argument("--out", type=Path, default=ROOT / "artifacts" / "bench")
     args = parser.parse_args()
     train_csv, test_csv, names, label_column, name = dataset(args.data)
@@ -48,19 +51,24 @@ def main() -> None:
     labels_file = args.out / "labels.json"
     args.out.mkdir(parents=True, exist_ok=True)
     labels_file.write_text(json.dumps(names))
+    guard_csv = guard_sample(train_csv, args.out / "guard.csv", 2000)
     for spec in args.train:
         tag = spec.replace(":", "")
         artifacts = args.out / f"compare-{tag}"
         run_json([python, "-m", "edgeft", "export", "--labels", str(labels_file), "--train", spec, "-o", str(artifacts),
                   "--force", "--json"])
+        package = args.out / f"compare-{tag}-package"
+        run_json([python, "-m", "edgeft", "package", str(artifacts), "--device", args.device, "--guard-data",
+                  str(guard_csv), "--label-column", label_column, "-o", str(package), "--force", "--json"])
         common = ["--epochs", str(args.epochs), "--threads", str(args.threads), "--batch-size", str(args.batch_size),
                   "--lr", str(LR.get(spec, 2e-4)), "--weight-decay", "0.01", "--warmup", "0.1"]
         torch_row = run_json([python, "tools/torch_baseline.py", str(artifacts), str(train_csv), str(test_csv),
                               "--label-column", label_column, *common])
         results = {"pytorch-eager": torch_row}
-        for way, extra in (("edgeft-no-cache", ["--no-cache"]), ("edgeft-cache", [])):
+        for way, folder, extra in (("edgeft-no-cache", artifacts, ["--no-cache"]), ("edgeft-cache", artifacts, []),
+                                   ("edgeft-package", package, [])):
             run_dir = args.out / f"compare-run-{tag}-{way}"
-            summary = run_json([python, "-m", "edgeft", "train", str(artifacts), str(train_csv), "--label-column",
+            summary = run_json([python, "-m", "edgeft", "train", str(folder), str(train_csv), "--label-column",
                                 label_column, "--val-fraction", "0", "--run-dir", str(run_dir), "--force", "--json",
                                 *common, *extra])
             test = run_json([python, "-m", "edgeft", "evaluate", str(run_dir), str(test_csv), "--label-column",
