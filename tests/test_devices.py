@@ -90,6 +90,7 @@ def test_wheel_ships_the_profiles_where_an_installed_edgeft_finds_them(monkeypat
     built = subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation",
                             "-w", str(tmp_path / "dist"), str(REPO)], capture_output=True, text=True, timeout=300)
     assert built.returncode == 0, built.stderr[-2000:]
+    assert "deprecated" not in built.stderr, built.stderr[-2000:]  # e.g. project.license as a TOML table
     (wheel,) = (tmp_path / "dist").glob("edgeft-*.whl")
     prefix = tmp_path / "prefix"
     with zipfile.ZipFile(wheel) as archive:
