@@ -84,6 +84,8 @@ def test_user_errors_exit_1_without_traceback(tmp_path):
         assert "what to do:" in result.stderr
 
 
-def test_usage_error_exit_2():
+def test_usage_error_exit_2_as_the_readme_says():
     result = run("export", "--loss", "hinge")
     assert result.returncode == 2 and "Invalid value for '--loss'" in result.stderr
+    readme = " ".join((TESTS.parent / "README.md").read_text(encoding="utf-8").split())
+    assert "exit with status 1; usage errors (an unknown option, a value out of range) exit with status 2" in readme

@@ -163,3 +163,32 @@ def test_staged_folder_failed_final_rename_keeps_old_folder(tmp_path, monkeypatc
             (stage / "new.txt").write_text("new")
     assert names(dest) == ["old.txt"]
     assert names(tmp_path) == ["out"]
+
+
+def test_staged_folder_checks_the_destination_again_before_replacing_it(tmp_path):
+    """A folder that stopped being edgeft's while the new one was built (the user put their files
+    there) is not replaced: the check runs again just before the swap."""
+    from edgeft.outputs import output_check
+
+    dest = tmp_path / "bundle"
+    dest.mkdir()
+    (dest / "manifest.json").write_text('{"kind": "bundle", "format_version": 1, "files": {}}')
+    with pytest.raises(EdgeftError, match="holds files edgeft did not write"):
+        with staged_folder(dest, force=True, check=output_check("bundle")) as stage:
+            (stage / "model.onnx").write_bytes(b"new")
+            (dest / "manifest.json").unlink()
+            (dest / "thesis.tex").write_text("mine")
+    assert names(dest) == ["thesis.tex"] and names(tmp_path) == ["bundle"]
+
+
+def test_atomic_writes_honour_the_umask(tmp_path):
+    """mkstemp and mkdtemp make private files and folders; what edgeft writes gets the umask's modes."""
+    old = os.umask(0o027)
+    try:
+        atomic_write_text(tmp_path / "f.json", "{}")
+        with staged_folder(tmp_path / "out") as stage:
+            (stage / "a").write_text("a")
+    finally:
+        os.umask(old)
+    assert (tmp_path / "f.json").stat().st_mode & 0o777 == 0o640
+    assert (tmp_path / "out").stat().st_mode & 0o777 == 0o750

@@ -25,6 +25,7 @@ from edgeft.errors import EdgeftError
 from edgeft.fsutil import staged_folder
 from edgeft.manifest import Manifest, write_manifest
 from edgeft.ortcompat import runtime_versions, usable_threads
+from edgeft.outputs import check_output, output_check
 from edgeft.train.evaluate import checkpoint_parameters, evaluate, resolve_model
 from edgeft.train.examples import ExampleSet
 
@@ -129,16 +130,14 @@ def deploy(options: DeployOptions, progress: Callable[[str], None] | None = None
     trained = checkpoint_parameters(checkpoint) if checkpoint else {}
     name = f"{manifest.data['name']}-{profile.name}"
     dest = Path(options.output) if options.output else Path("artifacts") / "bundles" / name
-    if dest.exists() and not options.force:
-        raise EdgeftError(f"The bundle folder {dest} already exists.", where=str(dest),
-                          hint="pass --force to replace it, or choose another --output.")
+    check_output(dest, options.force, "bundle")  # fail before the slow part
     step("reading validation data")
     val, train = _validation(manifest, options, run)
     task, max_drop = manifest.data["task"], profile.targets.max_accuracy_drop if options.max_drop is None else options.max_drop
     threads, level = profile.hardware.threads, profile.runtime.graph_optimization
     measured_threads = usable_threads(threads)
     source = manifest.data.get("source", {})
-    with staged_folder(dest, force=options.force) as stage:
+    with staged_folder(dest, force=options.force, check=output_check("bundle")) as stage:
         work = stage / ".work"
         work.mkdir()
         step("building the fp32 inference model")

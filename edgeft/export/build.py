@@ -31,6 +31,7 @@ from edgeft.export.source import LoadedModel, sample_array
 from edgeft.fsutil import staged_folder
 from edgeft.manifest import TAIL_PREFIX, Manifest, write_manifest
 from edgeft.ortcompat import runtime_versions
+from edgeft.outputs import check_output, output_check
 from edgeft.selection import select_trainable
 from edgeft.tasks import LOSSES, OPTIMIZERS, label_input
 
@@ -275,9 +276,7 @@ def export_artifacts(options: ExportOptions, progress: Callable[[str], None] | N
     loaded, default_name = load_source(options)
     name = options.name or default_name
     dest = Path(options.output) if options.output else Path("artifacts") / name
-    if dest.exists() and not options.force:  # fail before the slow part
-        raise EdgeftError(f"The output folder {dest} already exists.", where=str(dest),
-                          hint="pass --force to replace it, or choose another --output.")
+    check_output(dest, options.force, "artifacts")  # fail before the slow part
     step("exporting the forward graph to ONNX")
     forward, order, trainable = _forward_graph(loaded, options.train, options.dropout)
     float_inits = {i.name for i in forward.graph.initializer if i.data_type == onnx.TensorProto.FLOAT}
@@ -292,7 +291,7 @@ def export_artifacts(options: ExportOptions, progress: Callable[[str], None] | N
                               where="--train", hint="choose parameters the output depends on (e.g. --train head).")
     frozen = [n for n in order if n not in set(trainable) and n in float_inits]
     l2sp = _l2sp_tensors(options, loaded, trainable)
-    with staged_folder(dest, force=options.force) as stage:
+    with staged_folder(dest, force=options.force, check=output_check("artifacts")) as stage:
         step("building training, eval and optimizer models")
         repairs = generate(forward, trainable, frozen, options.loss, options.optimizer, loaded.output, stage,
                            l2sp=l2sp)

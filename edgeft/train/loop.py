@@ -23,16 +23,16 @@ from edgeft.data.batching import length_bucketed_batches
 from edgeft.data.records import Records, read_records
 from edgeft.data.split import stratified_split
 from edgeft.errors import EdgeftError
-from edgeft.fsutil import atomic_write_text, sha256_file
-from edgeft.manifest import MANIFEST_NAME, TAIL_PREFIX, Manifest, check_fields, load_manifest
+from edgeft.fsutil import atomic_write_text, sha256_file, write_failed
+from edgeft.manifest import MANIFEST_NAME, RUN_FILE, TAIL_PREFIX, Manifest, check_fields, load_manifest
 from edgeft.deploy.measure import peak_rss_mb
+from edgeft.outputs import check_output
 from edgeft.train import checkpoints, metrics
 from edgeft.train.cache import CachedExamples
 from edgeft.train.evaluate import Examples, evaluate
 from edgeft.train.examples import ExampleSet
 from edgeft.train.schedule import learning_rate
 
-RUN_FILE = "run.json"
 METRICS_FILE = "metrics.jsonl"
 SUMMARY_FILE = "summary.json"
 
@@ -154,13 +154,24 @@ def _prepare_run_dir(run_dir: Path, record: dict[str, Any], resume: bool, force:
                                   where=str(run_file),
                                   hint="resume with the same artifacts, data and options, or start a new --run-dir.")
         return
-    if run_dir.exists() and any(run_dir.iterdir()):
-        if not force:
-            raise EdgeftError(f"The run folder {run_dir} already holds a run.", where=str(run_dir),
-                              hint="pass --resume to continue it, --force to start over, or another --run-dir.")
-        shutil.rmtree(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
+    check_output(run_dir, force, "run", "--run-dir",
+                 keep_hint="pass --resume to continue it, --force to start over, or another --run-dir.")
+    try:
+        if run_dir.exists() and any(run_dir.iterdir()):  # an edgeft run, and --force
+            shutil.rmtree(run_dir)
+        run_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:  # read-only, not permitted, a file in the way
+        raise write_failed(run_dir, exc) from exc
     atomic_write_text(run_file, json.dumps(record, indent=2) + "\n")
+
+
+def _check_run_dir(run_dir: Path) -> None:
+    """Refuse to go on when the run folder vanished (or was replaced) while training: writing would
+    recreate a run without its record, and the summary would name checkpoints that do not exist."""
+    if not (run_dir / RUN_FILE).is_file():
+        raise EdgeftError(f"The run folder {run_dir} disappeared while training (its {RUN_FILE} is gone).",
+                          where=str(run_dir), hint="nothing more was written; start the run again (with a --run-dir "
+                                                   "that stays in place while it trains).")
 
 
 def _open_trainer(manifest: Manifest, config: TrainConfig, run_dir: Path, threads: int | None,
@@ -237,6 +248,7 @@ def train(artifacts: Path, data: DataOptions, run_dir: Path, config: TrainConfig
                                                     f"{last if last else 'the exported one'} and is untouched.")
 
     def checkpoint(folder: Path, force_replace: bool = False) -> None:
+        _check_run_dir(run_dir)
         if not all(np.isfinite(value).all() for value in trainer.parameters().values()):
             raise diverged("the weights became infinite or NaN")
         checkpoints.save(folder, trainer, asdict(state), force=force_replace)
@@ -296,6 +308,7 @@ def train(artifacts: Path, data: DataOptions, run_dir: Path, config: TrainConfig
         state.history.append(entry)
         state.seconds = time.perf_counter() - started
         entry["seconds"] = round(state.seconds, 3)
+        _check_run_dir(run_dir)
         atomic_write_text(run_dir / METRICS_FILE, "".join(json.dumps(h) + "\n" for h in state.history))
         checkpoint(checkpoints.step_folder(run_dir, state.step), force_replace=True)
         checkpoints.prune(run_dir, config.keep)
@@ -322,6 +335,7 @@ def train(artifacts: Path, data: DataOptions, run_dir: Path, config: TrainConfig
         "best": {"epoch": state.best_epoch, metric: state.best}, "early_stopped": stop,
         "checkpoint": str(run_dir / checkpoints.BEST if state.best_epoch else checkpoints.latest(run_dir)),
     }
+    _check_run_dir(run_dir)
     atomic_write_text(run_dir / SUMMARY_FILE, json.dumps(summary, indent=2) + "\n")
     return summary
 
