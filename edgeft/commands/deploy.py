@@ -37,7 +37,7 @@ def command(source: Path, device: str, output: Path | None, val: Path | None, ma
       edgeft deploy artifacts/minilm --val data/val.csv --device x86-64-avx2
     """
     from edgeft.deploy.pipeline import DeployOptions, deploy
-    from edgeft.report import stderr
+    from edgeft.report import stderr, stdout
 
     options = DeployOptions(source=source, device=device, output=output, val=val, max_drop=max_drop,
                             sequence=sequence, text_column=text_column, label_column=label_column, force=force)
@@ -48,5 +48,5 @@ def command(source: Path, device: str, output: Path | None, val: Path | None, ma
         report = deploy(options, progress=lambda text: status.update(f"{text}..."))
     from rich.markdown import Markdown
 
-    stderr.print(Markdown((Path(report["bundle"]) / "REPORT.md").read_text(encoding="utf-8")))
-    stderr.print(f"[bold green]Bundle written to {report['bundle']}[/] in {report['seconds']:.1f} s")
+    stdout.print(Markdown((Path(report["bundle"]) / "REPORT.md").read_text(encoding="utf-8")))
+    stdout.print(f"[bold green]Bundle written to {report['bundle']}[/] in {report['seconds']:.1f} s")

@@ -59,7 +59,7 @@ def command(model: str | None, output: Path | None, name: str | None, train: str
     """
     from edgeft.export.build import ExportOptions, export_artifacts
     from edgeft.labels import read_label_file
-    from edgeft.report import parameter_table, stderr
+    from edgeft.report import parameter_table, stderr, stdout
 
     options = ExportOptions(
         model=model, output=output, name=name, train=train, loss=loss, optimizer=optimizer,
@@ -72,10 +72,10 @@ def command(model: str | None, output: Path | None, name: str | None, train: str
         return
     with stderr.status("exporting") as status:
         result = export_artifacts(options, progress=lambda text: status.update(f"{text}..."))
-    stderr.print(parameter_table([(t.name, t.numel, t.trainable) for t in result.tensors],
+    stdout.print(parameter_table([(t.name, t.numel, t.trainable) for t in result.tensors],
                                  title=f"Parameters of {result.manifest.data['name']} (--train {train})",
                                  detailed=verbose))
     for line in result.notes + result.repairs:
         stderr.print(f"  [cyan]•[/] {line}")
-    stderr.print(f"[green]✓[/] one training step ran (loss {result.smoke_loss:.4f})")
-    stderr.print(f"[bold green]Training artifacts written to {result.folder}[/] in {result.seconds:.1f} s")
+    stdout.print(f"[green]✓[/] one training step ran (loss {result.smoke_loss:.4f})")
+    stdout.print(f"[bold green]Training artifacts written to {result.folder}[/] in {result.seconds:.1f} s")

@@ -31,7 +31,7 @@ def command(bundle: Path, inputs: tuple[str, ...], top_k: int, text_column: str,
     from rich.table import Table
 
     from edgeft.deploy.bundle import Bundle, read_items
-    from edgeft.report import stderr
+    from edgeft.report import stdout
 
     model = Bundle(bundle, threads=threads)
     items = read_items(list(inputs), model.manifest.data["modality"], text_column)
@@ -48,7 +48,7 @@ def command(bundle: Path, inputs: tuple[str, ...], top_k: int, text_column: str,
         top = [{"label": model.labels[i], "score": round(float(row[i]), 6)} for i in order]
         results.append({"input": item, "label": top[0]["label"] if top else None, "top": top})
     if as_json:
-        click.echo(json.dumps(results if len(results) > 1 else results[0], indent=2))
+        click.echo(json.dumps(results, indent=2))  # a list, whatever the number of inputs
         return
     table = Table(show_header=True)
     table.add_column("input")
@@ -57,4 +57,4 @@ def command(bundle: Path, inputs: tuple[str, ...], top_k: int, text_column: str,
         shown = ", ".join(f"{t['label']} {t['score']:.2f}" for t in result.get("top", [])) or \
             ", ".join(f"{v:.4f}" for v in result.get("values", [])) or "(no label above 0.5)"
         table.add_row(result["input"], shown)
-    stderr.print(table)
+    stdout.print(table)

@@ -68,7 +68,7 @@ def command(artifacts: Path, data: Path, val: Path | None, val_fraction: float, 
       edgeft train artifacts/minilm data.csv --backend portable   # plain onnxruntime, e.g. aarch64
     """
     from edgeft.progress import RichReporter, summary_table
-    from edgeft.report import stderr
+    from edgeft.report import stdout
     from edgeft.train.loop import DataOptions, TrainConfig, train
 
     config = TrainConfig(epochs=epochs, max_steps=max_steps, batch_size=batch_size, lr=lr, schedule=schedule,
@@ -90,7 +90,7 @@ def command(artifacts: Path, data: Path, val: Path | None, val_fraction: float, 
     if as_json:
         click.echo(json.dumps(summary, indent=2))
     else:
-        stderr.print(summary_table(summary))
+        stdout.print(summary_table(summary))
 
 
 def _interrupted(folder: Path):  # -> Interrupted

@@ -120,7 +120,9 @@ def load_examples(manifest: Manifest, data: DataOptions, config: TrainConfig,
         val_records: Records | None = _read(data.val, manifest, data, reporter)
     elif config.val_fraction > 0 and len(records) >= 10:
         train_idx, val_idx = stratified_split(records.labels, config.val_fraction, config.seed)
+        skipped = records.skipped
         records, val_records = records.subset(train_idx), records.subset(val_idx)
+        records.skipped = skipped  # the file's skipped rows, listed once, with the training part
         reporter.message(f"validation: {len(val_records)} examples split from the training data (seed {config.seed})")
     else:
         val_records = None
@@ -325,6 +327,7 @@ def train(artifacts: Path, data: DataOptions, run_dir: Path, config: TrainConfig
     summary = {
         "run_dir": str(run_dir), "artifacts": str(artifacts), "task": task, "metric": metric,
         "train_examples": len(train_set), "val_examples": len(val_set) if val_set is not None else 0,
+        "skipped_rows": train_set.records.skipped + (val_set.records.skipped if val_set is not None else []),
         "epochs": state.epoch, "steps": state.step, "seconds": round(state.seconds, 3),
         "cache_seconds": round(cache_seconds, 3),  # the frozen-prefix pass, not in "seconds"
         "examples_per_second": round(state.examples_seen / max(state.seconds, 1e-9), 1),
