@@ -108,3 +108,18 @@ def test_verify_checks_and_reports_every_folder(artifacts, bundle, root, tmp_pat
     results = json.loads(run_edgeft(["verify", bundle, broken, artifacts, "--json"], root).stdout)
     assert [r["ok"] for r in results] == [True, False, True]
     assert "has no manifest.json" in results[1]["error"]["what"]
+
+
+def test_predict_refuses_a_missing_file_instead_of_predicting_its_name(bundle, root):
+    missing = run_edgeft(["predict", bundle, "nosuch.csv"], root)
+    assert missing.returncode == 1 and "The file nosuch.csv does not exist" in missing.stderr
+    assert "--text" in missing.stderr and missing.stdout == ""
+    folder = run_edgeft(["predict", bundle, root], root)
+    assert folder.returncode == 1 and "is a folder, but this bundle reads texts" in folder.stderr
+    as_text = run_edgeft(["predict", bundle, "--text", "nosuch.csv", "--json"], root)
+    assert as_text.returncode == 0, as_text.stderr
+    assert [p["input"] for p in json.loads(as_text.stdout)] == ["nosuch.csv"]
+    (root / "rows.csv").write_text("text\nturn on the lights\nplay, then stop\n")
+    rows = run_edgeft(["predict", bundle, root / "rows.csv", "--json"], root)
+    assert [p["input"] for p in json.loads(rows.stdout)] == ["turn on the lights"]
+    assert f"skipped {root / 'rows.csv'}:3: 2 fields, but the header has 1" in rows.stderr
