@@ -14,14 +14,17 @@ import click
               help="Device profile: a name from `edgeft devices`, a .toml path, or auto (this machine).")
 @click.option("-o", "--output", type=click.Path(path_type=Path), help="Bundle folder [default: artifacts/bundles/NAME-DEVICE].")
 @click.option("--val", type=click.Path(path_type=Path), help="Labelled data for the accuracy check [default: the run's].")
+@click.option("--checkpoint", type=click.Path(path_type=Path),
+              help="A checkpoint (folder, ORT checkpoint or trainable.npz) to deploy [default: the run's best].")
 @click.option("--max-drop", type=click.FloatRange(min=0), help="Allowed accuracy drop in points [default: the profile's].")
 @click.option("--sequence", type=click.IntRange(min=1), default=64, show_default=True, help="Sequence length for latency.")
 @click.option("--text-column", default="text", show_default=True)
 @click.option("--label-column", default="label", show_default=True)
 @click.option("--force", is_flag=True, help="Replace an existing bundle folder (only once the new one is complete).")
 @click.option("--json", "as_json", is_flag=True, help="Print the deploy report as JSON on stdout.")
-def command(source: Path, device: str, output: Path | None, val: Path | None, max_drop: float | None, sequence: int,
-            text_column: str, label_column: str, force: bool, as_json: bool) -> None:
+def command(source: Path, device: str, output: Path | None, val: Path | None, checkpoint: Path | None,
+            max_drop: float | None, sequence: int, text_column: str, label_column: str, force: bool,
+            as_json: bool) -> None:
     """Turn SOURCE (a run folder from edgeft train, or an artifact folder) into a bundle for a device.
 
     The trained weights go into a clean, constant-folded (and for transformers, fused) fp32
@@ -35,12 +38,14 @@ def command(source: Path, device: str, output: Path | None, val: Path | None, ma
       edgeft deploy artifacts/runs/minilm --device raspberry-pi-5
       edgeft deploy artifacts/runs/minilm --device ./my-board.toml --max-drop 0.5
       edgeft deploy artifacts/minilm --val data/val.csv --device x86-64-avx2
+      edgeft deploy artifacts/runs/minilm --checkpoint artifacts/runs/minilm/checkpoints/step-00000300
     """
     from edgeft.deploy.pipeline import DeployOptions, deploy
     from edgeft.report import stderr, stdout
 
     options = DeployOptions(source=source, device=device, output=output, val=val, max_drop=max_drop,
-                            sequence=sequence, text_column=text_column, label_column=label_column, force=force)
+                            sequence=sequence, text_column=text_column, label_column=label_column, force=force,
+                            checkpoint=checkpoint)
     if as_json:
         click.echo(json.dumps(deploy(options), indent=2))
         return

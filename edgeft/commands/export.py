@@ -33,12 +33,15 @@ from edgeft.tasks import LOSSES, OPTIMIZERS
                    "pretrained trainable tensors (a default; `edgeft train --l2sp` changes it).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed for new heads and sample inputs.")
 @click.option("--force", is_flag=True, help="Replace an existing output folder (only once the new one is complete).")
+@click.option("--list-parameters", is_flag=True,
+              help="List the model's parameter names (what a --train regular expression matches), their blocks "
+                   "and what --train selects, and stop (nothing is written).")
 @click.option("-v", "--verbose", is_flag=True, help="List every parameter tensor, not one row per block.")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON summary on stdout instead of tables.")
 def command(model: str | None, output: Path | None, name: str | None, train: str, loss: str, optimizer: str,
             labels_file: Path | None, num_labels: int | None, max_length: int, inputs: tuple[str, ...],
-            modality: str | None, no_dropout: bool, l2sp: float | None, seed: int, force: bool, verbose: bool,
-            as_json: bool) -> None:
+            modality: str | None, no_dropout: bool, l2sp: float | None, seed: int, force: bool, list_parameters: bool,
+            verbose: bool, as_json: bool) -> None:
     """Turn a pretrained MODEL into ONNX Runtime training artifacts in which only the chosen
     last layers train.
 
@@ -56,6 +59,7 @@ def command(model: str | None, output: Path | None, name: str | None, train: str
       edgeft export model.onnx --train 'classifier|layer\\.11\\.'
       edgeft export mypkg.nets:build --input x:float32:batch,16 --loss mse
       edgeft export --labels labels.txt --train last:2 --l2sp 0.01
+      edgeft export ./my-bert --list-parameters --train 'layer\\.11\\.'   # check a regex first
     """
     from edgeft.export.build import ExportOptions, export_artifacts
     from edgeft.labels import read_label_file
@@ -66,6 +70,9 @@ def command(model: str | None, output: Path | None, name: str | None, train: str
         label_names=read_label_file(labels_file) if labels_file else [], num_labels=num_labels,
         max_length=max_length, inputs=list(inputs), modality=modality, seed=seed, dropout=not no_dropout,
         l2sp=l2sp, force=force)
+    if list_parameters:
+        _list_parameters(options, as_json)
+        return
     if as_json:
         result = export_artifacts(options)
         click.echo(json.dumps(result.summary(), indent=2))
@@ -79,3 +86,34 @@ def command(model: str | None, output: Path | None, name: str | None, train: str
         stderr.print(f"  [cyan]•[/] {line}")
     stdout.print(f"[green]✓[/] one training step ran (loss {result.smoke_loss:.4f})")
     stdout.print(f"[bold green]Training artifacts written to {result.folder}[/] in {result.seconds:.1f} s")
+
+
+def _list_parameters(options, as_json: bool) -> None:  # options: ExportOptions
+    """The parameter names --train matches, as a table (or JSON) on stdout."""
+    from rich.markup import escape
+    from rich.table import Table
+
+    from edgeft.export.parameters import list_parameters
+    from edgeft.report import stderr, stdout
+
+    listing = list_parameters(options)
+    if as_json:
+        click.echo(json.dumps(listing, indent=2))
+        return
+    rows, prefix = listing["parameters"], listing["block_prefix"]
+    title = f"Parameters of {listing['model']} in forward order; --train {listing['train']}"
+    table = Table(title=escape(title), title_justify="left")
+    longest = max((len(row["name"]) for row in rows), default=9)
+    table.add_column("parameter", min_width=min(longest, 90), overflow="fold")  # whole names: they are the point
+    table.add_column("block")
+    table.add_column("shape")
+    table.add_column("trains")
+    for row in rows:
+        block = row["block"]
+        shown = f"{block[len(prefix):]} of {listing['blocks']}" if prefix and block.startswith(prefix) else \
+            block if block == "head" else ""
+        table.add_row(escape(row["name"]), shown, "x".join(map(str, row["shape"])) or "scalar",
+                      "[bold green]yes[/]" if row["trainable"] else "[dim]no[/]")
+    stdout.print(table)
+    if listing["problem"]:
+        stderr.print(f"[yellow]note:[/] {escape(listing['problem'])}")

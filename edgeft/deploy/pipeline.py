@@ -46,6 +46,7 @@ class DeployOptions:
     max_drop: float | None = None
     sequence: int = 64
     force: bool = False
+    checkpoint: Path | None = None  # a run checkpoint to deploy instead of the run's best (as evaluate's)
     extra: dict[str, Any] = dataclasses.field(default_factory=dict)  # more manifest fields, e.g. a build key
 
 
@@ -125,7 +126,7 @@ def deploy(options: DeployOptions, progress: Callable[[str], None] | None = None
     step = progress or (lambda _text: None)
     started = time.perf_counter()
     profile: DeviceProfile = load_profile(auto_device() if options.device == "auto" else options.device)
-    manifest, checkpoint = resolve_model(Path(options.source))
+    manifest, checkpoint = resolve_model(Path(options.source), options.checkpoint)
     run = _run_data(Path(options.source))
     trained = checkpoint_parameters(checkpoint) if checkpoint else {}
     name = f"{manifest.data['name']}-{profile.name}"
