@@ -280,3 +280,24 @@ def test_image_model_deploys_and_predicts_from_image_files(tiny_vit, export_cach
                           str(tmp_path / "imgs" / "bright" / "3.png"), "--json"], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     assert [p["label"] for p in json.loads(out.stdout)] == ["bright"]
+
+
+def test_the_profiles_targets_size_checked_latency_reported(text_run, bundles, tmp_path):
+    """A bundle over the profile's max_model_mb is refused (every recipe tried, as the accuracy
+    guard tries them; nothing written); the latency target is reported against a host measurement,
+    never enforced."""
+    report = bundles["raspberry-pi-5"]
+    assert report["targets"] == {"max_model_mb": 64, "size_mb": report["bundle_model"]["size_mb"], "within_size": True,
+                                 "latency_ms_p50": 12.0, "measured_p50_ms": report["bundle_model"]["latency"]["p50_ms"],
+                                 "latency_measured_on": "host", "latency_enforced": False}
+    text = " ".join((Path(report["bundle"]) / "REPORT.md").read_text().split())
+    assert "within the profile's 64 MB" in text and "against the profile's target of 12 ms" in text
+    assert "measured on a host, not the device, so it is reported, not enforced" in text
+    shipped = (Path(__file__).resolve().parents[1] / "devices" / "raspberry-pi-5.toml").read_text()
+    assert "max_model_mb = 64" in shipped
+    tight = tmp_path / "tight.toml"
+    tight.write_text(shipped.replace("max_model_mb = 64", f"max_model_mb = {report['bundle_model']['size_mb'] / 10:.4f}"))
+    with pytest.raises(EdgeftError, match="No recipe gives a model within the profile's size budget") as info:
+        deploy(DeployOptions(source=text_run, device=str(tight), output=tmp_path / "bundle"))
+    assert info.value.where == f"{tight}, targets.max_model_mb" and "no bundle was written" in info.value.hint
+    assert not (tmp_path / "bundle").exists() and list(tmp_path.iterdir()) == [tight]

@@ -161,6 +161,7 @@ def deploy(options: DeployOptions, progress: Callable[[str], None] | None = None
         calibration = _calibration(train, profile.quantization.calibration_examples) \
             if profile.quantization.mode == "static" else []
         attempts, chosen = [], None
+        budget = profile.targets.max_model_mb
         for why, recipe in ladder(profile.quantization, head_node_patterns(
                 [t["name"] for t in manifest.data["trainable"]["tensors"]])):
             step(f"quantizing: {why}")
@@ -168,14 +169,16 @@ def deploy(options: DeployOptions, progress: Callable[[str], None] | None = None
             notes = quantize(fp32, candidate, recipe, calibration)
             quant_metrics, quant_guard = check(candidate, session_config(recipe.mode))
             drop = quality_drop(task, fp32_guard, quant_guard)
-            accepted = drop <= max_drop + 1e-9
+            fits = budget is None or _size_mb(candidate) <= budget  # over the profile's size: fall back as for accuracy
+            accepted = drop <= max_drop + 1e-9 and fits
             attempts.append({"step": why, "recipe": dataclasses.asdict(recipe), "notes": notes,
                              "metrics": _public(quant_metrics), "drop": round(drop, 4), "size_mb": round(_size_mb(candidate), 3),
-                             "accepted": accepted})
+                             "within_size": fits, "accepted": accepted})
             if accepted:
                 chosen = candidate, recipe
                 break
-        assert chosen is not None  # the ladder ends with fp32, whose drop is 0
+        if chosen is None:  # the ladder ends with fp32, whose drop is 0: only the size budget refuses every recipe
+            raise _over_budget(profile, attempts, max_drop)
         model_path = stage / "model.onnx"
         shutil.move(str(chosen[0]), model_path)
         step("measuring latency")
@@ -203,6 +206,7 @@ def deploy(options: DeployOptions, progress: Callable[[str], None] | None = None
             "accuracy_drop": attempts[-1]["drop"], "max_accuracy_drop": max_drop,
             "chosen": attempts[-1]["step"], "attempts": attempts, "build_notes": build_notes,
             "latency_target_ms": profile.targets.latency_ms_p50,
+            "targets": _targets(profile, _size_mb(model_path), speed_bundle["p50_ms"]),
             "sequence": options.sequence if manifest.data["modality"] == "text" else None,
         }
         shutil.rmtree(work)
@@ -217,6 +221,43 @@ def deploy(options: DeployOptions, progress: Callable[[str], None] | None = None
         write_manifest(stage, data, files)
     report["seconds"] = round(time.perf_counter() - started, 2)
     return report
+
+
+def _over_budget(profile: DeviceProfile, attempts: list[dict[str, Any]], max_drop: float) -> EdgeftError:
+    """No recipe both accurate and within the profile's max_model_mb; nothing is written."""
+    accurate = [a for a in attempts if a["drop"] <= max_drop + 1e-9]
+    smallest = min(accurate or attempts, key=lambda a: a["size_mb"])
+    return EdgeftError(
+        f"No recipe gives a model within the profile's size budget: the smallest accurate one ({smallest['step']}) "
+        f"is {smallest['size_mb']:.1f} MB, over max_model_mb = {profile.targets.max_model_mb:g} of {profile.name}.",
+        where=f"{profile.path}, targets.max_model_mb",
+        hint="deploy for a profile with a larger budget (or raise max_model_mb in your own profile), or deploy a "
+             "smaller model; no bundle was written.")
+
+
+def _targets(profile: DeviceProfile, size_mb: float, p50_ms: float) -> dict[str, Any]:
+    """The bundle against the profile's targets: the size is checked (deploy refuses a model over
+    budget); the latency was measured on this machine, not on the device, so it is only reported."""
+    target = profile.targets
+    return {"max_model_mb": target.max_model_mb, "size_mb": round(size_mb, 3),
+            "within_size": target.max_model_mb is None or size_mb <= target.max_model_mb,
+            "latency_ms_p50": target.latency_ms_p50, "measured_p50_ms": p50_ms, "latency_measured_on": "host",
+            "latency_enforced": False}
+
+
+def _target_lines(report: dict[str, Any]) -> list[str]:
+    targets = report.get("targets")
+    if not targets:
+        return []
+    size = (f"- size: {targets['size_mb']:.1f} MB, within the profile's {targets['max_model_mb']:g} MB"
+            if targets["max_model_mb"] is not None else f"- size: {targets['size_mb']:.1f} MB (the profile sets no budget)")
+    if targets["latency_ms_p50"] is None:
+        latency = "- latency: the profile sets no target"
+    else:
+        latency = (f"- latency p50: {targets['measured_p50_ms']:.2f} ms measured on the deploying machine against the "
+                   f"profile's target of {targets['latency_ms_p50']:g} ms on the device; measured on a host, not "
+                   f"the device, so it is reported, not enforced")
+    return ["## Profile targets", "", size, latency, ""]
 
 
 def _public(values: dict[str, Any]) -> dict[str, Any]:
@@ -250,9 +291,12 @@ def render_report(report: dict[str, Any]) -> str:
     if report.get("profile_threads") and report["profile_threads"] != report["threads"]:
         lines += [f"Latency measured on the deploying machine, with {report['threads']} thread(s) because it has "
                   f"no more cores; the device runs the bundle with {report['profile_threads']}.", ""]
+    lines += _target_lines(report)
     lines += ["## Recipes tried", ""]
     for attempt in report["attempts"]:
+        verdict = "accepted" if attempt["accepted"] else \
+            "rejected: over the size budget" if not attempt.get("within_size", True) else "rejected"
         lines.append(f"- {attempt['step']}: drop {attempt['drop']:.2f}, {attempt['size_mb']:.1f} MB, "
-                     f"{'accepted' if attempt['accepted'] else 'rejected'} ({'; '.join(attempt['notes'])})")
+                     f"{verdict} ({'; '.join(attempt['notes'])})")
     lines += ["", "## Inference model", "", *[f"- {note}" for note in report["build_notes"]], ""]
     return "\n".join(lines)
