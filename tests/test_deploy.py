@@ -301,3 +301,42 @@ def test_the_profiles_targets_size_checked_latency_reported(text_run, bundles, t
         deploy(DeployOptions(source=text_run, device=str(tight), output=tmp_path / "bundle"))
     assert info.value.where == f"{tight}, targets.max_model_mb" and "no bundle was written" in info.value.hint
     assert not (tmp_path / "bundle").exists() and list(tmp_path.iterdir()) == [tight]
+
+
+@pytest.fixture(scope="module")
+def distilbert_artifacts(export_cache, tmp_path_factory) -> Path:
+    """A tiny DistilBERT, whose fusion makes ONNX Runtime's transformer optimizer log warnings."""
+    import torch
+    from transformers import DistilBertConfig, DistilBertModel
+
+    from conftest import _tokenizer
+
+    folder = tmp_path_factory.mktemp("tiny-distilbert")
+    torch.manual_seed(0)
+    DistilBertModel(DistilBertConfig(vocab_size=128, dim=32, n_layers=2, n_heads=2, hidden_dim=64,
+                                     max_position_embeddings=64)).save_pretrained(folder)
+    _tokenizer(folder)
+    return export_cache(model=str(folder), label_names=LABELS, train="last:1").folder
+
+
+def test_deploy_shows_onnx_runtimes_warnings_only_with_verbose(distilbert_artifacts, tmp_path):
+    val = write_csv(tmp_path / "val.csv", dataset(1, 4))
+    args = ["deploy", str(distilbert_artifacts), "--val", str(val), "--device", "x86-64-avx2"]
+    quiet = run_device_side(cli_calls([*args, "-o", str(tmp_path / "quiet")]))
+    assert quiet.returncode == 0, quiet.stderr
+    assert quiet.stderr == "" and "Bundle written to" in quiet.stdout  # only edgeft's own lines, on stdout
+    loud = run_device_side(cli_calls([*args, "-o", str(tmp_path / "loud"), "-v"]))
+    assert loud.returncode == 0, loud.stderr
+    assert "Failed to remove node" in loud.stderr and "[W:onnxruntime" in loud.stderr
+
+
+def test_deploy_puts_the_processs_logging_back(text_run, tmp_path):
+    """Quieting ONNX Runtime's Python logs for a deploy does not change the logging of the process."""
+    import logging
+
+    logging.disable(logging.INFO)  # what the application had chosen
+    try:
+        deploy(DeployOptions(source=text_run, device="raspberry-pi-5", output=tmp_path / "bundle"))
+        assert logging.root.manager.disable == logging.INFO
+    finally:
+        logging.disable(logging.NOTSET)

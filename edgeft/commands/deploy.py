@@ -21,9 +21,10 @@ import click
 @click.option("--text-column", default="text", show_default=True)
 @click.option("--label-column", default="label", show_default=True)
 @click.option("--force", is_flag=True, help="Replace an existing bundle folder (only once the new one is complete).")
+@click.option("-v", "--verbose", is_flag=True, help="Also show ONNX Runtime's own warnings (quantizer, graph optimizer).")
 @click.option("--json", "as_json", is_flag=True, help="Print the deploy report as JSON on stdout.")
 def command(source: Path, device: str, output: Path | None, val: Path | None, checkpoint: Path | None,
-            max_drop: float | None, sequence: int, text_column: str, label_column: str, force: bool,
+            max_drop: float | None, sequence: int, text_column: str, label_column: str, force: bool, verbose: bool,
             as_json: bool) -> None:
     """Turn SOURCE (a run folder from edgeft train, or an artifact folder) into a bundle for a device.
 
@@ -41,16 +42,18 @@ def command(source: Path, device: str, output: Path | None, val: Path | None, ch
       edgeft deploy artifacts/runs/minilm --checkpoint artifacts/runs/minilm/checkpoints/step-00000300
     """
     from edgeft.deploy.pipeline import DeployOptions, deploy
+    from edgeft.ortcompat import runtime_logs
     from edgeft.report import stderr, stdout
 
     options = DeployOptions(source=source, device=device, output=output, val=val, max_drop=max_drop,
                             sequence=sequence, text_column=text_column, label_column=label_column, force=force,
                             checkpoint=checkpoint)
-    if as_json:
-        click.echo(json.dumps(deploy(options), indent=2))
-        return
-    with stderr.status("deploying") as status:
-        report = deploy(options, progress=lambda text: status.update(f"{text}..."))
+    with runtime_logs(shown=verbose):
+        if as_json:
+            click.echo(json.dumps(deploy(options), indent=2))
+            return
+        with stderr.status("deploying") as status:
+            report = deploy(options, progress=lambda text: status.update(f"{text}..."))
     from rich.markdown import Markdown
 
     stdout.print(Markdown((Path(report["bundle"]) / "REPORT.md").read_text(encoding="utf-8")))

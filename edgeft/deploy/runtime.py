@@ -32,10 +32,11 @@ def make_session(path: Path, threads: int | None = None, optimization: str = "al
     session config entries (``session_config``)."""
     import onnxruntime as ort
 
-    from edgeft.ortcompat import quiet_runtime, session_options
+    from edgeft.ortcompat import quiet_runtime, session_log_severity, session_options
 
     quiet_runtime()
     options = session_options(threads)
+    options.log_severity_level = session_log_severity()
     for key, value in (config or {}).items():
         options.add_session_config_entry(key, value)
     options.graph_optimization_level = {
