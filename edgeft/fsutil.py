@@ -170,6 +170,8 @@ def staged_folder(dest: Path, force: bool = False,
     The folder gets the permissions the umask gives (mkdtemp would make it private).
     """
     dest = Path(dest)
+    if dest.name in ("", ".", ".."):  # "-o ." names the folder by its parent's entry: stage beside it, not in it
+        dest = dest.resolve()
     if check is not None:
         check(dest, force)
     elif dest.exists() and not force:

@@ -192,3 +192,17 @@ def test_atomic_writes_honour_the_umask(tmp_path):
         os.umask(old)
     assert (tmp_path / "f.json").stat().st_mode & 0o777 == 0o640
     assert (tmp_path / "out").stat().st_mode & 0o777 == 0o750
+
+
+def test_staged_folder_replaces_the_current_folder_from_beside_it(tmp_path, monkeypatch):
+    """`-o . --force` inside an edgeft folder builds the new one next to it, not inside it."""
+    from edgeft.outputs import output_check
+
+    dest = tmp_path / "bundle"
+    dest.mkdir()
+    (dest / "manifest.json").write_text('{"kind": "bundle", "format_version": 1, "files": {}}')
+    monkeypatch.chdir(dest)
+    with staged_folder(Path("."), force=True, check=output_check("bundle")) as stage:
+        assert stage.parent == tmp_path
+        (stage / "model.onnx").write_bytes(b"new")
+    assert names(tmp_path / "bundle") == ["model.onnx"] and names(tmp_path) == ["bundle"]
