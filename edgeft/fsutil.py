@@ -210,10 +210,17 @@ def staged_folder(dest: Path, force: bool = False,
         shutil.rmtree(stage, ignore_errors=True)
         raise write_failed(dest, disk_error(exc) or exc) from exc
     except BaseException as exc:
+        vanished = not stage.exists()
         shutil.rmtree(stage, ignore_errors=True)
         full = None if isinstance(exc, EdgeftError) else disk_error(exc)
         if full is not None:  # e.g. ONNX Runtime's RuntimeError "... No space left on device errno:28"
             raise write_failed(dest, full) from exc
+        if vanished and isinstance(exc, Exception) and not isinstance(exc, EdgeftError):
+            # e.g. ONNX Runtime's RuntimeError for a file it cannot create: the folder was moved away
+            raise EdgeftError(f"The folder {dest.parent} was moved or removed while {dest.name} was being written "
+                              "into it.", where=str(dest.parent),
+                              hint="keep the output folder in place while edgeft writes it, and run the command "
+                                   "again.") from exc
         raise
 
 

@@ -145,6 +145,8 @@ def _run_folder(folder: Path, kind: str | None) -> EdgeftError:
         artifacts = json.loads((folder / RUN_FILE).read_text(encoding="utf-8")).get("artifacts")
     except (OSError, ValueError, AttributeError, RecursionError):
         artifacts = None
+    if isinstance(artifacts, dict):  # a record that places the artifacts relative to the run folder
+        artifacts = artifacts.get("absolute") or artifacts.get("path")
     trained_from = f"the artifact folder it was trained from ({artifacts})" if isinstance(artifacts, str) else \
         "the artifact folder it was trained from"
     needed = {"artifacts": "an artifact folder", "bundle": "a bundle"}.get(kind or "", "an artifact folder or bundle")

@@ -31,17 +31,22 @@ def edgeft_kind(folder: Path) -> str | None:
     """``artifacts``, ``bundle`` or ``run`` when edgeft wrote ``folder``; None otherwise.
 
     A manifest counts when it is a JSON object of an edgeft kind with a file table, a run record
-    when it names the artifacts and their manifest's sha256 (a user's own run.json does not).
+    when it names the artifacts and their manifest's sha256 (a user's own run.json does not):
+    ``{"artifacts": PATH, "manifest_sha256": ...}``, or ``{"artifacts": {"path": ...,
+    "manifest_sha256": ...}}`` in records that place the artifacts relative to the run.
     """
     folder = Path(folder)
     manifest = _json_object(folder / MANIFEST_NAME)
     if manifest is not None and manifest.get("kind") in ("artifacts", "bundle") \
             and isinstance(manifest.get("files"), dict) and isinstance(manifest.get("format_version"), int):
         return str(manifest["kind"])
-    record = _json_object(folder / RUN_FILE)
-    if record is not None and isinstance(record.get("artifacts"), str) and isinstance(record.get("manifest_sha256"), str):
-        return "run"
-    return None
+    record = _json_object(folder / RUN_FILE) or {}
+    artifacts = record.get("artifacts")
+    if isinstance(artifacts, dict):
+        artifacts, digest = artifacts.get("path"), artifacts.get("manifest_sha256")
+    else:
+        digest = record.get("manifest_sha256")
+    return "run" if isinstance(artifacts, str) and isinstance(digest, str) else None
 
 
 def check_output(dest: Path, force: bool, kind: str, option: str = "--output",

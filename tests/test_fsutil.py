@@ -206,3 +206,18 @@ def test_staged_folder_replaces_the_current_folder_from_beside_it(tmp_path, monk
         assert stage.parent == tmp_path
         (stage / "model.onnx").write_bytes(b"new")
     assert names(tmp_path / "bundle") == ["model.onnx"] and names(tmp_path) == ["bundle"]
+
+
+def test_a_folder_moved_away_while_a_library_writes_into_it_is_a_clear_error(tmp_path):
+    """A native library (ONNX Runtime) reports a file it cannot create as a RuntimeError; when the
+    folder being written vanished meanwhile, that is the user's clear error, not a traceback."""
+    run = tmp_path / "run"
+    run.mkdir()
+    with pytest.raises(EdgeftError, match="was moved or removed while step-1 was being written") as info:
+        with staged_folder(run / "checkpoints" / "step-1"):
+            os.replace(run, tmp_path / "moved")
+            raise RuntimeError("Failed to open file for writing")
+    assert info.value.where == str(run / "checkpoints") and info.value.hint
+    with pytest.raises(RuntimeError, match="a bug"):  # the folder is still there: not the user's doing
+        with staged_folder(tmp_path / "moved" / "checkpoints" / "step-2"):
+            raise RuntimeError("a bug")
