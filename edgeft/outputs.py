@@ -28,16 +28,17 @@ def _json_object(path: Path) -> dict | None:
 
 
 def edgeft_kind(folder: Path) -> str | None:
-    """``artifacts``, ``bundle`` or ``run`` when edgeft wrote ``folder``; None otherwise.
+    """The kind of edgeft folder ``folder`` is (its manifest's ``kind``, such as ``artifacts`` or
+    ``bundle``, or ``run``); None when edgeft did not write it.
 
-    A manifest counts when it is a JSON object of an edgeft kind with a file table, a run record
+    A manifest counts when it is a JSON object with a kind, a format version and a file table, a run record
     when it names the artifacts and their manifest's sha256 (a user's own run.json does not):
     ``{"artifacts": PATH, "manifest_sha256": ...}``, or ``{"artifacts": {"path": ...,
     "manifest_sha256": ...}}`` in records that place the artifacts relative to the run.
     """
     folder = Path(folder)
     manifest = _json_object(folder / MANIFEST_NAME)
-    if manifest is not None and manifest.get("kind") in ("artifacts", "bundle") \
+    if manifest is not None and isinstance(manifest.get("kind"), str) and manifest["kind"] \
             and isinstance(manifest.get("files"), dict) and isinstance(manifest.get("format_version"), int):
         return str(manifest["kind"])
     record = _json_object(folder / RUN_FILE) or {}
@@ -47,6 +48,10 @@ def edgeft_kind(folder: Path) -> str | None:
     else:
         digest = record.get("manifest_sha256")
     return "run" if isinstance(artifacts, str) and isinstance(digest, str) else None
+
+
+def _kind_name(kind: str) -> str:
+    return KINDS.get(kind, f"an edgeft {kind} folder")
 
 
 def check_output(dest: Path, force: bool, kind: str, option: str = "--output",
@@ -75,10 +80,10 @@ def check_output(dest: Path, force: bool, kind: str, option: str = "--output",
             "replace it (not even with --force).", where=str(dest),
             hint=f"choose another {option}, for example a new subfolder of {dest}.")
     if found != kind:
-        raise EdgeftError(f"The folder {dest} is {KINDS[found]}, not {KINDS[kind]}, so edgeft will not replace it.",
-                          where=str(dest), hint=f"choose another {option}; --force replaces only {KINDS[kind]}.")
+        raise EdgeftError(f"The folder {dest} is {_kind_name(found)}, not {_kind_name(kind)}, so edgeft will not replace it.",
+                          where=str(dest), hint=f"choose another {option}; --force replaces only {_kind_name(kind)}.")
     if not force:
-        raise EdgeftError(f"The folder {dest} already exists and holds {KINDS[kind]} written by edgeft.",
+        raise EdgeftError(f"The folder {dest} already exists and holds {_kind_name(kind)} written by edgeft.",
                           where=str(dest),
                           hint=keep_hint or f"pass --force to replace it (only once the new one is complete), "
                                             f"or choose another {option}.")

@@ -132,6 +132,9 @@ def test_run_records_are_recognised_by_their_content_in_either_layout(tmp_path):
              "relative to the run": {"format": 2, "artifacts": {"path": "../minilm", "absolute": "/x/minilm",
                                                                 "manifest_sha256": "ab12"}},
              "a user's own": {"artifacts": "mine"}, "not an object": [1, 2]}
+    (tmp_path / "package").mkdir()  # a manifest of any kind edgeft writes, e.g. a kind this version does not know
+    (tmp_path / "package" / "manifest.json").write_text('{"kind": "package", "format_version": 1, "files": {}}')
+    assert edgeft_kind(tmp_path / "package") == "package"
     for name, record in cases.items():
         folder = tmp_path / name
         folder.mkdir()
