@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import errno
 import importlib
+import json
 import sys
 
 import click
 
 from edgeft import __version__
-from edgeft.errors import EdgeftError
+from edgeft.errors import EdgeftError, Interrupted
 
 # command name -> (module in edgeft.commands, one-line help shown by `edgeft --help`)
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -65,43 +66,59 @@ def cli() -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Entry point: run the CLI, turning user mistakes into one message and exit code 1."""
+    """Entry point: run the CLI, turning user mistakes into one message (what, where, what to do).
+
+    Exit status: 0 done, 1 a failure the user can fix (EdgeftError), 2 a usage error (Click's
+    convention: an unknown option, a bad value), 130 interrupted. With ``--json`` the error is
+    also printed on stdout as a JSON object, so a script reading stdout always gets JSON.
+    """
+    args = list(sys.argv[1:] if argv is None else argv)
+    as_json = "--json" in (args[: args.index("--")] if "--" in args else args)
     try:
-        cli.main(args=argv, prog_name="edgeft", standalone_mode=False)
+        cli.main(args=args, prog_name="edgeft", standalone_mode=False)
     except EdgeftError as exc:
-        _fail(exc)
-    except click.exceptions.Abort:
-        click.echo("aborted", err=True)
-        sys.exit(130)
+        _fail(exc, as_json)
+    except (click.exceptions.Abort, KeyboardInterrupt):  # Click turns Ctrl-C into Abort
+        _fail(Interrupted("Interrupted.", hint="nothing half-written was kept; run the command again."), as_json)
     except click.ClickException as exc:
+        if as_json:
+            command = next((a for a in args if a in COMMANDS), None)
+            _print_json_error(exc.format_message(), " ".join(["edgeft", *([command] if command else [])]),
+                              f"see edgeft {command + ' ' if command else ''}--help.", exc.exit_code)
         exc.show()
         sys.exit(exc.exit_code)
-    except KeyboardInterrupt:
-        click.echo("interrupted; nothing half-written was kept", err=True)
-        sys.exit(130)
     except Exception as exc:
-        from edgeft.fsutil import disk_error
+        from edgeft.fsutil import disk_error, path_failed
 
         full = disk_error(exc)  # a library writing a temporary file on a full disk
-        if full is None:
-            raise  # a bug in edgeft: keep the traceback for the bug report
-        import os
-        import tempfile
+        if full is not None:
+            import os
+            import tempfile
 
-        reason = "the disk is full" if full.errno == errno.ENOSPC else full.strerror or str(full)
-        temp = tempfile.tempdir or os.environ.get("TMPDIR") or "/tmp"  # not gettempdir(): it may fail right now
-        _fail(EdgeftError(f"A file could not be written: {reason}.",
-                          where=str(full.filename) if full.filename else
-                          f"the output folder or the temporary folder ({temp})",
-                          hint="free some space (or point TMPDIR to a disk with room) and run the command again; "
-                               "nothing half-written was kept."))
+            reason = "the disk is full" if full.errno == errno.ENOSPC else full.strerror or str(full)
+            temp = tempfile.tempdir or os.environ.get("TMPDIR") or "/tmp"  # not gettempdir(): it may fail right now
+            _fail(EdgeftError(f"A file could not be written: {reason}.",
+                              where=str(full.filename) if full.filename else
+                              f"the output folder or the temporary folder ({temp})",
+                              hint="free some space (or point TMPDIR to a disk with room) and run the command "
+                                   "again; nothing half-written was kept."), as_json)
+        if isinstance(exc, OSError) and exc.filename:  # a path the user gave: read-only, not permitted, vanished
+            _fail(path_failed(exc), as_json)
+        raise  # a bug in edgeft: keep the traceback for the bug report
 
 
-def _fail(exc: EdgeftError) -> None:
-    """Print a user-facing error as one message (what, where, what to do) and exit with status 1."""
+def _print_json_error(what: str, where: str | None, hint: str | None, code: int) -> None:
+    click.echo(json.dumps({"error": {"what": what, "where": where, "hint": hint}, "exit_code": code}, indent=2))
+
+
+def _fail(exc: EdgeftError, as_json: bool = False) -> None:
+    """Print a user-facing error as one message (what, where, what to do) on stderr, also as JSON
+    on stdout under --json, and exit with its status (1, or 130 when interrupted)."""
+    if as_json:
+        _print_json_error(exc.what, exc.where, exc.hint, exc.exit_code)
     click.secho(f"error: {exc.what}", fg="red", err=True)
     if exc.where:
         click.echo(f"  where: {exc.where}", err=True)
     if exc.hint:
         click.echo(f"  what to do: {exc.hint}", err=True)
-    sys.exit(1)
+    sys.exit(exc.exit_code)

@@ -11,6 +11,8 @@ from __future__ import annotations
 class EdgeftError(Exception):
     """A failure caused by the user's input or environment, not by a bug in edgeft."""
 
+    exit_code = 1  # the CLI's exit status for it
+
     def __init__(self, what: str, where: str | None = None, hint: str | None = None) -> None:
         self.what = what
         self.where = where
@@ -24,3 +26,9 @@ class EdgeftError(Exception):
         if self.hint:
             parts.append(f"  what to do: {self.hint}")
         return "\n".join(parts)
+
+
+class Interrupted(EdgeftError):
+    """The user stopped the command (Ctrl-C); the message says what was kept and how to go on."""
+
+    exit_code = 130  # 128 + SIGINT, what shells report for an interrupted command

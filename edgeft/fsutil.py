@@ -14,7 +14,7 @@ import hashlib
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from edgeft.errors import EdgeftError
@@ -38,14 +38,36 @@ def _fsync_dir(path: Path) -> None:
             os.close(fd)
 
 
+_WHAT_TO_DO = {
+    errno.ENOSPC: "free some space or choose another output folder",
+    errno.EDQUOT: "free some space (your disk quota is used up) or choose another output folder",
+    errno.EFBIG: "choose an output folder on a file system that allows larger files",
+    errno.EACCES: "choose a folder you may write to, or fix its permissions",
+    errno.EPERM: "choose a folder you may write to, or fix its permissions",
+    errno.EROFS: "the file system is read-only: choose an output folder on a writable disk",
+    errno.ENOTDIR: "a part of the path is a file, not a folder: choose another output path",
+    errno.EEXIST: "a part of the path is a file, not a folder: choose another output path",
+}
+
+
 def write_failed(path: Path, exc: OSError) -> EdgeftError:
-    """Turn an OS error during a write into a user-facing error naming the place."""
+    """Turn an OS error during a write into a user-facing error naming the place and what to do."""
     reason = "the disk is full" if exc.errno == errno.ENOSPC else (exc.strerror or str(exc))
+    todo = _WHAT_TO_DO.get(exc.errno, "check the output folder, or choose another one")
     return EdgeftError(
         f"Could not write {path}: {reason}.",
         where=str(path),
-        hint="free some space or choose another output folder; nothing was changed there.",
+        hint=f"{todo}; nothing was changed there.",
     )
+
+
+def path_failed(exc: OSError) -> EdgeftError:
+    """A user-facing error for an OS error on a path that reached the command (e.g. a folder that
+    became read-only or vanished while the command ran)."""
+    where = str(exc.filename)
+    return EdgeftError(f"{where} could not be used: {exc.strerror or exc}.", where=where,
+                       hint=f"{_WHAT_TO_DO.get(exc.errno, 'check that the path exists and may be written')}; "
+                            "then run the command again.")
 
 
 _DISK_ERRNOS = (errno.ENOSPC, errno.EFBIG, errno.EDQUOT)
@@ -70,6 +92,13 @@ def disk_error(exc: BaseException) -> OSError | None:
     return None
 
 
+def current_umask() -> int:
+    """The process's umask (read by setting it and putting it back, the only way POSIX offers)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Write ``data`` to ``path`` so that a crash leaves either the old or the new file."""
     path = Path(path)
@@ -80,6 +109,7 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
         raise write_failed(path, exc) from exc
     try:
         with os.fdopen(fd, "wb") as handle:
+            os.fchmod(handle.fileno(), 0o666 & ~current_umask())  # mkstemp makes 0600 files: honour the umask
             handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
@@ -129,14 +159,22 @@ def exchange_paths(first: Path, second: Path) -> bool:
 
 
 @contextlib.contextmanager
-def staged_folder(dest: Path, force: bool = False) -> Iterator[Path]:
+def staged_folder(dest: Path, force: bool = False,
+                  check: Callable[[Path, bool], None] | None = None) -> Iterator[Path]:
     """Build a folder in a temporary sibling and move it to ``dest`` only when complete.
 
     If the body raises, the staging folder is removed and ``dest`` is untouched. With ``force``
-    an existing ``dest`` is replaced only after the new content is complete.
+    an existing ``dest`` is replaced only after the new content is complete. ``check(dest,
+    force)`` (e.g. :func:`edgeft.outputs.output_check`) decides instead whether an existing
+    ``dest`` may be replaced; it runs before the body and again just before the replacement.
+    The folder gets the permissions the umask gives (mkdtemp would make it private).
     """
     dest = Path(dest)
-    if dest.exists() and not force:
+    if dest.name in ("", ".", ".."):  # "-o ." names the folder by its parent's entry: stage beside it, not in it
+        dest = dest.resolve()
+    if check is not None:
+        check(dest, force)
+    elif dest.exists() and not force:
         raise EdgeftError(
             f"The output folder {dest} already exists.",
             where=str(dest),
@@ -145,11 +183,14 @@ def staged_folder(dest: Path, force: bool = False) -> Iterator[Path]:
     try:
         dest.parent.mkdir(parents=True, exist_ok=True)
         stage = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".partial", dir=dest.parent))
+        os.chmod(stage, 0o777 & ~current_umask())
     except OSError as exc:
         raise write_failed(dest, exc) from exc
     try:
         yield stage
         _fsync_tree(stage)
+        if check is not None:
+            check(dest, force)  # the folder may have changed while the new one was built
         if dest.exists():
             if exchange_paths(stage, dest):  # one atomic step: dest is the old or the new folder, always
                 shutil.rmtree(stage, ignore_errors=True)  # now the previous content
@@ -169,10 +210,17 @@ def staged_folder(dest: Path, force: bool = False) -> Iterator[Path]:
         shutil.rmtree(stage, ignore_errors=True)
         raise write_failed(dest, disk_error(exc) or exc) from exc
     except BaseException as exc:
+        vanished = not stage.exists()
         shutil.rmtree(stage, ignore_errors=True)
         full = None if isinstance(exc, EdgeftError) else disk_error(exc)
         if full is not None:  # e.g. ONNX Runtime's RuntimeError "... No space left on device errno:28"
             raise write_failed(dest, full) from exc
+        if vanished and isinstance(exc, Exception) and not isinstance(exc, EdgeftError):
+            # e.g. ONNX Runtime's RuntimeError for a file it cannot create: the folder was moved away
+            raise EdgeftError(f"The folder {dest.parent} was moved or removed while {dest.name} was being written "
+                              "into it.", where=str(dest.parent),
+                              hint="keep the output folder in place while edgeft writes it, and run the command "
+                                   "again.") from exc
         raise
 
 

@@ -20,6 +20,7 @@ from edgeft.errors import EdgeftError
 from edgeft.fsutil import atomic_write_text, sha256_file
 
 MANIFEST_NAME = "manifest.json"
+RUN_FILE = "run.json"  # the record of a training run (edgeft.train.loop), which has no manifest
 FORMAT_VERSION = 1
 TAIL_PREFIX = "tail_"  # file keys of the tail artifacts used with the frozen-prefix cache
 L2SP_INPUT = "l2sp_strength"  # the scalar input of training graphs built with the L2-SP term
@@ -101,8 +102,11 @@ def load_manifest(folder: Path | str, verify: bool = True, kind: str | tuple[str
         raise EdgeftError(f"{folder} is not a folder.", where=str(folder),
                           hint="give the path of an edgeft artifact folder or bundle.")
     if not where.is_file():
-        raise EdgeftError(f"{folder} has no {MANIFEST_NAME}, so it is not an edgeft folder.",
-                          where=str(folder), hint="create it with `edgeft export` (or `edgeft deploy`).")
+        if (folder / RUN_FILE).is_file():
+            raise _run_folder(folder, kind)
+        raise EdgeftError(f"{folder} has no {MANIFEST_NAME}, so it is not an edgeft artifact folder or bundle.",
+                          where=str(folder), hint="give a folder written by `edgeft export` (artifacts) or "
+                                                  "`edgeft deploy` (a bundle).")
     try:
         data = json.loads(where.read_text(encoding="utf-8"))
     except (OSError, ValueError, RecursionError) as exc:  # ValueError: also undecodable text, 5000-digit numbers
@@ -137,6 +141,25 @@ def load_manifest(folder: Path | str, verify: bool = True, kind: str | tuple[str
                 "Files in this folder do not match its manifest: " + "; ".join(problems) + ".",
                 where=str(folder), hint="the folder was changed or damaged in transfer; copy it again or re-create it.")
     return manifest
+
+
+def _run_folder(folder: Path, kind: str | None) -> EdgeftError:
+    """The error for a run folder (edgeft train's, which has a run.json, no manifest) given where
+    an artifact folder or a bundle is needed: it says what a run folder is and what to give."""
+    try:
+        artifacts = json.loads((folder / RUN_FILE).read_text(encoding="utf-8")).get("artifacts")
+    except (OSError, ValueError, AttributeError, RecursionError):
+        artifacts = None
+    if isinstance(artifacts, dict):  # a record that places the artifacts relative to the run folder
+        artifacts = artifacts.get("absolute") or artifacts.get("path")
+    trained_from = f"the artifact folder it was trained from ({artifacts})" if isinstance(artifacts, str) else \
+        "the artifact folder it was trained from"
+    needed = {"artifacts": "an artifact folder", "bundle": "a bundle"}.get(kind or "", "an artifact folder or bundle")
+    hint = {"bundle": f"deploy the run first (`edgeft deploy {folder}`) and give the bundle it writes."}.get(
+        kind or "", f"give {trained_from}; the run itself is used by `edgeft evaluate {folder} DATA` and "
+                    f"`edgeft deploy {folder}`.")
+    return EdgeftError(f"{folder} is a run folder (written by edgeft train), not {needed}.", where=str(folder),
+                       hint=hint)
 
 
 def verify_files(manifest: Manifest) -> list[str]:

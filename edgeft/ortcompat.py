@@ -7,8 +7,10 @@ from a table, so a newer or older runtime on a device is handled without a code 
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import functools
 import importlib.util
+import logging
 import os
 import sys
 import tempfile
@@ -123,6 +125,43 @@ def runtime_versions() -> dict[str, str]:
     import onnxruntime as ort
 
     return {"onnxruntime": ort.__version__, "onnx": onnx.__version__, "numpy": numpy.__version__}
+
+
+# Whether ONNX Runtime's warnings are shown (`edgeft deploy -v`); a context variable, so turning
+# them on for one call changes nothing for the rest of the process.
+_RUNTIME_LOGS: contextvars.ContextVar[bool] = contextvars.ContextVar("edgeft_runtime_logs", default=False)
+
+
+@contextlib.contextmanager
+def runtime_logs(shown: bool) -> Iterator[None]:
+    """Show (``shown``) or hide ONNX Runtime's warnings within the block: its Python tools'
+    (quantizer, transformer optimizer) and its sessions' log."""
+    token = _RUNTIME_LOGS.set(shown)
+    try:
+        yield
+    finally:
+        _RUNTIME_LOGS.reset(token)
+
+
+def session_log_severity() -> int:
+    """ONNX Runtime's log severity for a session: 2 (warnings) when shown, else 3 (errors only)."""
+    return 2 if _RUNTIME_LOGS.get() else 3
+
+
+@contextlib.contextmanager
+def quiet_python_logs() -> Iterator[None]:
+    """Hide the warnings ONNX Runtime's Python tools log (about 15 lines of "Failed to remove node
+    input" while fusing a DistilBERT, the quantizer's advice on the root logger) unless they are
+    shown (:func:`runtime_logs`); the process's logging setting is put back afterwards."""
+    if _RUNTIME_LOGS.get():
+        yield
+        return
+    previous = logging.root.manager.disable
+    logging.disable(max(previous, logging.WARNING))
+    try:
+        yield
+    finally:
+        logging.disable(previous)
 
 
 def quiet_runtime() -> None:

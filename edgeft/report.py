@@ -1,4 +1,4 @@
-"""Tables shown to people: trainable and frozen parameters, manifests, summaries (rich)."""
+"""Tables shown to people (trainable and frozen parameters, manifests, summaries) and the consoles they go to."""
 
 from __future__ import annotations
 
@@ -11,16 +11,19 @@ from rich.table import Table
 from edgeft.selection import find_blocks
 
 
-def _stderr_console() -> Console:
-    """Rich's console on stderr. In a log or a pipe (no terminal, no COLUMNS) rich would wrap
-    tables at 80 columns; 120 keeps a row of a table on one line of the log."""
-    console = Console(stderr=True)
+def _console(on_stderr: bool) -> Console:
+    """Rich's console on stdout or stderr. In a log or a pipe (no terminal, no COLUMNS) rich would
+    wrap tables at 80 columns; 120 keeps a row of a table on one line of the log."""
+    console = Console(stderr=on_stderr)
     if not console.is_terminal and "COLUMNS" not in os.environ:
         console.width = 120
     return console
 
 
-stderr = _stderr_console()
+# The command line's convention: results (tables, reports, predictions) on stdout, so they can be
+# piped and redirected; progress, notes and warnings on stderr.
+stdout = _console(on_stderr=False)
+stderr = _console(on_stderr=True)
 
 
 def group_name(name: str, block_prefix: str | None) -> str:

@@ -98,6 +98,6 @@ def select_trainable(order: list[str], spec: str) -> list[str]:
         chosen = {n for n in order if pattern.search(n)}
         if not chosen:
             raise EdgeftError(f"--train {spec!r} matches no parameter of the model.", where="--train",
-                              hint="run `edgeft export --list-parameters` to see the names; "
+                              hint="run `edgeft export MODEL --list-parameters` to see every name and its block; "
                                    "parameter names look like " + ", ".join(order[-3:]) + ".")
     return [n for n in order if n in chosen]

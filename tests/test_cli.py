@@ -43,7 +43,7 @@ def test_export_json_and_inspect(tiny_onnx, tmp_path):
     assert summary["trainable_tensors"] == 2 and summary["trainable_parameters"] == 16 * 3 + 3
     assert summary["folder"] == str(out)
     shown = run("inspect", str(out))
-    assert shown.returncode == 0 and "portable_step.onnx" in shown.stderr and "MISMATCH" not in shown.stderr
+    assert shown.returncode == 0 and "portable_step.onnx" in shown.stdout and "MISMATCH" not in shown.stdout
     as_json = json.loads(run("inspect", str(out), "--json").stdout)
     assert as_json["verified"] is True and as_json["manifest"]["trainable"]["spec"] == "head"
 
@@ -51,7 +51,7 @@ def test_export_json_and_inspect(tiny_onnx, tmp_path):
 def test_export_table_lists_trainable_and_frozen(tiny_onnx, tmp_path):
     result = run("export", str(tiny_onnx), "--train", "last:1", "-o", str(tmp_path / "art"))
     assert result.returncode == 0, result.stderr
-    text = result.stderr
+    text = result.stdout
     assert "blocks.2" in text and "trainable" in text and "frozen" in text
     assert "one training step ran" in text and "Training artifacts written to" in text
 
@@ -66,7 +66,7 @@ def test_inspect_detects_tampering(tiny_onnx, tmp_path):
         handle.write(bytes([byte[0] ^ 1]))
     shown = run("inspect", str(out))
     assert shown.returncode == 1
-    assert "tail_portable_eval.onnx was modified" in shown.stderr and "MISMATCH" in shown.stderr
+    assert "tail_portable_eval.onnx was modified" in shown.stderr and "MISMATCH" in shown.stdout
 
 
 def test_user_errors_exit_1_without_traceback(tmp_path):
@@ -84,6 +84,8 @@ def test_user_errors_exit_1_without_traceback(tmp_path):
         assert "what to do:" in result.stderr
 
 
-def test_usage_error_exit_2():
+def test_usage_error_exit_2_as_the_readme_says():
     result = run("export", "--loss", "hinge")
     assert result.returncode == 2 and "Invalid value for '--loss'" in result.stderr
+    readme = " ".join((TESTS.parent / "README.md").read_text(encoding="utf-8").split())
+    assert "exit with status 1; usage errors (an unknown option, a value out of range) exit with status 2" in readme

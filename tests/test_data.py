@@ -114,6 +114,59 @@ def test_strict_refuses_a_missing_label_naming_file_and_line(here):
     assert "train.csv:4: missing label" in message
 
 
+def test_a_row_with_extra_fields_is_skipped_and_listed_not_cut(here):
+    write(here, "train.csv", "label,text\nlights_on,turn on the lights\nmusic,play, then stop\nlights_off,off,\n")
+    records = read_records("train.csv", manifest())
+    assert records.texts == ["turn on the lights", "off"]  # a trailing empty field cuts nothing
+    assert records.skipped == ["train.csv:3: 3 fields, but the header has 2"]
+    message = error(read_records, "train.csv", manifest(), strict=True)
+    assert "train.csv:3: 3 fields, but the header has 2" in message and "double quotes" in message
+    write(here, "train.tsv", "text\tlabel\nturn on\tlights_on\nplay\tmusic\textra\n")
+    assert read_records("train.tsv", manifest()).skipped == ["train.tsv:3: 3 fields, but the header has 2"]
+
+
+@pytest.mark.parametrize("name, content, separator", [
+    ("semi.csv", "text;label\nturn on;lights_on\n", "semicolons"),
+    ("tabs.csv", "text\tlabel\nturn on\tlights_on\n", "tabs"),
+    ("commas.tsv", "text,label\nturn on,lights_on\n", "commas"),
+])
+def test_a_file_with_another_separator_gets_a_hint_about_it(here, name, content, separator):
+    write(here, name, content)
+    with pytest.raises(EdgeftError) as info:
+        read_records(name, manifest())
+    assert "has no column 'text'" in info.value.what
+    assert f"the header looks separated by {separator}" in info.value.hint
+
+
+def test_predict_tells_texts_from_files_by_an_explicit_rule(here):
+    from edgeft.deploy.bundle import read_items
+
+    write(here, "notes.txt", "turn on\n\nplay music\n")
+    write(here, "rows.csv", "text,label\nturn on,x\n,y\nplay, loud,z\n")
+    write(here, "empty.csv", "")
+    write(here, "semi.csv", "text;label\nturn on;x\n")
+    write(here, "README", "not data")
+    (here / "folder").mkdir()
+    assert read_items(["turn on the lights", "notes.txt"], "text") == ["turn on the lights", "turn on", "play music"]
+    skipped: list[str] = []
+    assert read_items(["rows.csv"], "text", skipped=skipped) == ["turn on"]
+    assert skipped == ["rows.csv:3: missing text", "rows.csv:4: 3 fields, but the header has 2"]
+    for args, message, hint in [
+        (["nosuch.csv"], "The file nosuch.csv does not exist", "--text"),  # a data suffix: meant as a file
+        (["folder"], "folder is a folder, but this bundle reads texts", "--text"),
+        (["README"], "not from files without a suffix", "--text"),
+        (["empty.csv"], "empty.csv is empty", "header row"),
+        (["semi.csv"], "semi.csv has no column 'text'", "separated by semicolons"),
+    ]:
+        with pytest.raises(EdgeftError) as info:
+            read_items(args, "text")
+        assert message in info.value.what and hint in info.value.hint, (args, info.value.message())
+        assert "None" not in info.value.message()
+    assert read_items(["nosuch.csv", "README"], "text", as_text=True) == ["nosuch.csv", "README"]
+    assert "The file turn on does not exist" in error(read_items, ["turn on"], "text", as_file=True)
+    assert "--text gives texts" in error(read_items, ["x"], "image", as_text=True)
+
+
 def test_tsv_is_tab_delimited_and_keeps_quotes_as_text(here):
     write(here, "train.tsv", 'sentence\tintent\n"turn on\tlights_on\nplay "loud" music\tmusic\n')
     records = read_records("train.tsv", manifest(), text_column="sentence", label_column="intent")

@@ -279,4 +279,64 @@ def test_image_model_deploys_and_predicts_from_image_files(tiny_vit, export_cach
     out = subprocess.run([sys.executable, "-m", "edgeft", "predict", str(tmp_path / "bundle"),
                           str(tmp_path / "imgs" / "bright" / "3.png"), "--json"], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
-    assert json.loads(out.stdout)["label"] == "bright"
+    assert [p["label"] for p in json.loads(out.stdout)] == ["bright"]
+
+
+def test_the_profiles_targets_size_checked_latency_reported(text_run, bundles, tmp_path):
+    """A bundle over the profile's max_model_mb is refused (every recipe tried, as the accuracy
+    guard tries them; nothing written); the latency target is reported against a host measurement,
+    never enforced."""
+    report = bundles["raspberry-pi-5"]
+    assert report["targets"] == {"max_model_mb": 64, "size_mb": report["bundle_model"]["size_mb"], "within_size": True,
+                                 "latency_ms_p50": 12.0, "measured_p50_ms": report["bundle_model"]["latency"]["p50_ms"],
+                                 "latency_measured_on": "host", "latency_enforced": False}
+    text = " ".join((Path(report["bundle"]) / "REPORT.md").read_text().split())
+    assert "within the profile's 64 MB" in text and "against the profile's target of 12 ms" in text
+    assert "measured on a host, not the device, so it is reported, not enforced" in text
+    shipped = (Path(__file__).resolve().parents[1] / "devices" / "raspberry-pi-5.toml").read_text()
+    assert "max_model_mb = 64" in shipped
+    tight = tmp_path / "tight.toml"
+    tight.write_text(shipped.replace("max_model_mb = 64", f"max_model_mb = {report['bundle_model']['size_mb'] / 10:.4f}"))
+    with pytest.raises(EdgeftError, match="No recipe gives a model within the profile's size budget") as info:
+        deploy(DeployOptions(source=text_run, device=str(tight), output=tmp_path / "bundle"))
+    assert info.value.where == f"{tight}, targets.max_model_mb" and "no bundle was written" in info.value.hint
+    assert not (tmp_path / "bundle").exists() and list(tmp_path.iterdir()) == [tight]
+
+
+@pytest.fixture(scope="module")
+def distilbert_artifacts(export_cache, tmp_path_factory) -> Path:
+    """A tiny DistilBERT, whose fusion makes ONNX Runtime's transformer optimizer log warnings."""
+    import torch
+    from transformers import DistilBertConfig, DistilBertModel
+
+    from conftest import _tokenizer
+
+    folder = tmp_path_factory.mktemp("tiny-distilbert")
+    torch.manual_seed(0)
+    DistilBertModel(DistilBertConfig(vocab_size=128, dim=32, n_layers=2, n_heads=2, hidden_dim=64,
+                                     max_position_embeddings=64)).save_pretrained(folder)
+    _tokenizer(folder)
+    return export_cache(model=str(folder), label_names=LABELS, train="last:1").folder
+
+
+def test_deploy_shows_onnx_runtimes_warnings_only_with_verbose(distilbert_artifacts, tmp_path):
+    val = write_csv(tmp_path / "val.csv", dataset(1, 4))
+    args = ["deploy", str(distilbert_artifacts), "--val", str(val), "--device", "x86-64-avx2"]
+    quiet = run_device_side(cli_calls([*args, "-o", str(tmp_path / "quiet")]))
+    assert quiet.returncode == 0, quiet.stderr
+    assert quiet.stderr == "" and "Bundle written to" in quiet.stdout  # only edgeft's own lines, on stdout
+    loud = run_device_side(cli_calls([*args, "-o", str(tmp_path / "loud"), "-v"]))
+    assert loud.returncode == 0, loud.stderr
+    assert "Failed to remove node" in loud.stderr and "[W:onnxruntime" in loud.stderr
+
+
+def test_deploy_puts_the_processs_logging_back(text_run, tmp_path):
+    """Quieting ONNX Runtime's Python logs for a deploy does not change the logging of the process."""
+    import logging
+
+    logging.disable(logging.INFO)  # what the application had chosen
+    try:
+        deploy(DeployOptions(source=text_run, device="raspberry-pi-5", output=tmp_path / "bundle"))
+        assert logging.root.manager.disable == logging.INFO
+    finally:
+        logging.disable(logging.NOTSET)

@@ -90,16 +90,23 @@ def test_operator_without_gradient_names_op_and_node(tmp_path):
     assert [t.name for t in result.trainable] == ["head.weight"]
 
 
-def test_existing_output_needs_force(tiny_onnx, tmp_path):
+def test_existing_output_needs_force_and_only_an_edgeft_folder_is_replaced(tiny_onnx, tmp_path):
     out = tmp_path / "out"
     out.mkdir()
     (out / "precious.txt").write_text("keep me")
+    for force in (False, True):
+        with pytest.raises(EdgeftError, match="holds files edgeft did not write") as info:
+            export(tmp_path, model=str(tiny_onnx), train="head", force=force)
+        assert "--force" not in info.value.hint
+    assert (out / "precious.txt").read_text() == "keep me"
+    (out / "precious.txt").unlink()  # an empty folder is written into without --force
+    first = export(tmp_path, model=str(tiny_onnx), train="head")
     with pytest.raises(EdgeftError, match="already exists") as info:
         export(tmp_path, model=str(tiny_onnx), train="head")
     assert "--force" in info.value.hint
-    assert (out / "precious.txt").read_text() == "keep me"
-    result = export(tmp_path, model=str(tiny_onnx), train="head", force=True)
-    assert not (out / "precious.txt").exists() and (result.folder / "manifest.json").is_file()
+    result = export(tmp_path, model=str(tiny_onnx), train="last:1", force=True)
+    assert (result.folder / "manifest.json").is_file() and result.folder == first.folder
+    assert [t.name for t in result.trainable] != [t.name for t in first.trainable]
 
 
 def test_failed_export_with_force_keeps_previous_folder(tiny_onnx, tmp_path):

@@ -163,3 +163,61 @@ def test_staged_folder_failed_final_rename_keeps_old_folder(tmp_path, monkeypatc
             (stage / "new.txt").write_text("new")
     assert names(dest) == ["old.txt"]
     assert names(tmp_path) == ["out"]
+
+
+def test_staged_folder_checks_the_destination_again_before_replacing_it(tmp_path):
+    """A folder that stopped being edgeft's while the new one was built (the user put their files
+    there) is not replaced: the check runs again just before the swap."""
+    from edgeft.outputs import output_check
+
+    dest = tmp_path / "bundle"
+    dest.mkdir()
+    (dest / "manifest.json").write_text('{"kind": "bundle", "format_version": 1, "files": {}}')
+    with pytest.raises(EdgeftError, match="holds files edgeft did not write"):
+        with staged_folder(dest, force=True, check=output_check("bundle")) as stage:
+            (stage / "model.onnx").write_bytes(b"new")
+            (dest / "manifest.json").unlink()
+            (dest / "thesis.tex").write_text("mine")
+    assert names(dest) == ["thesis.tex"] and names(tmp_path) == ["bundle"]
+
+
+def test_atomic_writes_honour_the_umask(tmp_path):
+    """mkstemp and mkdtemp make private files and folders; what edgeft writes gets the umask's modes."""
+    old = os.umask(0o027)
+    try:
+        atomic_write_text(tmp_path / "f.json", "{}")
+        with staged_folder(tmp_path / "out") as stage:
+            (stage / "a").write_text("a")
+    finally:
+        os.umask(old)
+    assert (tmp_path / "f.json").stat().st_mode & 0o777 == 0o640
+    assert (tmp_path / "out").stat().st_mode & 0o777 == 0o750
+
+
+def test_staged_folder_replaces_the_current_folder_from_beside_it(tmp_path, monkeypatch):
+    """`-o . --force` inside an edgeft folder builds the new one next to it, not inside it."""
+    from edgeft.outputs import output_check
+
+    dest = tmp_path / "bundle"
+    dest.mkdir()
+    (dest / "manifest.json").write_text('{"kind": "bundle", "format_version": 1, "files": {}}')
+    monkeypatch.chdir(dest)
+    with staged_folder(Path("."), force=True, check=output_check("bundle")) as stage:
+        assert stage.parent == tmp_path
+        (stage / "model.onnx").write_bytes(b"new")
+    assert names(tmp_path / "bundle") == ["model.onnx"] and names(tmp_path) == ["bundle"]
+
+
+def test_a_folder_moved_away_while_a_library_writes_into_it_is_a_clear_error(tmp_path):
+    """A native library (ONNX Runtime) reports a file it cannot create as a RuntimeError; when the
+    folder being written vanished meanwhile, that is the user's clear error, not a traceback."""
+    run = tmp_path / "run"
+    run.mkdir()
+    with pytest.raises(EdgeftError, match="was moved or removed while step-1 was being written") as info:
+        with staged_folder(run / "checkpoints" / "step-1"):
+            os.replace(run, tmp_path / "moved")
+            raise RuntimeError("Failed to open file for writing")
+    assert info.value.where == str(run / "checkpoints") and info.value.hint
+    with pytest.raises(RuntimeError, match="a bug"):  # the folder is still there: not the user's doing
+        with staged_folder(tmp_path / "moved" / "checkpoints" / "step-2"):
+            raise RuntimeError("a bug")

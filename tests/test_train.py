@@ -230,7 +230,7 @@ def test_run_dir_rules(bert_artifacts, text_data, tmp_path):
     with pytest.raises(EdgeftError, match="no run to resume"):
         train(bert_artifacts, options, tmp_path / "run", TrainConfig(epochs=1), resume=True)
     train(bert_artifacts, options, tmp_path / "run", TrainConfig(epochs=1))
-    with pytest.raises(EdgeftError, match="already holds a run") as info:
+    with pytest.raises(EdgeftError, match="already exists and holds a run") as info:
         train(bert_artifacts, options, tmp_path / "run", TrainConfig(epochs=1))
     assert "--resume" in info.value.hint
     with pytest.raises(EdgeftError, match="another config"):

@@ -68,7 +68,7 @@ def verify_checkpoint(path: Path) -> None:
     record = folder / HASHES_FILE
     if not record.is_file():
         return
-    hint = "remove this checkpoint folder to resume from the one before it (or deploy another checkpoint)."
+    hint = "remove this checkpoint folder to resume from the one before it (or deploy another one: edgeft deploy RUN --checkpoint FOLDER)."
     try:
         hashes = json.loads(record.read_text(encoding="utf-8"))
         if not isinstance(hashes, dict) or not all(isinstance(v, str) for v in hashes.values()):

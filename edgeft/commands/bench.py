@@ -31,7 +31,7 @@ def command(bundle: Path, batches: tuple[int, ...], sequence: int, threads: int 
 
     from edgeft.deploy.bundle import Bundle
     from edgeft.deploy.measure import latency, peak_rss_mb, sample_feed
-    from edgeft.report import stderr
+    from edgeft.report import stdout
 
     model = Bundle(bundle, threads=threads)
     rows = []
@@ -51,5 +51,5 @@ def command(bundle: Path, batches: tuple[int, ...], sequence: int, threads: int 
     for row in rows:
         table.add_row(str(row["batch"]), f"{row['p50_ms']:.2f}", f"{row['p95_ms']:.2f}", f"{row['p99_ms']:.2f}",
                       f"{row['throughput_per_s']:,.1f}", str(row["runs"]))
-    stderr.print(table)
-    stderr.print(f"peak resident memory: {result['peak_rss_mb']:.0f} MiB")
+    stdout.print(table)
+    stdout.print(f"peak resident memory: {result['peak_rss_mb']:.0f} MiB")

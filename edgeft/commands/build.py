@@ -31,7 +31,7 @@ def command(build_file: Path, only: tuple[str, ...], force: bool, report: Path |
 
     from edgeft.build import run_builds
     from edgeft.fsutil import atomic_write_text
-    from edgeft.report import stderr
+    from edgeft.report import stderr, stdout
 
     if as_json:
         result = run_builds(build_file, force=force, only=list(only))
@@ -52,4 +52,4 @@ def command(build_file: Path, only: tuple[str, ...], force: bool, report: Path |
         packages, bundles = (", ".join(f"{b['device']} ({b['status']})" for b in entry[key]) or "-"
                              for key in ("packages", "bundles"))
         table.add_row(entry["name"], entry["status"], entry["output"], packages, bundles, f"{entry['seconds']:.1f}")
-    stderr.print(table)
+    stdout.print(table)

@@ -50,7 +50,7 @@ def _print_table(profiles: list) -> None:
     from rich.table import Table
 
     from edgeft.devices import profiles_dir
-    from edgeft.report import stderr
+    from edgeft.report import stderr, stdout
 
     # Borderless with two spaces between columns, so all columns fit in 80: only ISA and recipe
     # wrap (at spaces; their longest words, avx512vnni and reduce-range, fit min_width).
@@ -68,11 +68,11 @@ def _print_table(profiles: list) -> None:
         table.add_row(p.name, hw.arch, escape(" ".join(hw.isa)) or "-", f"{hw.threads}/{hw.cores}",
                       _memory(hw.memory_mb), escape(p.quantization.summary()),
                       f"{p.targets.max_accuracy_drop:g} pt")
-    stderr.print(table)
+    stdout.print(table)
     if not profiles:
         stderr.print("[yellow]no profiles found[/]")
     else:
-        stderr.print("threads: used/cores; drop: the accuracy loss deploy accepts, in percentage points.\n"
+        stdout.print("threads: used/cores; drop: the accuracy loss deploy accepts, in percentage points.\n"
                      "Details: [bold]edgeft devices NAME[/]; deploy: [bold]edgeft deploy RUN --device NAME[/]")
 
 
@@ -80,7 +80,7 @@ def _print_profile(profile) -> None:
     from rich.markup import escape
     from rich.table import Table
 
-    from edgeft.report import stderr
+    from edgeft.report import stdout
 
     hw, q, rt, tg = profile.hardware, profile.quantization, profile.runtime, profile.targets
     grid = Table.grid(padding=(0, 2))
@@ -128,5 +128,5 @@ def _print_profile(profile) -> None:
                  + ("" if tg.max_accuracy_drop == 1 else "s"))
     grid.add_row("  latency p50", f"{tg.latency_ms_p50:g} ms (batch 1)" if tg.latency_ms_p50 else "no target")
     grid.add_row("  max model size", f"{tg.max_model_mb:g} MB" if tg.max_model_mb else "no target")
-    stderr.print(grid)
-    stderr.print("[green]profile is valid[/]")
+    stdout.print(grid)
+    stdout.print("[green]profile is valid[/]")

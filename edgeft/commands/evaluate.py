@@ -38,7 +38,7 @@ def command(model: Path, data: Path, checkpoint: Path | None, batch_size: int, t
     """
     from rich.table import Table
 
-    from edgeft.report import stderr
+    from edgeft.report import stdout
     from edgeft.train.evaluate import evaluate_folder
 
     result = evaluate_folder(model, data, checkpoint, batch_size, threads, text_column, label_column, strict,
@@ -53,7 +53,7 @@ def command(model: Path, data: Path, checkpoint: Path | None, batch_size: int, t
     for key, value in result.items():
         if isinstance(value, float):
             table.add_row(key, f"{value:.4f}")
-    stderr.print(table)
+    stdout.print(table)
     confusion = result.get("confusion")
     if confusion and len(confusion) <= 20:
         matrix = Table(title="Confusion matrix (rows: true, columns: predicted)", title_justify="left")
@@ -64,4 +64,4 @@ def command(model: Path, data: Path, checkpoint: Path | None, batch_size: int, t
         for index, row in enumerate(confusion):
             matrix.add_row(f"{index} {names[index]}", *[f"[bold]{v}[/]" if i == index else (str(v) if v else "·")
                                                       for i, v in enumerate(row)])
-        stderr.print(matrix)
+        stdout.print(matrix)

@@ -47,13 +47,16 @@ from edgeft.tasks import LOSSES, OPTIMIZERS
 @click.option("--label-column", default="label", show_default=True, help="Label column of --guard-data.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed for new heads and sample inputs.")
 @click.option("--force", is_flag=True, help="Replace an existing output folder (only once the new one is complete).")
+@click.option("--list-parameters", is_flag=True,
+              help="List the model's parameter names (what a --train regular expression matches), their blocks "
+                   "and what --train selects, and stop (nothing is written).")
 @click.option("-v", "--verbose", is_flag=True, help="List every parameter tensor, not one row per block.")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON summary on stdout instead of tables.")
 def command(model: str | None, output: Path | None, name: str | None, train: str, loss: str, optimizer: str,
             labels_file: Path | None, num_labels: int | None, max_length: int, inputs: tuple[str, ...],
             modality: str | None, no_dropout: bool, l2sp: float | None, formats: tuple[str, ...], device: str | None,
             guard_data: Path | None, max_drop: float | None, text_column: str, label_column: str, seed: int,
-            force: bool, verbose: bool, as_json: bool) -> None:
+            force: bool, list_parameters: bool, verbose: bool, as_json: bool) -> None:
     """Turn a pretrained MODEL into training artifacts in which only the chosen last layers train.
 
     MODEL is a built-in name (default: minilm, all-MiniLM-L6-v2 with mean pooling and a new
@@ -72,10 +75,11 @@ def command(model: str | None, output: Path | None, name: str | None, train: str
       edgeft export --labels labels.txt --train last:2 --l2sp 0.01
       edgeft export --labels labels.txt --format portable --format ort-training
       edgeft export --labels labels.txt --device raspberry-pi-5 --guard-data train.csv
+      edgeft export ./my-bert --list-parameters --train 'layer\\.11\\.'   # check a regex first
     """
     from edgeft.export.build import ExportOptions, export_artifacts
     from edgeft.labels import read_label_file
-    from edgeft.report import parameter_table, stderr
+    from edgeft.report import parameter_table, stderr, stdout
 
     options = ExportOptions(
         model=model, output=output, name=name, train=train, loss=loss, optimizer=optimizer,
@@ -85,22 +89,56 @@ def command(model: str | None, output: Path | None, name: str | None, train: str
         max_drop=max_drop, text_column=text_column, label_column=label_column)
     if (guard_data or max_drop is not None) and device is None:
         raise click.UsageError("--guard-data and --max-drop check a device package's prefix: give --device too.")
+    if list_parameters:
+        _list_parameters(options, as_json)
+        return
     if as_json:
         result = export_artifacts(options)
         click.echo(json.dumps(result.summary(), indent=2))
         return
     with stderr.status("exporting") as status:
         result = export_artifacts(options, progress=lambda text: status.update(f"{text}..."))
-    stderr.print(parameter_table([(t.name, t.numel, t.trainable) for t in result.tensors],
+    stdout.print(parameter_table([(t.name, t.numel, t.trainable) for t in result.tensors],
                                  title=f"Parameters of {result.manifest.data['name']} (--train {train})",
                                  detailed=verbose))
     for line in result.notes + result.repairs:
         stderr.print(f"  [cyan]•[/] {line}")
-    stderr.print(f"[green]✓[/] one training step ran (loss {result.smoke_loss:.4f})")
+    stdout.print(f"[green]✓[/] one training step ran (loss {result.smoke_loss:.4f})")
     if result.manifest.kind == "package":
         size = result.manifest.data["size"]
-        stderr.print(f"[bold green]Device package for {result.manifest.data['device']['name']} written to "
+        stdout.print(f"[bold green]Device package for {result.manifest.data['device']['name']} written to "
                      f"{result.folder}[/] ({size['package_mb']:.1f} MB, {size['ratio']:.2f}x the fp32 model) "
                      f"in {result.seconds:.1f} s")
     else:
-        stderr.print(f"[bold green]Training artifacts written to {result.folder}[/] in {result.seconds:.1f} s")
+        stdout.print(f"[bold green]Training artifacts written to {result.folder}[/] in {result.seconds:.1f} s")
+
+
+def _list_parameters(options, as_json: bool) -> None:  # options: ExportOptions
+    """The parameter names --train matches, as a table (or JSON) on stdout."""
+    from rich.markup import escape
+    from rich.table import Table
+
+    from edgeft.export.parameters import list_parameters
+    from edgeft.report import stderr, stdout
+
+    listing = list_parameters(options)
+    if as_json:
+        click.echo(json.dumps(listing, indent=2))
+        return
+    rows, prefix = listing["parameters"], listing["block_prefix"]
+    title = f"Parameters of {listing['model']} in forward order; --train {listing['train']}"
+    table = Table(title=escape(title), title_justify="left")
+    longest = max((len(row["name"]) for row in rows), default=9)
+    table.add_column("parameter", min_width=min(longest, 90), overflow="fold")  # whole names: they are the point
+    table.add_column("block")
+    table.add_column("shape")
+    table.add_column("trains")
+    for row in rows:
+        block = row["block"]
+        shown = f"{block[len(prefix):]} of {listing['blocks']}" if prefix and block.startswith(prefix) else \
+            block if block == "head" else ""
+        table.add_row(escape(row["name"]), shown, "x".join(map(str, row["shape"])) or "scalar",
+                      "[bold green]yes[/]" if row["trainable"] else "[dim]no[/]")
+    stdout.print(table)
+    if listing["problem"]:
+        stderr.print(f"[yellow]note:[/] {escape(listing['problem'])}")

@@ -26,7 +26,7 @@ def command(folder: Path, as_json: bool) -> None:
     from rich.table import Table
 
     from edgeft.manifest import check_fields, load_manifest, verify_files
-    from edgeft.report import stderr
+    from edgeft.report import stdout
 
     manifest = check_fields(load_manifest(folder, verify=False))
     problems = verify_files(manifest)
@@ -53,7 +53,7 @@ def command(folder: Path, as_json: bool) -> None:
         ]
         for key, value in rows:
             overview.add_row(key, escape(value))
-        stderr.print(overview)
+        stdout.print(overview)
         files = Table(title="Files", title_justify="left")
         for col in ("file", "bytes", "sha256", "check"):
             files.add_column(col, justify="right" if col == "bytes" else "left")
@@ -62,7 +62,7 @@ def command(folder: Path, as_json: bool) -> None:
             ok = entry["path"] not in bad
             files.add_row(entry["path"], _count(entry.get("bytes")), str(entry.get("sha256"))[:16] + "…",
                           "[green]ok[/]" if ok else "[red]MISMATCH[/]")
-        stderr.print(files)
+        stdout.print(files)
     if problems:
         click.secho("error: " + "; ".join(problems), fg="red", err=True)
         sys.exit(1)

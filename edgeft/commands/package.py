@@ -34,7 +34,7 @@ def command(artifacts: Path, device: str, output: Path | None, guard_data: Path 
       edgeft package artifacts/minilm --device stm32mp25 -o packages/stm32
     """
     from edgeft.package.writer import make_package
-    from edgeft.report import stderr
+    from edgeft.report import stderr, stdout
 
     def build(progress=None):
         return make_package(artifacts, device, output, guard_data, max_drop, force, text_column, label_column,
@@ -48,5 +48,5 @@ def command(artifacts: Path, device: str, output: Path | None, guard_data: Path 
     for line in result.notes:
         stderr.print(f"  [cyan]•[/] {line}")
     size = result.manifest.data["size"]
-    stderr.print(f"[bold green]Device package for {result.manifest.data['device']['name']} written to {result.folder}[/] "
+    stdout.print(f"[bold green]Device package for {result.manifest.data['device']['name']} written to {result.folder}[/] "
                  f"({size['package_mb']:.1f} MB, {size['ratio']:.2f}x the fp32 model) in {result.seconds:.1f} s")

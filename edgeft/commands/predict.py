@@ -11,30 +11,46 @@ import click
 @click.command(name="predict", context_settings={"max_content_width": 100})
 @click.argument("bundle", type=click.Path(path_type=Path))
 @click.argument("inputs", nargs=-1, required=True)
+@click.option("--text", "as_text", is_flag=True, help="Every input is a text, even one that looks like a file name.")
+@click.option("--file", "as_file", is_flag=True, help="Every input is a file or folder (an error when it does not exist).")
 @click.option("--top-k", type=click.IntRange(min=1), default=3, show_default=True, help="Labels shown per input.")
 @click.option("--text-column", default="text", show_default=True, help="Text column of CSV/TSV/JSONL inputs.")
 @click.option("--threads", type=click.IntRange(min=1), help="Compute threads [default: the bundle's profile].")
 @click.option("--json", "as_json", is_flag=True, help="Print predictions as JSON on stdout.")
-def command(bundle: Path, inputs: tuple[str, ...], top_k: int, text_column: str, threads: int | None,
-            as_json: bool) -> None:
+def command(bundle: Path, inputs: tuple[str, ...], as_text: bool, as_file: bool, top_k: int, text_column: str,
+            threads: int | None, as_json: bool) -> None:
     """Predict with BUNDLE for each of INPUTS: texts, or files (.txt lines, .csv/.tsv/.jsonl with a
     text column, images or image folders for image bundles, .npz files of input arrays for
     bundles of models that take tensors).
+
+    An input is a file when it exists or ends with a data file's suffix (.txt, .csv, .tsv,
+    .jsonl, .npz, an image's), else a text; a missing file is an error. --text and --file
+    decide for every input instead.
 
     \b
     Examples:
       edgeft predict artifacts/bundles/smart-home "turn off the kitchen lights"
       edgeft predict artifacts/bundles/smart-home messages.txt --json
+      edgeft predict artifacts/bundles/smart-home --text "open report.csv"
       edgeft predict artifacts/bundles/sensor-model readings.npz
     """
     import numpy as np
+    from rich.markup import escape
     from rich.table import Table
 
     from edgeft.deploy.bundle import Bundle, read_items
-    from edgeft.report import stderr
+    from edgeft.errors import EdgeftError
+    from edgeft.report import stdout
 
+    if as_text and as_file:
+        raise EdgeftError("--text and --file contradict each other.", where="--text / --file",
+                          hint="pass one of them, or neither to let edgeft tell texts from files.")
     model = Bundle(bundle, threads=threads)
-    items = read_items(list(inputs), model.manifest.data["modality"], text_column)
+    skipped: list[str] = []
+    items = read_items(list(inputs), model.manifest.data["modality"], text_column, as_text=as_text, as_file=as_file,
+                       skipped=skipped)
+    for place in skipped:  # a note, on stderr: stdout holds the predictions
+        click.echo(f"  • skipped {place}", err=True)
     if model.manifest.data["modality"] == "tensor":
         items, values = model.predict_npz(items)
     else:
@@ -48,7 +64,7 @@ def command(bundle: Path, inputs: tuple[str, ...], top_k: int, text_column: str,
         top = [{"label": model.labels[i], "score": round(float(row[i]), 6)} for i in order]
         results.append({"input": item, "label": top[0]["label"] if top else None, "top": top})
     if as_json:
-        click.echo(json.dumps(results if len(results) > 1 else results[0], indent=2))
+        click.echo(json.dumps(results, indent=2))  # a list, whatever the number of inputs
         return
     table = Table(show_header=True)
     table.add_column("input")
@@ -56,5 +72,5 @@ def command(bundle: Path, inputs: tuple[str, ...], top_k: int, text_column: str,
     for result in results:
         shown = ", ".join(f"{t['label']} {t['score']:.2f}" for t in result.get("top", [])) or \
             ", ".join(f"{v:.4f}" for v in result.get("values", [])) or "(no label above 0.5)"
-        table.add_row(result["input"], shown)
-    stderr.print(table)
+        table.add_row(escape(result["input"]), escape(shown))
+    stdout.print(table)

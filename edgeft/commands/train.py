@@ -68,7 +68,7 @@ def command(artifacts: Path, data: Path, val: Path | None, val_fraction: float, 
       edgeft train artifacts/minilm data.csv --backend portable   # plain onnxruntime, e.g. aarch64
     """
     from edgeft.progress import RichReporter, summary_table
-    from edgeft.report import stderr
+    from edgeft.report import stdout
     from edgeft.train.loop import DataOptions, TrainConfig, train
 
     config = TrainConfig(epochs=epochs, max_steps=max_steps, batch_size=batch_size, lr=lr, schedule=schedule,
@@ -78,9 +78,32 @@ def command(artifacts: Path, data: Path, val: Path | None, val_fraction: float, 
                          bucket=not no_bucket, val_fraction=val_fraction)
     options = DataOptions(train=data, val=val, text_column=text_column, label_column=label_column, strict=strict)
     folder = run_dir or Path("artifacts") / "runs" / Path(artifacts).resolve().name
-    summary = train(artifacts, options, folder, config, threads=threads, resume=resume, force=force,
-                    reporter=None if as_json else RichReporter(), backend=backend)
+    reporter = None if as_json else RichReporter()
+    try:
+        summary = train(artifacts, options, folder, config, threads=threads, resume=resume, force=force,
+                        reporter=reporter, backend=backend)
+    except KeyboardInterrupt:
+        raise _interrupted(folder) from None
+    finally:
+        if reporter is not None:
+            reporter.finish()  # stop the progress bar before any message
     if as_json:
         click.echo(json.dumps(summary, indent=2))
     else:
-        stderr.print(summary_table(summary))
+        stdout.print(summary_table(summary))
+
+
+def _interrupted(folder: Path):  # -> Interrupted
+    """What Ctrl-C kept: the run's finished checkpoints, and how to continue from the last one."""
+    from edgeft.errors import Interrupted
+    from edgeft.train import checkpoints
+    from edgeft.train.loop import RUN_FILE
+
+    if not (folder / RUN_FILE).is_file():
+        return Interrupted("Interrupted before training started.", where=str(folder),
+                           hint="nothing was written; run the command again.")
+    latest = checkpoints.latest(folder)
+    kept = f"its last checkpoint, {latest.name}" if latest else "no checkpoint yet (it starts over)"
+    return Interrupted(f"Interrupted; the run folder keeps {kept}.", where=str(folder),
+                       hint="run the same command with --resume to continue exactly where the last checkpoint "
+                            "left off.")

@@ -13,20 +13,45 @@ import click
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON on stdout.")
 def command(folders: tuple[Path, ...], as_json: bool) -> None:
     """Check artifact folders or bundles against their manifests (sha256 of every file, format
-    version) and load them with the installed onnxruntime. Exits 1 with the reason when one
-    cannot be used.
+    version) and load them with the installed onnxruntime. Every folder is checked and reported;
+    exits 1 with the reasons when one or more cannot be used.
 
     \b
     Examples:
       edgeft verify artifacts/minilm
       edgeft verify artifacts/bundles/* --json
     """
-    from edgeft.report import stderr
+    import sys
+
+    from rich.markup import escape
+
+    from edgeft.errors import EdgeftError
+    from edgeft.report import stdout
     from edgeft.verify import verify_folder
 
-    results = [verify_folder(folder) for folder in folders]
+    results = []
+    for folder in folders:
+        try:
+            results.append(verify_folder(folder))
+        except EdgeftError as exc:
+            results.append({"folder": str(folder), "ok": False,
+                            "error": {"what": exc.what, "where": exc.where, "hint": exc.hint}})
+    failed = [r for r in results if not r["ok"]]
     if as_json:
-        click.echo(json.dumps(results if len(results) > 1 else results[0], indent=2))
-        return
-    for result in results:
-        stderr.print(f"[green]✓[/] {result['folder']} ({result['kind']}): " + "; ".join(result["checks"]))
+        click.echo(json.dumps(results, indent=2))  # a list, whatever the number of folders
+    else:
+        for result in results:
+            if result["ok"]:
+                stdout.print(f"[green]✓[/] {escape(result['folder'])} ({result['kind']}): "
+                             + escape("; ".join(result["checks"])), highlight=False)
+            else:
+                stdout.print(f"[red]✗[/] {escape(result['folder'])}: {escape(result['error']['what'])}",
+                             highlight=False)
+        for result in failed:  # the reasons, as every edgeft error is shown
+            error = result["error"]
+            click.secho(f"error: {error['what']}", fg="red", err=True)
+            for label, key in (("where", "where"), ("what to do", "hint")):
+                if error[key]:
+                    click.echo(f"  {label}: {error[key]}", err=True)
+    if failed:
+        sys.exit(1)

@@ -86,7 +86,10 @@ def read_records(path: Path | str, manifest: dict[str, Any], text_column: str = 
     values: list[Any] = []
     places: list[str] = []
     skipped: list[str] = []
-    for place, text, label in rows:
+    for place, text, label, problem in rows:
+        if problem:
+            _skip(place, problem[0], skipped, strict, fix=problem[1])
+            continue
         missing = [name for name, value in (("text", text), ("label", label)) if _is_missing(value)]
         if missing:
             _skip(place, "missing " + " and ".join(missing), skipped, strict)
@@ -101,6 +104,31 @@ def read_records(path: Path | str, manifest: dict[str, Any], text_column: str = 
     return Records(source=str(path), texts=texts, labels=labels.stack(values), places=places, skipped=skipped)
 
 
+def read_texts(path: Path | str, text_column: str = "text", skipped: list[str] | None = None) -> list[str]:
+    """The texts of a .txt file (one per non-blank line) or of the text column of a .csv, .tsv or
+    .jsonl file (what ``edgeft predict`` reads), checked as training data is; rows without a text
+    are noted in ``skipped``."""
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix == ".txt":
+        return [line.strip() for line in _read_text(path).splitlines() if line.strip()]
+    notes = skipped if skipped is not None else []
+    rows = _json_rows(path, text_column, None) if suffix == ".jsonl" else \
+        _table_rows(path, "\t" if suffix == ".tsv" else ",", text_column, None)
+    texts = []
+    for place, text, _, problem in rows:
+        if problem:
+            notes.append(f"{place}: {problem[0]}")
+        elif _is_missing(text):
+            notes.append(f"{place}: missing text")
+        elif not isinstance(text, str):
+            raise EdgeftError(f"The text in {place} is {type(text).__name__}, not a string.", where=place,
+                              hint=f"write the {text_column!r} value as a JSON string.")
+        else:
+            texts.append(text)
+    return texts
+
+
 def _expected(manifest: dict[str, Any]) -> str:
     """What data this model reads, for hints."""
     names = ", ".join(spec["name"] for spec in manifest["inputs"])
@@ -113,11 +141,11 @@ def _is_missing(value: Any) -> bool:
     return value is None or (isinstance(value, str) and not value.strip())
 
 
-def _skip(place: str, reason: str, skipped: list[str], strict: bool) -> None:
+def _skip(place: str, reason: str, skipped: list[str], strict: bool, fix: str = "fill it in or remove it") -> None:
     """Note an unusable row or file, or refuse it with ``strict``."""
     if strict:
         raise EdgeftError(f"{place}: {reason}.", where=place,
-                          hint="fill it in or remove it (without --strict such entries are skipped and listed).")
+                          hint=f"{fix} (without --strict such entries are skipped and listed).")
     skipped.append(f"{place}: {reason}")
 
 
@@ -146,23 +174,39 @@ def _read_text(path: Path) -> str:
                                                        "offer it under 'Save as' / encoding).") from exc
 
 
-def _missing_column(path: Path, column: str, option: str, present: list[str]) -> EdgeftError:
+_SEPARATORS = {",": "commas", "\t": "tabs", ";": "semicolons", "|": "vertical bars"}
+
+
+def _missing_column(path: Path, column: str, option: str, present: list[str],
+                    delimiter: str | None = None) -> EdgeftError:
+    hint = f"name the right column with {option}, or fix the header row."
+    if delimiter is not None:  # a header read as one column, because another separator divides it
+        joined = delimiter.join(present)
+        other = next((sep for sep in _SEPARATORS if sep != delimiter and sep in joined), None)
+        if other is not None:
+            hint = (f"the header looks separated by {_SEPARATORS[other]}, but edgeft reads .csv files separated by "
+                    "commas and .tsv files by tabs: save the file with commas (as .csv) or tabs (as .tsv).")
     return EdgeftError(f"{path} has no column {column!r}; its columns are: {', '.join(present) or 'none'}.",
-                       where=str(path), hint=f"name the right column with {option}, or fix the header row.")
+                       where=str(path), hint=hint)
 
 
-def _table_rows(path: Path, delimiter: str, text_column: str,
-                label_column: str) -> list[tuple[str, str | None, str | None]]:
-    """(place, text, label) of each non-blank row of a CSV or TSV file with a header row.
+Row = tuple[str, Any, Any, "tuple[str, str] | None"]  # place, text, label, (problem, what to do) or None
+
+
+def _table_rows(path: Path, delimiter: str, text_column: str, label_column: str | None) -> list[Row]:
+    """(place, text, label, problem) of each non-blank row of a CSV or TSV file with a header row
+    (label None without a ``label_column``).
 
     TSV is read without quote handling: tab-separated files carry quotes as ordinary text,
-    and treating them as CSV quoting would silently merge lines.
+    and treating them as CSV quoting would silently merge lines. A row with more (non-empty)
+    fields than the header, most often a text holding an unquoted comma, has a problem: reading
+    its first fields would cut the text, so the readers skip and list it (or refuse it).
     """
     text = _read_text(path)
     kind = "TSV" if delimiter == "\t" else "CSV"
     quoting = csv.QUOTE_NONE if delimiter == "\t" else csv.QUOTE_MINIMAL
     reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, quoting=quoting)
-    rows: list[tuple[str, str | None, str | None]] = []
+    rows: list[Row] = []
     header: list[str] | None = None
     try:
         while True:
@@ -175,28 +219,35 @@ def _table_rows(path: Path, delimiter: str, text_column: str,
             if header is None:
                 header = [name.strip() for name in row]
                 for column, option in ((text_column, "--text-column"), (label_column, "--label-column")):
-                    if column not in header:
-                        raise _missing_column(path, column, option, header)
-                text_at, label_at = header.index(text_column), header.index(label_column)
+                    if column is not None and column not in header:
+                        raise _missing_column(path, column, option, header, delimiter)
+                text_at = header.index(text_column)
+                label_at = header.index(label_column) if label_column is not None else None
                 continue
+            problem = None
+            if any(cell.strip() for cell in row[len(header):]):
+                problem = (f"{len(row)} fields, but the header has {len(header)}",
+                           "put a text that holds a comma in double quotes" if delimiter == "," else
+                           "remove the extra tabs")
             rows.append((f"{path}:{start}", row[text_at] if text_at < len(row) else None,
-                         row[label_at] if label_at < len(row) else None))
+                         row[label_at] if label_at is not None and label_at < len(row) else None, problem))
     except csv.Error as exc:
         raise EdgeftError(f"{path} is not valid {kind}: {exc}.",
                           where=f"{path}:{reader.line_num}", hint="fix the row, or re-export the file.") from exc
     if header is None:
         raise EdgeftError(f"{path} is empty.", where=str(path),
-                          hint=f"give a header row naming the {text_column!r} and {label_column!r} columns.")
+                          hint=f"give a header row naming the {text_column!r}"
+                               + (f" and {label_column!r} columns." if label_column else " column."))
     return rows
 
 
-def _json_rows(path: Path, text_column: str, label_column: str) -> list[tuple[str, Any, Any]]:
-    """(place, text, label) of each non-blank line of a JSONL file (one JSON object per line).
+def _json_rows(path: Path, text_column: str, label_column: str | None) -> list[Row]:
+    """(place, text, label, None) of each non-blank line of a JSONL file (one JSON object per line).
 
     A key absent from every object is a wrong column name and an error; absent from some
     objects it is a missing value.
     """
-    rows: list[tuple[str, Any, Any]] = []
+    rows: list[Row] = []
     keys: dict[str, None] = {}
     for number, line in enumerate(_read_text(path).split("\n"), start=1):
         if not line.strip():
@@ -215,11 +266,11 @@ def _json_rows(path: Path, text_column: str, label_column: str) -> list[tuple[st
             raise EdgeftError(f"{place} holds a JSON {type(record).__name__}, not an object.", where=place,
                               hint=f"write one JSON object per line, e.g. {example}.")
         keys.update(dict.fromkeys(record))
-        rows.append((place, record.get(text_column), record.get(label_column)))
+        rows.append((place, record.get(text_column), record.get(label_column) if label_column else None, None))
     if not rows:
         raise EdgeftError(f"{path} is empty.", where=str(path), hint="write one JSON object per line.")
     for column, option in ((text_column, "--text-column"), (label_column, "--label-column")):
-        if column not in keys:
+        if column is not None and column not in keys:
             raise _missing_column(path, column, option, list(keys))
     return rows
 

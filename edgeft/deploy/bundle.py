@@ -2,17 +2,14 @@
 
 from __future__ import annotations
 
-import csv
-import json
 from pathlib import Path
 
 import numpy as np
 
+from edgeft.data.records import IMAGE_SUFFIXES, read_texts
 from edgeft.deploy.runtime import make_session, scores
 from edgeft.errors import EdgeftError
 from edgeft.manifest import check_fields, load_manifest
-
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp"}
 
 
 class Bundle:
@@ -83,49 +80,54 @@ class Bundle:
         return scores(self.task, np.concatenate(outputs)) if outputs else np.zeros((0, len(self.labels)))
 
 
-def read_items(args: list[str], modality: str, text_column: str = "text") -> list[str]:
-    """What to predict: literal texts, or files (.txt lines, .csv/.tsv/.jsonl text column, images,
-    folders; .npz files for models that take tensors)."""
+TEXT_FILE_SUFFIXES = (".txt", ".csv", ".tsv", ".jsonl")
+DATA_SUFFIXES = {*TEXT_FILE_SUFFIXES, ".npz", *IMAGE_SUFFIXES}
+
+
+def read_items(args: list[str], modality: str, text_column: str = "text", as_text: bool = False,
+               as_file: bool = False, skipped: list[str] | None = None) -> list[str]:
+    """What to predict: texts, or files (.txt lines, .csv/.tsv/.jsonl text column, images,
+    folders of images; .npz files for models that take tensors).
+
+    The rule for each argument: with ``as_text`` it is a text, with ``as_file`` a file; otherwise
+    it is a file when it exists (a file or a folder) or ends with a data file's suffix (.txt,
+    .csv, .tsv, .jsonl, .npz or an image's), and a text when not, so a mistyped file name is an
+    error instead of a prediction for the name. Rows of a file without a text go to ``skipped``.
+    """
+    if as_text and modality != "text":
+        raise EdgeftError(f"--text gives texts, but this bundle's model takes {modality} inputs.", where="--text",
+                          hint="give image files or folders." if modality == "image" else
+                               "give .npz files holding the model's input arrays (axis 0 = example).")
     items: list[str] = []
     for arg in args:
         path = Path(arg)
+        if as_text or not (as_file or path.exists() or path.suffix.lower() in DATA_SUFFIXES):
+            if modality == "text":
+                items.append(arg)
+                continue
+        if not path.exists() and (modality == "text" or path.suffix.lower() in DATA_SUFFIXES):
+            hint = "check the path; to predict these words as a text, pass --text." if modality == "text" else \
+                "check the path."
+            raise EdgeftError(f"The file {arg} does not exist.", where=arg, hint=hint)
         if modality == "tensor":
             if not (path.suffix.lower() == ".npz" and path.is_file()):
                 raise EdgeftError(f"{arg} is not a .npz file; this bundle's model takes tensors.", where=arg,
                                   hint="give .npz files holding the model's input arrays (axis 0 = example).")
             items.append(str(path))
-            continue
-        if modality == "image":
-            if path.is_dir():
-                items += sorted(str(p) for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
-            elif path.is_file():
-                items.append(str(path))
-            else:
+        elif modality == "image":
+            if not path.exists():
                 raise EdgeftError(f"The image {arg} does not exist.", where=arg, hint="give image files or a folder.")
-            continue
-        if not (path.suffix.lower() in (".txt", ".csv", ".tsv", ".jsonl") and path.is_file()):
-            items.append(arg)
-            continue
-        try:
-            text = path.read_text(encoding="utf-8-sig")
-        except (OSError, UnicodeDecodeError) as exc:
-            raise EdgeftError(f"{path} cannot be read: {exc}.", where=str(path), hint="give a UTF-8 text file.") from exc
-        if path.suffix.lower() == ".txt":
-            items += [line.strip() for line in text.splitlines() if line.strip()]
-        elif path.suffix.lower() == ".jsonl":
-            for number, line in enumerate(text.splitlines(), start=1):
-                if line.strip():
-                    try:
-                        items.append(str(json.loads(line)[text_column]))
-                    except (json.JSONDecodeError, KeyError, TypeError) as exc:
-                        raise EdgeftError(f"No {text_column!r} text in this JSON line.", where=f"{path}:{number}",
-                                          hint="each line needs an object with a text field (--text-column).") from exc
+            items += sorted(str(p) for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES) \
+                if path.is_dir() else [str(path)]
+        elif path.is_dir():
+            raise EdgeftError(f"{arg} is a folder, but this bundle reads texts.", where=arg,
+                              hint="give texts, or .txt, .csv, .tsv or .jsonl files (--text predicts the name itself).")
+        elif path.suffix.lower() not in TEXT_FILE_SUFFIXES:
+            raise EdgeftError(f"edgeft reads texts from .txt, .csv, .tsv and .jsonl files, not from "
+                              f"{path.suffix or 'files without a suffix'}.", where=arg,
+                              hint="give a file of one of those kinds, or pass --text to predict the name itself.")
         else:
-            reader = csv.DictReader(text.splitlines(), delimiter="\t" if path.suffix.lower() == ".tsv" else ",")
-            if text_column not in (reader.fieldnames or []):
-                raise EdgeftError(f"{path} has no column {text_column!r} (columns: {reader.fieldnames}).",
-                                  where=str(path), hint="pass --text-column NAME.")
-            items += [row[text_column] for row in reader if row.get(text_column)]
+            items += read_texts(path, text_column, skipped)
     if not items:
         raise EdgeftError("Nothing to predict.", where=" ".join(args) or "(no input)", hint="give a text or a file.")
     return items

@@ -17,6 +17,7 @@ import onnx
 from onnx import numpy_helper
 
 from edgeft.errors import EdgeftError
+from edgeft.ortcompat import quiet_python_logs, session_log_severity
 
 
 def with_weights(model: onnx.ModelProto, values: dict[str, np.ndarray]) -> list[str]:
@@ -60,7 +61,7 @@ def fold_constants(model: onnx.ModelProto, path: Path) -> onnx.ModelProto:
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
     options.optimized_model_filepath = str(path)
-    options.log_severity_level = 3
+    options.log_severity_level = session_log_severity()
     try:
         ort.InferenceSession(model.SerializeToString(), sess_options=options, providers=["CPUExecutionProvider"])
     except Exception as exc:
@@ -85,10 +86,11 @@ def fuse_transformer(path: Path, out: Path, num_heads: int, hidden: int) -> list
 
     options = FusionOptions("bert")
     options.enable_embed_layer_norm = False
-    optimized = optimize_model(str(path), model_type="bert", num_heads=num_heads, hidden_size=hidden,
-                               optimization_options=options, opt_level=0, use_gpu=False)
-    counts = optimized.get_fused_operator_statistics()
-    optimized.save_model_to_file(str(out))
+    with quiet_python_logs():  # e.g. a line of "Failed to remove node" per attention block of a DistilBERT
+        optimized = optimize_model(str(path), model_type="bert", num_heads=num_heads, hidden_size=hidden,
+                                   optimization_options=options, opt_level=0, use_gpu=False)
+        counts = optimized.get_fused_operator_statistics()
+        optimized.save_model_to_file(str(out))
     return [f"{op} x{count}" for op, count in sorted(counts.items()) if count]
 
 

@@ -25,6 +25,7 @@ from edgeft.errors import EdgeftError
 from edgeft.fsutil import staged_folder
 from edgeft.manifest import Manifest, write_manifest
 from edgeft.ortcompat import runtime_versions, usable_threads
+from edgeft.outputs import check_output, output_check
 from edgeft.train.evaluate import Examples, checkpoint_parameters, evaluate, resolve_model
 from edgeft.train.examples import ExampleSet
 
@@ -45,6 +46,7 @@ class DeployOptions:
     max_drop: float | None = None
     sequence: int = 64
     force: bool = False
+    checkpoint: Path | None = None  # a run checkpoint to deploy instead of the run's best (as evaluate's)
     extra: dict[str, Any] = dataclasses.field(default_factory=dict)  # more manifest fields, e.g. a build key
 
 
@@ -140,6 +142,9 @@ class _WholeModel:
         self.reference = self.fp32  # what the bundle is compared with (size, latency)
         self.base_config: dict[str, str] = {}
 
+    def bundle_mb(self, candidate: Path) -> float:
+        return _size_mb(candidate)
+
     def examples(self, examples: ExampleSet) -> Examples:
         return examples
 
@@ -185,6 +190,9 @@ class _PackageTail:
         self._cached.append(cached)
         return cached
 
+    def bundle_mb(self, candidate: Path) -> float:
+        return _size_mb(self.prefix) + _size_mb(candidate)  # the joined model holds both
+
     def bundle_model(self, candidate: Path, out: Path) -> None:
         self._join(self.prefix, candidate, out)
 
@@ -197,7 +205,7 @@ def deploy(options: DeployOptions, progress: Callable[[str], None] | None = None
     """Build, check, measure and write a bundle; returns the report."""
     step = progress or (lambda _text: None)
     started = time.perf_counter()
-    manifest, checkpoint = resolve_model(Path(options.source))
+    manifest, checkpoint = resolve_model(Path(options.source), options.checkpoint)
     package = manifest.kind == "package"
     device = options.device
     if package:
@@ -209,15 +217,13 @@ def deploy(options: DeployOptions, progress: Callable[[str], None] | None = None
         trained = checkpoint_parameters(manifest.path("portable_checkpoint"))  # an untrained package deploys as exported
     name = f"{manifest.data['name']}-{profile.name}"
     dest = Path(options.output) if options.output else Path("artifacts") / "bundles" / name
-    if dest.exists() and not options.force:
-        raise EdgeftError(f"The bundle folder {dest} already exists.", where=str(dest),
-                          hint="pass --force to replace it, or choose another --output.")
+    check_output(dest, options.force, "bundle")  # fail before the slow part
     step("reading validation data")
     val, train = _validation(manifest, options, run)
     task, max_drop = manifest.data["task"], profile.targets.max_accuracy_drop if options.max_drop is None else options.max_drop
     threads, level = profile.hardware.threads, profile.runtime.graph_optimization
     measured_threads = usable_threads(threads)
-    with staged_folder(dest, force=options.force) as stage:
+    with staged_folder(dest, force=options.force, check=output_check("bundle")) as stage:
         work = stage / ".work"
         work.mkdir()
         step("building the fp32 inference model" + (" of the tail" if package else ""))
@@ -240,6 +246,7 @@ def deploy(options: DeployOptions, progress: Callable[[str], None] | None = None
             calibration = _calibration(train, profile.quantization.calibration_examples, model.examples) \
                 if profile.quantization.mode == "static" else []
             attempts, chosen = [], None
+            budget = profile.targets.max_model_mb
             for why, recipe in ladder(profile.quantization, head_node_patterns(
                     [t["name"] for t in manifest.data["trainable"]["tensors"]])):
                 step(f"quantizing{' the tail' if package else ''}: {why}")
@@ -247,16 +254,19 @@ def deploy(options: DeployOptions, progress: Callable[[str], None] | None = None
                 notes = quantize(model.fp32, candidate, recipe, calibration)
                 quant_metrics, quant_guard = check(candidate, session_config(recipe.mode))
                 drop = quality_drop(task, fp32_guard, quant_guard)
-                accepted = drop <= max_drop + 1e-9
+                size = model.bundle_mb(candidate)
+                fits = budget is None or size <= budget  # over the profile's size: fall back as for accuracy
+                accepted = drop <= max_drop + 1e-9 and fits
                 attempts.append({"step": why, "recipe": dataclasses.asdict(recipe), "notes": notes,
-                                 "metrics": _public(quant_metrics), "drop": round(drop, 4),
-                                 "size_mb": round(_size_mb(candidate), 3), "accepted": accepted})
+                                 "metrics": _public(quant_metrics), "drop": round(drop, 4), "size_mb": round(size, 3),
+                                 "within_size": fits, "accepted": accepted})
                 if accepted:
                     chosen = candidate, recipe
                     break
         finally:
             model.close()
-        assert chosen is not None  # the ladder ends with fp32, whose drop is 0
+        if chosen is None:  # the ladder ends with fp32, whose drop is 0: only the size budget refuses every recipe
+            raise _over_budget(profile, attempts, max_drop)
         model_path = stage / "model.onnx"
         model.bundle_model(chosen[0], model_path)
         config = {**model.base_config, **session_config(chosen[1].mode)}
@@ -286,6 +296,7 @@ def deploy(options: DeployOptions, progress: Callable[[str], None] | None = None
             "accuracy_drop": attempts[-1]["drop"], "max_accuracy_drop": max_drop,
             "chosen": attempts[-1]["step"], "attempts": attempts, "build_notes": model.notes,
             "latency_target_ms": profile.targets.latency_ms_p50,
+            "targets": _targets(profile, _size_mb(model_path), speed_bundle["p50_ms"]),
             "sequence": options.sequence if manifest.data["modality"] == "text" else None,
         }
         if package:
@@ -314,6 +325,43 @@ def _package_device(manifest: Manifest, device: str | None) -> str:
                           f"profile, not for {device}.", where="--device",
                           hint=f"leave out --device (or pass {own}), or export a package for {device} and train on it.")
     return str(manifest.path("profile"))
+
+
+def _over_budget(profile: DeviceProfile, attempts: list[dict[str, Any]], max_drop: float) -> EdgeftError:
+    """No recipe both accurate and within the profile's max_model_mb; nothing is written."""
+    accurate = [a for a in attempts if a["drop"] <= max_drop + 1e-9]
+    smallest = min(accurate or attempts, key=lambda a: a["size_mb"])
+    return EdgeftError(
+        f"No recipe gives a model within the profile's size budget: the smallest accurate one ({smallest['step']}) "
+        f"is {smallest['size_mb']:.1f} MB, over max_model_mb = {profile.targets.max_model_mb:g} of {profile.name}.",
+        where=f"{profile.path}, targets.max_model_mb",
+        hint="deploy for a profile with a larger budget (or raise max_model_mb in your own profile), or deploy a "
+             "smaller model; no bundle was written.")
+
+
+def _targets(profile: DeviceProfile, size_mb: float, p50_ms: float) -> dict[str, Any]:
+    """The bundle against the profile's targets: the size is checked (deploy refuses a model over
+    budget); the latency was measured on this machine, not on the device, so it is only reported."""
+    target = profile.targets
+    return {"max_model_mb": target.max_model_mb, "size_mb": round(size_mb, 3),
+            "within_size": target.max_model_mb is None or size_mb <= target.max_model_mb,
+            "latency_ms_p50": target.latency_ms_p50, "measured_p50_ms": p50_ms, "latency_measured_on": "host",
+            "latency_enforced": False}
+
+
+def _target_lines(report: dict[str, Any]) -> list[str]:
+    targets = report.get("targets")
+    if not targets:
+        return []
+    size = (f"- size: {targets['size_mb']:.1f} MB, within the profile's {targets['max_model_mb']:g} MB"
+            if targets["max_model_mb"] is not None else f"- size: {targets['size_mb']:.1f} MB (the profile sets no budget)")
+    if targets["latency_ms_p50"] is None:
+        latency = "- latency: the profile sets no target"
+    else:
+        latency = (f"- latency p50: {targets['measured_p50_ms']:.2f} ms measured on the deploying machine against the "
+                   f"profile's target of {targets['latency_ms_p50']:g} ms on the device; measured on a host, not "
+                   f"the device, so it is reported, not enforced")
+    return ["## Profile targets", "", size, latency, ""]
 
 
 def _public(values: dict[str, Any]) -> dict[str, Any]:
@@ -347,9 +395,12 @@ def render_report(report: dict[str, Any]) -> str:
     if report.get("profile_threads") and report["profile_threads"] != report["threads"]:
         lines += [f"Latency measured on the deploying machine, with {report['threads']} thread(s) because it has "
                   f"no more cores; the device runs the bundle with {report['profile_threads']}.", ""]
+    lines += _target_lines(report)
     lines += ["## Recipes tried", ""]
     for attempt in report["attempts"]:
+        verdict = "accepted" if attempt["accepted"] else \
+            "rejected: over the size budget" if not attempt.get("within_size", True) else "rejected"
         lines.append(f"- {attempt['step']}: drop {attempt['drop']:.2f}, {attempt['size_mb']:.1f} MB, "
-                     f"{'accepted' if attempt['accepted'] else 'rejected'} ({'; '.join(attempt['notes'])})")
+                     f"{verdict} ({'; '.join(attempt['notes'])})")
     lines += ["", "## Inference model", "", *[f"- {note}" for note in report["build_notes"]], ""]
     return "\n".join(lines)

@@ -8,7 +8,6 @@ files, fp32 compute), ``fp16`` and ``none``.
 
 from __future__ import annotations
 
-import logging
 import re
 import shutil
 from collections.abc import Iterator
@@ -19,6 +18,7 @@ import onnx
 from onnx import helper, numpy_helper
 
 from edgeft.errors import EdgeftError
+from edgeft.ortcompat import quiet_python_logs
 
 # Lookup-table operators. Their tables are stored int8 per row by ``weight_only`` rather than
 # by onnxruntime's quantizers, whose one scale for a whole 30k-row table costs accuracy.
@@ -182,50 +182,48 @@ def quantize(source: Path, target: Path, recipe, calibration: list[dict[str, np.
     notes = []
     if exclude:
         notes.append(f"kept {len(exclude)} node(s) in fp32")
-    logging.disable(logging.WARNING)  # onnxruntime's quantizer advises pre-processing on the root logger
-    try:
-        if recipe.mode == "none":
-            shutil.copyfile(source, target)
-        elif recipe.mode == "dynamic":
-            quantize_dynamic(str(source), str(target), op_types_to_quantize=ops, per_channel=recipe.per_channel,
-                             reduce_range=recipe.reduce_range, weight_type=weight_type, nodes_to_exclude=exclude,
-                             extra_options=extra)
-            notes.append(f"dynamic {recipe.weight_type} ({', '.join(ops)})")
-        elif recipe.mode == "static":
-            if not calibration:
-                raise EdgeftError("Static quantization needs calibration data.", where="deploy",
-                                  hint="deploy a run with training data, or use a profile with mode = \"dynamic\".")
-            activation = {"int8": QuantType.QInt8, "uint8": QuantType.QUInt8}.get(recipe.activation_type, QuantType.QUInt8)
-            fmt = QuantFormat.QDQ if recipe.format == "qdq" else QuantFormat.QOperator
-            shaped = _with_inferred_shapes(source, target)
-            quantize_static(str(shaped), str(target), _Calibration(calibration), quant_format=fmt,
-                            op_types_to_quantize=ops, per_channel=recipe.per_channel, reduce_range=recipe.reduce_range,
-                            activation_type=activation, weight_type=weight_type, nodes_to_exclude=exclude,
-                            extra_options=extra)
-            if shaped != source:
-                shaped.unlink()
-            notes.append(f"static {recipe.weight_type}/{recipe.activation_type} {recipe.format} on "
-                         f"{len(calibration)} calibration batches")
-        elif recipe.mode == "weight-only":
-            bits = 4 if recipe.weight_type == "int4" else 8
-            quantized, count = weight_only(model, bits, set(exclude), tables=recipe.quantize_embeddings)
-            onnx.save(quantized, str(target))
-            notes.append(f"weight-only int{bits}: {count} weight tensors stored quantized")
-        elif recipe.mode == "fp16":
-            from onnxruntime.transformers.float16 import convert_float_to_float16
+    with quiet_python_logs():  # onnxruntime's quantizer advises pre-processing on the root logger
+        try:
+            if recipe.mode == "none":
+                shutil.copyfile(source, target)
+            elif recipe.mode == "dynamic":
+                quantize_dynamic(str(source), str(target), op_types_to_quantize=ops, per_channel=recipe.per_channel,
+                                 reduce_range=recipe.reduce_range, weight_type=weight_type, nodes_to_exclude=exclude,
+                                 extra_options=extra)
+                notes.append(f"dynamic {recipe.weight_type} ({', '.join(ops)})")
+            elif recipe.mode == "static":
+                if not calibration:
+                    raise EdgeftError("Static quantization needs calibration data.", where="deploy",
+                                      hint="deploy a run with training data, or use a profile with mode = \"dynamic\".")
+                activation = {"int8": QuantType.QInt8, "uint8": QuantType.QUInt8}.get(recipe.activation_type, QuantType.QUInt8)
+                fmt = QuantFormat.QDQ if recipe.format == "qdq" else QuantFormat.QOperator
+                shaped = _with_inferred_shapes(source, target)
+                quantize_static(str(shaped), str(target), _Calibration(calibration), quant_format=fmt,
+                                op_types_to_quantize=ops, per_channel=recipe.per_channel, reduce_range=recipe.reduce_range,
+                                activation_type=activation, weight_type=weight_type, nodes_to_exclude=exclude,
+                                extra_options=extra)
+                if shaped != source:
+                    shaped.unlink()
+                notes.append(f"static {recipe.weight_type}/{recipe.activation_type} {recipe.format} on "
+                             f"{len(calibration)} calibration batches")
+            elif recipe.mode == "weight-only":
+                bits = 4 if recipe.weight_type == "int4" else 8
+                quantized, count = weight_only(model, bits, set(exclude), tables=recipe.quantize_embeddings)
+                onnx.save(quantized, str(target))
+                notes.append(f"weight-only int{bits}: {count} weight tensors stored quantized")
+            elif recipe.mode == "fp16":
+                from onnxruntime.transformers.float16 import convert_float_to_float16
 
-            onnx.save(convert_float_to_float16(model, keep_io_types=True), str(target))
-            notes.append("fp16 weights and compute, fp32 inputs and outputs")
-        else:
-            raise EdgeftError(f"Unknown quantization mode {recipe.mode!r}.", where="quantization.mode",
-                              hint="use dynamic, static, weight-only, fp16 or none.")
-        if recipe.mode in ("dynamic", "static") and recipe.quantize_embeddings:
-            _store_remaining_tables(target, exclude, notes)
-    except EdgeftError:
-        raise
-    except Exception as exc:
-        raise EdgeftError(f"Quantization ({recipe.mode}) failed: {exc}", where=str(source),
-                          hint="try another device profile, or quantization.mode = \"none\".") from exc
-    finally:
-        logging.disable(logging.NOTSET)
+                onnx.save(convert_float_to_float16(model, keep_io_types=True), str(target))
+                notes.append("fp16 weights and compute, fp32 inputs and outputs")
+            else:
+                raise EdgeftError(f"Unknown quantization mode {recipe.mode!r}.", where="quantization.mode",
+                                  hint="use dynamic, static, weight-only, fp16 or none.")
+            if recipe.mode in ("dynamic", "static") and recipe.quantize_embeddings:
+                _store_remaining_tables(target, exclude, notes)
+        except EdgeftError:
+            raise
+        except Exception as exc:
+            raise EdgeftError(f"Quantization ({recipe.mode}) failed: {exc}", where=str(source),
+                              hint="try another device profile, or quantization.mode = \"none\".") from exc
     return notes

@@ -29,11 +29,12 @@ def make_session(path: Path, threads: int | None = None, optimization: str = "al
     session config entries (``session_config``)."""
     import onnxruntime as ort
 
-    from edgeft.ortcompat import quiet_runtime, session_options
+    from edgeft.ortcompat import quiet_runtime, session_log_severity, session_options
 
     quiet_runtime()
-    return ort.InferenceSession(str(path), sess_options=session_options(threads, optimization, config),
-                                providers=["CPUExecutionProvider"])
+    options = session_options(threads, optimization, config)
+    options.log_severity_level = session_log_severity()
+    return ort.InferenceSession(str(path), sess_options=options, providers=["CPUExecutionProvider"])
 
 
 def loss_value(task: str, outputs: np.ndarray, labels: np.ndarray, loss: str) -> float:

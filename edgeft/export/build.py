@@ -31,6 +31,7 @@ from edgeft.export.source import LoadedModel, sample_array
 from edgeft.fsutil import staged_folder
 from edgeft.manifest import TAIL_PREFIX, Manifest, write_manifest
 from edgeft.ortcompat import runtime_versions
+from edgeft.outputs import check_output, output_check
 from edgeft.selection import select_trainable
 from edgeft.tasks import LOSSES, OPTIMIZERS, label_input
 
@@ -348,9 +349,7 @@ def export_artifacts(options: ExportOptions, progress: Callable[[str], None] | N
     else:
         name_on_disk = name
     dest = Path(options.output) if options.output else Path("artifacts") / name_on_disk
-    if dest.exists() and not options.force:  # fail before the slow part
-        raise EdgeftError(f"The output folder {dest} already exists.", where=str(dest),
-                          hint="pass --force to replace it, or choose another --output.")
+    check_output(dest, options.force, "package" if profile is not None else "artifacts")  # before the slow part
     step("exporting the forward graph to ONNX")
     forward, order, trainable = _forward_graph(loaded, options.train, options.dropout)
     float_inits = {i.name for i in forward.graph.initializer if i.data_type == onnx.TensorProto.FLOAT}
@@ -387,7 +386,7 @@ def _write_artifacts(dest: Path, options: ExportOptions, loaded: LoadedModel, na
                      order: list[str], trainable: list[str], frozen: list[str], formats: tuple[str, ...],
                      l2sp: list[str] | None, step: Callable[[str], None]) -> ExportResult:
     """The artifact folder at ``dest`` (staged, checked by a training step, then renamed into place)."""
-    with staged_folder(dest, force=options.force) as stage:
+    with staged_folder(dest, force=options.force, check=output_check("artifacts")) as stage:
         onnx.save(forward, str(stage / "forward.onnx"))
         step("splitting off the frozen prefix for the activation cache")
         cache, files, cache_notes, tail = build_tail(forward, trainable, frozen, loaded.inputs, stage, options.seed)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -51,8 +52,39 @@ def _read_config(folder: Path) -> dict[str, Any]:
                           hint="repair or re-download the model folder.") from exc
 
 
+# Speech and audio model types of transformers; their folders may also hold a tokenizer (Whisper)
+# or a preprocessor_config.json (a feature extractor), which must not pass for text or images.
+AUDIO_MODEL_TYPES = frozenset({
+    "wav2vec2", "wav2vec2-bert", "wav2vec2-conformer", "whisper", "hubert", "wavlm", "data2vec-audio", "unispeech",
+    "unispeech-sat", "sew", "sew-d", "speecht5", "speech_to_text", "audio-spectrogram-transformer", "clap", "encodec",
+    "seamless_m4t", "seamless_m4t_v2", "moonshine", "mimi", "musicgen", "univnet", "whisper_encoder",
+})
+
+
+def _json_file(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def refuse_audio(folder: Path) -> None:
+    """A clear refusal for a speech or audio model (by its model type, or a feature extractor that
+    reads sound at a sampling rate), instead of an image model's long list of model types."""
+    model_type = _json_file(folder / "config.json").get("model_type")
+    extractor = _json_file(folder / "preprocessor_config.json")
+    if model_type in AUDIO_MODEL_TYPES or "sampling_rate" in extractor:
+        kind = model_type or extractor.get("feature_extractor_type") or "audio"
+        raise EdgeftError(f"{folder} holds an audio model ({kind}); edgeft does not support audio models yet.",
+                          where=str(folder), hint="export a text or image classification model, an .onnx model or "
+                                                  "a PyTorch factory (see edgeft export --help).")
+
+
 def detect_modality(folder: Path) -> str:
-    """``text`` when the folder has a tokenizer, ``image`` when it has an image processor."""
+    """``text`` when the folder has a tokenizer, ``image`` when it has an image processor (an audio
+    model is refused)."""
+    refuse_audio(folder)
     if any((folder / n).is_file() for n in ("tokenizer.json", "tokenizer_config.json", "vocab.txt")):
         return "text"
     if (folder / "preprocessor_config.json").is_file():
@@ -77,8 +109,12 @@ def _num_labels(config: dict[str, Any], label_names: list[str], num_labels: int 
 
 
 def _load_failed(folder: Path, exc: Exception) -> EdgeftError:
-    return EdgeftError(f"transformers could not load the model: {exc}", where=str(folder),
-                       hint="check that the folder holds a complete model (config.json and weights).")
+    # transformers appends every model type it knows (about 1,800 characters) to some errors
+    reason = re.split(r"\s*(?:Model type should be one of|Should have a `)", str(exc), maxsplit=1)[0]
+    reason = reason if len(reason) <= 300 else reason[:300] + " ..."
+    return EdgeftError(f"transformers could not load the model: {reason}", where=str(folder),
+                       hint="check that the folder holds a complete text or image classification model "
+                            "(config.json and weights).")
 
 
 def _initialised(info: dict[str, Any]) -> list[str]:
@@ -93,6 +129,7 @@ def load_text(folder: Path, label_names: list[str], num_labels: int | None, max_
     """A text classifier from a transformers folder (new mean-pool head for a bare encoder)."""
     from transformers import AutoConfig, AutoModel, AutoModelForSequenceClassification, AutoTokenizer
 
+    refuse_audio(folder)
     raw = _read_config(folder)
     count, names = _num_labels(raw, label_names, num_labels)
     notes = []
@@ -145,6 +182,7 @@ def load_image(folder: Path, label_names: list[str], num_labels: int | None, see
     """An image classifier from a transformers folder (head replaced when the label count differs)."""
     from transformers import AutoConfig, AutoImageProcessor, AutoModelForImageClassification
 
+    refuse_audio(folder)
     raw = _read_config(folder)
     count, names = _num_labels(raw, label_names, num_labels)
     try:

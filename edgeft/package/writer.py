@@ -26,6 +26,7 @@ from edgeft.devices import DeviceProfile, load_profile
 from edgeft.errors import EdgeftError
 from edgeft.fsutil import sha256_file, staged_folder
 from edgeft.manifest import MANIFEST_NAME, Manifest, check_fields, load_manifest, write_manifest
+from edgeft.outputs import check_output, output_check
 
 PROFILE_FILE = "profile.toml"
 # artifact files a package leaves out: the forward graph, the fp32 prefix and ORT's training artifacts
@@ -79,13 +80,11 @@ def make_package(artifacts: Path | str, device: str = "auto", output: Path | str
                           where=str(manifest.folder), hint="export it again with this edgeft version (--format portable).")
     profile: DeviceProfile = load_profile(auto_device() if device == "auto" else device)
     dest = Path(output) if output else Path("artifacts") / f"{manifest.data['name']}-{profile.name}"
-    if dest.exists() and not force:
-        raise EdgeftError(f"The output folder {dest} already exists.", where=str(dest),
-                          hint="pass --force to replace it, or choose another --output.")
+    check_output(dest, force, "package")  # before the slow part
     guard = _guard_examples(manifest, guard_data, {"text_column": text_column, "label_column": label_column})
     notes: list[str] = []
     files: dict[str, str] = {}
-    with staged_folder(dest, force=force) as stage:
+    with staged_folder(dest, force=force, check=output_check("package")) as stage:
         work = stage / ".work"
         work.mkdir()
         prefix_section = None

@@ -64,9 +64,15 @@ def checkpoint_parameters(path: Path) -> dict[str, np.ndarray]:
 
 
 def resolve_model(path: Path, checkpoint: Path | None = None) -> tuple[Manifest, Path | None]:
-    """An artifact folder, or a run folder (its artifacts and best, else latest, checkpoint)."""
+    """An artifact folder, or a run folder (its artifacts and best, else latest, checkpoint), and
+    the checkpoint to use (``checkpoint`` when given: it must exist)."""
     from edgeft.train import checkpoints
     from edgeft.train.record import RUN_FILE, RunRecord
+
+    if checkpoint is not None and not Path(checkpoint).exists():
+        raise EdgeftError(f"The checkpoint {checkpoint} does not exist.", where=str(checkpoint),
+                          hint="give a checkpoint written by edgeft train: a folder under RUN/checkpoints, RUN/best, "
+                               "or a trainable.npz / checkpoint file in one.")
 
     if (path / RUN_FILE).is_file():
         artifacts = RunRecord.read(path).artifacts()
@@ -99,9 +105,6 @@ def evaluate_folder(path: Path, data: Path, checkpoint: Path | None = None, batc
     else:
         manifest, checkpoint = resolve_model(path, checkpoint)
         spec = manifest.data
-        if checkpoint is not None and not Path(checkpoint).exists():
-            raise EdgeftError(f"The checkpoint {checkpoint} does not exist.", where=str(checkpoint),
-                              hint="give a checkpoint file written by edgeft train.")
         stepper = open_trainer(manifest, backend, threads=threads)
         if checkpoint is not None:
             stepper.load_parameters(checkpoint_parameters(Path(checkpoint)))

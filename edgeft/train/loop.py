@@ -23,9 +23,10 @@ from edgeft.data.batching import length_bucketed_batches
 from edgeft.data.records import Records, read_records
 from edgeft.data.split import stratified_split
 from edgeft.errors import EdgeftError
-from edgeft.fsutil import atomic_write_text, sha256_file
+from edgeft.fsutil import atomic_write_text, sha256_file, write_failed
 from edgeft.manifest import MANIFEST_NAME, TAIL_PREFIX, TRAINABLE_KINDS, Manifest, check_fields, load_manifest
 from edgeft.deploy.measure import peak_rss_mb
+from edgeft.outputs import check_output
 from edgeft.train import checkpoints, metrics
 from edgeft.train.cache import CachedExamples
 from edgeft.train.evaluate import Examples, evaluate
@@ -124,7 +125,9 @@ def load_examples(manifest: Manifest, data: DataOptions, config: TrainConfig,
         val_records: Records | None = _read(data.val, manifest, data, reporter)
     elif config.val_fraction > 0 and len(records) >= 10:
         train_idx, val_idx = stratified_split(records.labels, config.val_fraction, config.seed)
+        skipped = records.skipped
         records, val_records = records.subset(train_idx), records.subset(val_idx)
+        records.skipped = skipped  # the file's skipped rows, listed once, with the training part
         reporter.message(f"validation: {len(val_records)} examples split from the training data (seed {config.seed})")
     else:
         val_records = None
@@ -148,13 +151,24 @@ def _prepare_run_dir(run_dir: Path, record: RunRecord, resume: bool, force: bool
             raise EdgeftError(f"--resume: this run was started with another {differs}.", where=str(run_file),
                               hint="resume with the same artifacts, data and options, or start a new --run-dir.")
         return
-    if run_dir.exists() and any(run_dir.iterdir()):
-        if not force:
-            raise EdgeftError(f"The run folder {run_dir} already holds a run.", where=str(run_dir),
-                              hint="pass --resume to continue it, --force to start over, or another --run-dir.")
-        shutil.rmtree(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
+    check_output(run_dir, force, "run", "--run-dir",
+                 keep_hint="pass --resume to continue it, --force to start over, or another --run-dir.")
+    try:
+        if run_dir.exists() and any(run_dir.iterdir()):  # an edgeft run, and --force
+            shutil.rmtree(run_dir)
+        run_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:  # read-only, not permitted, a file in the way
+        raise write_failed(run_dir, exc) from exc
     record.write()
+
+
+def _check_run_dir(run_dir: Path) -> None:
+    """Refuse to go on when the run folder vanished (or was replaced) while training: writing would
+    recreate a run without its record, and the summary would name checkpoints that do not exist."""
+    if not (run_dir / RUN_FILE).is_file():
+        raise EdgeftError(f"The run folder {run_dir} disappeared while training (its {RUN_FILE} is gone).",
+                          where=str(run_dir), hint="nothing more was written; start the run again (with a --run-dir "
+                                                   "that stays in place while it trains).")
 
 
 def _open_trainer(manifest: Manifest, config: TrainConfig, run_dir: Path, threads: int | None,
@@ -232,6 +246,7 @@ def train(artifacts: Path, data: DataOptions, run_dir: Path, config: TrainConfig
                                                     f"{last if last else 'the exported one'} and is untouched.")
 
     def checkpoint(folder: Path, force_replace: bool = False) -> None:
+        _check_run_dir(run_dir)
         if not all(np.isfinite(value).all() for value in trainer.parameters().values()):
             raise diverged("the weights became infinite or NaN")
         checkpoints.save(folder, trainer, asdict(state), force=force_replace)
@@ -291,6 +306,7 @@ def train(artifacts: Path, data: DataOptions, run_dir: Path, config: TrainConfig
         state.history.append(entry)
         state.seconds = time.perf_counter() - started
         entry["seconds"] = round(state.seconds, 3)
+        _check_run_dir(run_dir)
         atomic_write_text(run_dir / METRICS_FILE, "".join(json.dumps(h) + "\n" for h in state.history))
         checkpoint(checkpoints.step_folder(run_dir, state.step), force_replace=True)
         checkpoints.prune(run_dir, config.keep)
@@ -307,6 +323,7 @@ def train(artifacts: Path, data: DataOptions, run_dir: Path, config: TrainConfig
     summary = {
         "run_dir": str(run_dir), "artifacts": str(artifacts), "task": task, "metric": metric,
         "train_examples": len(train_set), "val_examples": len(val_set) if val_set is not None else 0,
+        "skipped_rows": train_set.records.skipped + (val_set.records.skipped if val_set is not None else []),
         "epochs": state.epoch, "steps": state.step, "seconds": round(state.seconds, 3),
         "cache_seconds": round(cache_seconds, 3),  # the frozen-prefix pass, not in "seconds"
         "examples_per_second": round(state.examples_seen / max(state.seconds, 1e-9), 1),
@@ -317,6 +334,7 @@ def train(artifacts: Path, data: DataOptions, run_dir: Path, config: TrainConfig
         "best": {"epoch": state.best_epoch, metric: state.best}, "early_stopped": stop,
         "checkpoint": str(run_dir / checkpoints.BEST if state.best_epoch else checkpoints.latest(run_dir)),
     }
+    _check_run_dir(run_dir)
     atomic_write_text(run_dir / SUMMARY_FILE, json.dumps(summary, indent=2) + "\n")
     return summary
 

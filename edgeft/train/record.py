@@ -19,8 +19,7 @@ from typing import Any
 
 from edgeft.errors import EdgeftError
 from edgeft.fsutil import atomic_write_text, sha256_file
-
-RUN_FILE = "run.json"
+from edgeft.manifest import RUN_FILE
 RECORD_FORMAT = 2  # 1: paths as given on the command line (relative to the caller's directory)
 _UNREADABLE = "start a new --run-dir (or --force to start this one over)."
 
