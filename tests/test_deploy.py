@@ -327,7 +327,7 @@ def test_deploy_shows_onnx_runtimes_warnings_only_with_verbose(distilbert_artifa
     assert quiet.stderr == "" and "Bundle written to" in quiet.stdout  # only edgeft's own lines, on stdout
     loud = run_device_side(cli_calls([*args, "-o", str(tmp_path / "loud"), "-v"]))
     assert loud.returncode == 0, loud.stderr
-    assert "Failed to remove node" in loud.stderr and "[W:onnxruntime" in loud.stderr
+    assert "[W:onnxruntime" in loud.stderr  # ONNX Runtime's own warnings (their wording differs by release)
 
 
 def test_deploy_puts_the_processs_logging_back(text_run, tmp_path):
