@@ -298,3 +298,44 @@ def test_damaged_checkpoints_are_refused(bert_artifacts, text_data, tmp_path):
         train(bert_artifacts, DataOptions(train=train_csv, val=val_csv), run, TrainConfig(epochs=2, batch_size=8),
               threads=1, resume=True)
     assert "remove this checkpoint folder" in info.value.hint
+
+
+def test_a_checkpoint_without_its_hash_record_is_refused_unless_it_predates_it(bert_artifacts, text_data, tmp_path,
+                                                                                capsys):
+    """Deleting sha256.json must not hide an edited trainable.npz; a checkpoint written before
+    edgeft recorded hashes (state.json without the format marker) is still read, and said so."""
+    from edgeft.backends.state import FORMAT_KEY
+    from edgeft.train import checkpoints
+
+    train_csv, val_csv = text_data
+    options, config = DataOptions(train=train_csv, val=val_csv), TrainConfig(epochs=2, batch_size=8)
+    run = tmp_path / "run"
+    train(bert_artifacts, options, run, config, threads=1)
+    best, latest = run / "best", checkpoints.latest(run)
+    assert json.loads((latest / "state.json").read_text())[FORMAT_KEY] == 2
+    assert FORMAT_KEY not in checkpoints.load_state(latest)  # the loop sees its own fields only
+    expected = checkpoint_parameters(best)
+    (best / "sha256.json").unlink()
+    with pytest.raises(EdgeftError, match="hash record sha256.json is missing") as info:
+        checkpoint_parameters(best)
+    assert info.value.where == str(best / "sha256.json") and info.value.hint
+    out = subprocess.run(_cli("evaluate", str(run), str(val_csv)), capture_output=True, text=True)
+    assert out.returncode == 1 and "sha256.json is missing" in out.stderr and "Traceback" not in out.stderr
+    (latest / "sha256.json").unlink()
+    with pytest.raises(EdgeftError, match="sha256.json is missing"):
+        train(bert_artifacts, options, run, config, threads=1, resume=True)
+
+    # the same checkpoints as an edgeft before hash records wrote them: no record, no marker
+    for folder in (best, latest):
+        state = json.loads((folder / "state.json").read_text())
+        del state[FORMAT_KEY]
+        (folder / "state.json").write_text(json.dumps(state))
+    capsys.readouterr()
+    got = checkpoint_parameters(best)
+    checkpoint_parameters(best)
+    note = capsys.readouterr().err
+    assert note.count("older than checkpoint hash records") == 1 and str(best) in note  # said once per folder
+    assert got.keys() == expected.keys() and all(np.array_equal(got[k], expected[k]) for k in got)
+    summary = train(bert_artifacts, options, run, config, threads=1, resume=True)
+    assert summary["steps"] == checkpoints.load_state(latest)["step"]  # nothing left to do: it resumed at the end
+    assert str(latest) in capsys.readouterr().err
