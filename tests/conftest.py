@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -153,3 +154,10 @@ def run_device_side(code: str, timeout: int = 300):
 
     return subprocess.run([sys.executable, "-c", BLOCK_HEAVY + code], capture_output=True, text=True,
                           timeout=timeout, cwd=str(TESTS))
+
+
+def pytest_terminal_summary(terminalreporter) -> None:
+    """Print the run's fuzzing and kill seed (see reliability_fuzz.run_seed), so a failure can be repeated."""
+    seed = os.environ.get("EDGEFT_SEED")
+    if seed:
+        terminalreporter.write_line(f"edgeft fuzzing / kill seed of this run: {seed} (EDGEFT_SEED={seed} repeats it)")
