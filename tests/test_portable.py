@@ -22,7 +22,7 @@ from edgeft.backends.portable import PortableTrainer
 from edgeft.backends.state import read_state
 from edgeft.manifest import TAIL_PREFIX
 from edgeft.train.loop import DataOptions, TrainConfig, train
-from test_train import LABELS, dataset, write_csv
+from test_train import LABELS, dataset, held_out_rows, write_csv
 
 ROOT = Path(__file__).resolve().parent.parent
 TEXTS = ["turn on the lights", "play some music please", "what is the weather", "is it rain at the door",
@@ -193,13 +193,13 @@ def test_same_losses_and_weights_as_ort_training(tiny_bert, export_cache, tmp_pa
     assert portable.eval_step(batches[0])[0] == pytest.approx(ort_trainer.eval_step(batches[0])[0], rel=1e-5)
 
 
-def test_fine_tuning_improves_accuracy(bert_artifacts, text_data, tmp_path):
-    train_csv, val_csv = text_data
-    summary = train(bert_artifacts.folder, DataOptions(train=train_csv, val=val_csv), tmp_path / "run",
-                    TrainConfig(epochs=6, batch_size=8, lr=3e-3, seed=0), threads=1, backend="portable")
+def test_fine_tuning_improves_accuracy_on_held_out_phrasings(bert_artifacts, text_data, tmp_path):
+    val_csv = write_csv(tmp_path / "held_out.csv", held_out_rows())  # no training sentence among them
+    summary = train(bert_artifacts.folder, DataOptions(train=text_data[0], val=val_csv), tmp_path / "run",
+                    TrainConfig(epochs=10, batch_size=8, lr=3e-3, seed=0), threads=1, backend="portable")
     assert summary["backend"] == "portable" and summary["artifact_set"] == "tail"
-    assert summary["before"]["accuracy"] < 0.6
-    assert summary["after"]["accuracy"] >= 0.9
+    assert summary["before"]["accuracy"] < 0.6  # measured: 0.43 before, 0.90 after
+    assert summary["after"]["accuracy"] >= 0.85
     assert summary["after"]["loss"] < summary["before"]["loss"] * 0.5
     assert (tmp_path / "run" / "best" / "trainable.npz").is_file()
     assert not (tmp_path / "run" / "best" / "checkpoint").exists()  # no ORT state from this backend
