@@ -518,6 +518,7 @@ def huge_image(draw) -> bytes:
 
 IMAGE_MODES = ["RGB", "L", "RGBA", "P", "1", "I", "F", "CMYK", "LA", "I;16"]
 IMAGE_FORMATS = {"PNG": ".png", "JPEG": ".jpg", "BMP": ".bmp", "GIF": ".gif", "WEBP": ".webp", "TIFF": ".tif"}
+IMAGE_NAMES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".PNG")  # suffixes the generated files get
 
 
 @st.composite
@@ -526,7 +527,7 @@ def image_bytes(draw) -> tuple[str, bytes]:
     from PIL import Image
 
     kind = draw(st.sampled_from(["image"] * 12 + ["damaged", "damaged", "garbage", "empty", "text", "huge"]))
-    suffix = draw(st.sampled_from([".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".PNG"] * 3 + [".txt", ""]))
+    suffix = draw(st.sampled_from(list(IMAGE_NAMES) * 3 + [".txt", ""]))
     if kind == "huge":
         return ".png", draw(huge_image())
     if kind == "garbage":

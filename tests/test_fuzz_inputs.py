@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 from edgeft.errors import EdgeftError
-from reliability_fuzz import DataTarget, ManifestTarget, ProfileTarget, png_header, run_fuzz, run_seed
+from reliability_fuzz import FILE_TYPES, DataTarget, ManifestTarget, ProfileTarget, png_header, run_fuzz, run_seed
 from test_train import LABELS, dataset, write_csv
 
 EXAMPLES = int(os.environ.get("EDGEFT_FUZZ_EXAMPLES", "100"))
@@ -96,3 +96,14 @@ def test_images_at_the_decompression_bomb_limits_are_refused_naming_the_file(tmp
     Image.fromarray(np.full((2, 3, 3), 200, np.uint8)).save(small / "ok.png")
     read = ExampleSet(read_records(small.parent, data), Manifest(folder=tmp_path / "tok", data=data))
     assert read.inputs(np.arange(1))["pixel_values"].shape == (1, 3, 2, 3)
+
+
+def test_every_data_format_the_reader_takes_is_fuzzed():
+    """A format added to the reader without a fuzzer for it fails here."""
+    from edgeft.data.records import IMAGE_SUFFIXES, TEXT_SUFFIXES
+
+    fuzzed = {f".{kind}" for kind in FILE_TYPES}
+    assert set(TEXT_SUFFIXES) | {".npz"} <= fuzzed and "images" in FILE_TYPES
+    from reliability_fuzz import IMAGE_NAMES
+
+    assert set(IMAGE_SUFFIXES) <= {suffix.lower() for suffix in IMAGE_NAMES}  # every image suffix it reads
