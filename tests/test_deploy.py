@@ -107,6 +107,11 @@ def test_guard_sizes_and_pools_its_check():
     assert quality_drop("classification", {"accuracy": 0.98}, merged) == 0.0
     rmse = pooled("regression", [({"rmse": 1.0}, 1), ({"rmse": 3.0}, 1)])["rmse"]
     assert rmse == pytest.approx(np.sqrt(5.0))
+    # points of accuracy lost; for regression the RMSE increase in percent of the fp32 RMSE, at any scale
+    assert quality_drop("classification", {"accuracy": 0.9}, {"accuracy": 0.85}) == pytest.approx(5.0)
+    assert quality_drop("classification", {"accuracy": 0.9}, {"accuracy": 0.95}) == pytest.approx(-5.0)
+    for scale in (1e-3, 1.0, 1e3):
+        assert quality_drop("regression", {"rmse": 2.0 * scale}, {"rmse": 2.1 * scale}) == pytest.approx(5.0)
 
 
 @pytest.mark.parametrize("mode,fmt", [("static", "qdq"), ("static", "qoperator"), ("fp16", "qdq"), ("none", "qdq")])

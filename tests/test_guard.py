@@ -128,3 +128,35 @@ def test_the_guard_chooses_the_first_step_within_a_non_zero_tolerance(export_cac
     recipe = dict(ladder(load_profile(device).quantization, head))[chosen]
     written = Bundle(Path(report["bundle"])).manifest.data["quantization"]  # the bundle holds the chosen recipe
     assert written == {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(recipe).items()}
+
+
+def test_a_small_validation_set_is_topped_up_and_the_guard_judges_the_pooled_examples(export_cache, tmp_path):
+    """20 validation examples cannot resolve a 5-point tolerance (100 are needed), so 80 training
+    examples of the run join the check. Here the validation examples lack the outlier that breaks
+    activation quantization, so on them alone the profile's recipe looks lossless; the pooled
+    check sees the damage and falls back to weight-only int8."""
+    from edgeft.deploy.inference_model import build_inference_model
+    from edgeft.deploy.runtime import make_session
+    from edgeft.train.loop import DataOptions, TrainConfig, train
+
+    manifest = export_cache(model="models:input_outlier", inputs=["x:float32:batch,4,8"], train="last:1",
+                            dropout=False).manifest
+    fp32, _ = build_inference_model(manifest.path("forward_model"), {}, tmp_path / "fp32.onnx", False, None, None)
+    session = make_session(fp32)
+    rng = np.random.default_rng(1)
+    train_x, candidates = (rng.standard_normal((n, 4, 8)).astype(np.float32) for n in (300, 400))
+    train_x[..., 0] *= 1000  # only the training examples carry the outlier
+    logits = np.sort(session.run(None, {"x": candidates})[0], axis=1)
+    val_x = candidates[np.argsort(logits[:, -1] - logits[:, -2])[-20:]]  # clear decisions: no rounding flips them
+    for name, x in (("train", train_x), ("val", val_x)):
+        np.savez(tmp_path / f"{name}.npz", x=x, labels=session.run(None, {"x": x})[0].argmax(axis=1).astype(np.int64))
+    run = tmp_path / "run"  # a run (its training data tops up the check) that barely moves the weights
+    train(manifest.folder, DataOptions(train=tmp_path / "train.npz"), run,
+          TrainConfig(epochs=1, batch_size=100, lr=1e-9, val_fraction=0, weight_decay=0), threads=1)
+    report = deploy(DeployOptions(source=run, device="x86-64-avx2", val=tmp_path / "val.npz", max_drop=5.0,
+                                  output=tmp_path / "bundle"))
+    assert report["validation_examples"] == 20 and report["guard_training_examples"] == 80
+    first = report["attempts"][0]
+    assert first["step"] == PROFILE and first["metrics"]["accuracy"] == report["fp32"]["metrics"]["accuracy"]
+    assert not first["accepted"] and first["drop"] > 20  # measured on the 100 pooled examples
+    assert report["chosen"] == WEIGHT_ONLY

@@ -87,3 +87,17 @@ def test_resume_continues_from_the_newest_checkpoint_and_runs_only_the_remaining
     assert set(before) <= set(after) and {k: after[k] for k in before} == before  # same folders, same bytes
     assert resume_problems(recorder.events, at, before, after, finished=True) == []  # the kill trials' check agrees
     assert differences(run_result(tmp_path / "reference"), run_result(run)) == []
+
+
+def test_a_checkpoint_folder_without_its_loop_state_is_passed_over(tmp_path):
+    """Only complete checkpoints count (edgeft renames a checkpoint into place once it is written;
+    a step folder without state.json is not one, e.g. copied in part by hand): --resume continues
+    from the newest complete one."""
+    run = tmp_path / "run"
+    complete, partial = checkpoints.step_folder(run, 5), checkpoints.step_folder(run, 9)
+    complete.mkdir(parents=True)
+    (complete / checkpoints.STATE).write_text('{"step": 5}')
+    partial.mkdir()
+    (partial / checkpoints.STATE_NPZ).write_bytes(b"")
+    assert checkpoints.listed(run) == [complete] and checkpoints.latest(run) == complete
+    assert resumed_at(run) == ("step-00000005", 5)

@@ -317,13 +317,23 @@ def test_damaged_checkpoints_are_refused(bert_artifacts, text_data, tmp_path):
         checkpoint_parameters(best)
     out = subprocess.run(_cli("evaluate", str(run), str(val_csv)), capture_output=True, text=True)
     assert out.returncode == 1 and "was modified or damaged" in out.stderr and "Traceback" not in out.stderr
-    state = json.loads((latest / "state.json").read_text())
-    state["step"] += 1
-    (latest / "state.json").write_text(json.dumps(state))
-    with pytest.raises(EdgeftError, match="state.json was modified") as info:
+    original = (latest / "state.json").read_text()
+    for edit in ({"step": 1}, {"unknown": 0}):  # a changed position; a field the loop does not know
+        state = json.loads(original)
+        state.update({key: state.get(key, 0) + value for key, value in edit.items()})
+        (latest / "state.json").write_text(json.dumps(state))
+        with pytest.raises(EdgeftError, match="state.json was modified") as info:
+            train(bert_artifacts, DataOptions(train=train_csv, val=val_csv), run, TrainConfig(epochs=2, batch_size=8),
+                  threads=1, resume=True)
+        assert "remove this checkpoint folder" in info.value.hint
+    (latest / "state.json").write_text(original)
+    (latest / "trainable.npz").unlink()  # recorded, gone: the ORT checkpoint next to it is not read instead
+    assert (latest / "checkpoint").is_file()
+    with pytest.raises(EdgeftError, match="checkpoint file trainable.npz is missing"):
+        checkpoint_parameters(latest)
+    with pytest.raises(EdgeftError, match="trainable.npz is missing"):
         train(bert_artifacts, DataOptions(train=train_csv, val=val_csv), run, TrainConfig(epochs=2, batch_size=8),
               threads=1, resume=True)
-    assert "remove this checkpoint folder" in info.value.hint
 
 
 def test_a_checkpoint_without_its_hash_record_is_refused_unless_it_predates_it(bert_artifacts, text_data, tmp_path,
@@ -350,6 +360,12 @@ def test_a_checkpoint_without_its_hash_record_is_refused_unless_it_predates_it(b
     (latest / "sha256.json").unlink()
     with pytest.raises(EdgeftError, match="sha256.json is missing"):
         train(bert_artifacts, options, run, config, threads=1, resume=True)
+    good_state = (best / "state.json").read_bytes()
+    for unreadable in (b"{not json", b"[1, 2]"):  # cannot show that it predates the record: refused too
+        (best / "state.json").write_bytes(unreadable)
+        with pytest.raises(EdgeftError, match="sha256.json is missing"):
+            checkpoint_parameters(best)
+    (best / "state.json").write_bytes(good_state)
 
     # the same checkpoints as an edgeft before hash records wrote them: no record, no marker
     for folder in (best, latest):
