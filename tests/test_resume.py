@@ -101,3 +101,13 @@ def test_a_checkpoint_folder_without_its_loop_state_is_passed_over(tmp_path):
     (partial / checkpoints.STATE_NPZ).write_bytes(b"")
     assert checkpoints.listed(run) == [complete] and checkpoints.latest(run) == complete
     assert resumed_at(run) == ("step-00000005", 5)
+
+
+def test_pruning_keeps_the_newest_checkpoints(tmp_path):
+    run = tmp_path / "run"
+    for step in (7, 14, 21, 28):
+        folder = checkpoints.step_folder(run, step)
+        folder.mkdir(parents=True)
+        (folder / checkpoints.STATE).write_text(f'{{"step": {step}}}')
+    checkpoints.prune(run, keep=2)
+    assert [p.name for p in checkpoints.listed(run)] == ["step-00000021", "step-00000028"]
