@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -173,3 +174,10 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "ort_training" in item.keywords:
             item.add_marker(skip)
+
+
+def pytest_terminal_summary(terminalreporter) -> None:
+    """Print the run's fuzzing and kill seed (see reliability_fuzz.run_seed), so a failure can be repeated."""
+    seed = os.environ.get("EDGEFT_SEED")
+    if seed:
+        terminalreporter.write_line(f"edgeft fuzzing / kill seed of this run: {seed} (EDGEFT_SEED={seed} repeats it)")

@@ -1,10 +1,13 @@
 """Fault injection, shared by tests/test_reliability.py (a few trials in CI) and tools/reliability.py
 (the full counts for the reliability report).
 
-- ``KillTrials``: ``edgeft train`` is killed with SIGKILL at seeded random moments (once or
-  several times, also while it resumes); after every kill each checkpoint on disk must load, and
-  ``--resume`` must finish with exactly the result of an uninterrupted run (weights bit for bit,
-  the best checkpoint, the metrics history and the summary).
+- ``kill_trials``: ``edgeft train`` (either backend) is killed with SIGKILL at seeded random
+  moments (once or several times, also while it resumes); after every kill each checkpoint on
+  disk must load, and ``--resume`` must finish with exactly the result of an uninterrupted run
+  (weights bit for bit, the best checkpoint, the metrics history and the summary). Every resumed
+  process must also be a resume, not a restart that happens to reach the same weights: it starts
+  at the step of the newest checkpoint on disk, runs only the steps after it, and leaves the
+  checkpoints that were there unchanged (read from the progress events it reports, see ``SPY``).
 - ``SmallDisk`` + ``disk_full_case``: ``edgeft train --resume`` (checkpoint), ``edgeft export``
   and ``edgeft deploy`` run on a full disk (a small tmpfs, temporary folder included, or when
   mounting is not allowed a file-size limit, RLIMIT_FSIZE); each must fail with one clear
@@ -42,11 +45,51 @@ DISK_MESSAGES = ("the disk is full", "File too large", "could not be written")
 
 # ---- running edgeft ------------------------------------------------------------------------------------------
 
+EVENTS_ENV = "EDGEFT_TEST_EVENTS"
+# With EVENTS_ENV set, the silent reporter of `edgeft train --json` also appends each progress
+# event (message, start, step) as a JSON line to that file, tagged with the process id: what a
+# process really did, also when it is killed a moment later (one line written per event).
+SPY = f"""
+import json as _json, os as _os
+if _os.environ.get({EVENTS_ENV!r}):
+    import edgeft.train.loop as _loop
+
+    class _Events(_loop.Reporter):
+        def __init__(self):
+            self._file = open(_os.environ[{EVENTS_ENV!r}], "a", buffering=1, encoding="utf-8")
+
+        def _write(self, **event):
+            self._file.write(_json.dumps({{"pid": _os.getpid(), **event}}) + "\\n")
+
+        def message(self, text):
+            self._write(event="message", text=text)
+
+        def start(self, total_steps, done_steps, epochs):
+            self._write(event="start", total=total_steps, done=done_steps)
+
+        def step(self, step, loss, examples_per_second, lr):
+            self._write(event="step", step=step)
+
+    _loop.Reporter = _Events
+"""
+
 
 def command(args: list[str], device_side: bool = True) -> list[str]:
     """``edgeft ARGS`` in a fresh interpreter (torch and transformers blocked on the device side)."""
-    code = (BLOCK_HEAVY if device_side else "") + f"from edgeft.cli import main\nmain({[str(a) for a in args]!r})\n"
+    code = (BLOCK_HEAVY if device_side else "") + SPY + f"from edgeft.cli import main\nmain({[str(a) for a in args]!r})\n"
     return [sys.executable, "-c", code]
+
+
+def read_events(path: Path) -> dict[int, list[dict[str, Any]]]:
+    """The progress events of each process (by pid), in order; a line cut by a kill is skipped."""
+    found: dict[int, list[dict[str, Any]]] = {}
+    for line in path.read_text(encoding="utf-8").splitlines() if path.is_file() else []:
+        try:
+            event = json.loads(line)
+        except ValueError:
+            continue
+        found.setdefault(event.pop("pid"), []).append(event)
+    return found
 
 
 def run_edgeft(args: list[str], cwd: Path, device_side: bool = True, env: dict[str, str] | None = None,
@@ -156,16 +199,59 @@ class TrainJob:
     artifacts: Path
     data: Path
     root: Path
+    backend: str = "ort-training"
     options: tuple[str, ...] = ("--epochs", "3", "--batch-size", "2", "--checkpoint-every", "7", "--threads", "1",
                                 "--seed", "5", "--json")
 
     def args(self, run_dir: Path, resume: bool = False) -> list[str]:
-        return ["train", str(self.artifacts), str(self.data), *self.options, "--run-dir", str(run_dir),
-                *(["--resume"] if resume else [])]
+        return ["train", str(self.artifacts), str(self.data), *self.options, "--backend", self.backend,
+                "--run-dir", str(run_dir), *(["--resume"] if resume else [])]
 
     def start(self, run_dir: Path, resume: bool = False, env: dict[str, str] | None = None) -> subprocess.Popen:
         return subprocess.Popen(command(self.args(run_dir, resume)), cwd=self.root, env=env,
                                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+
+def checkpoint_marks(run_dir: Path) -> dict[str, tuple[int, dict[str, str]]]:
+    """Each step checkpoint of a run: the folder's inode (a rewrite renames a new folder into
+    place) and the sha256 of its files."""
+    from edgeft.train import checkpoints
+
+    return {folder.name: (folder.stat().st_ino, snapshot(folder)) for folder in checkpoints.listed(run_dir)}
+
+
+def resumed_at(run_dir: Path) -> tuple[str, int]:
+    """Where ``--resume`` must continue: the newest checkpoint's name and step ("the start", 0 if none)."""
+    from edgeft.train import checkpoints
+
+    latest = checkpoints.latest(run_dir)
+    if latest is None:
+        return "the start", 0
+    return latest.name, int(json.loads((latest / checkpoints.STATE).read_text(encoding="utf-8"))["step"])
+
+
+def resume_problems(events: list[dict[str, Any]], at: tuple[str, int], before: dict[str, tuple[int, dict[str, str]]],
+                    after: dict[str, tuple[int, dict[str, str]]], finished: bool) -> list[str]:
+    """How one ``--resume`` process was not a resume from ``at``: its start, the steps it ran (all
+    of the remaining ones when it ``finished``), or a checkpoint it found on disk that changed."""
+    name, step = at
+    problems = []
+    said = next((e["text"] for e in events if e["event"] == "message" and e["text"].startswith("resuming from")), None)
+    if said is not None and not (said.startswith(f"resuming from {name} (") and f", step {step})" in said):
+        problems.append(f"said {said!r}, but the newest checkpoint is {name} (step {step})")
+    starts = [e for e in events if e["event"] == "start"]
+    if starts and starts[0]["done"] != step:
+        problems.append(f"started at step {starts[0]['done']} instead of {step} ({name}): a restart, not a resume")
+    ran = [e["step"] for e in events if e["event"] == "step"]
+    if ran != list(range(step + 1, step + 1 + len(ran))):
+        problems.append(f"ran steps {ran[:3]}...{ran[-3:]} after resuming at step {step}")
+    if finished and (not starts or ran != list(range(step + 1, starts[0]["total"] + 1))):
+        total = starts[0]["total"] if starts else "?"
+        problems.append(f"finished after running {len(ran)} steps; {total} - {step} remained")
+    for folder, mark in before.items():
+        if folder in after and after[folder] != mark:
+            problems.append(f"the checkpoint {folder} it resumed among was rewritten")
+    return problems
 
 
 def wait_for(path_test: Callable[[], bool], process: subprocess.Popen, timeout: float = 300) -> bool:
@@ -212,9 +298,28 @@ class KillReport:
     trials: int = 0
     kills: int = 0  # SIGKILLs that hit a running process
     missed: int = 0  # the process had finished before its kill moment
+    resumes: int = 0  # --resume processes started when a checkpoint with step > 0 was on disk
     lost: list[str] = field(default_factory=list)  # damaged checkpoints or a result unlike the reference
     crashed: list[str] = field(default_factory=list)  # tracebacks or failed resumes
     moments: list[str] = field(default_factory=list)  # where each kill landed, e.g. "run 1: 0.84 s (62%)"
+
+
+def _resume(job: TrainJob, run_dir: Path, events: Path, report: KillReport, label: str,
+            finish: Callable[[subprocess.Popen], None]) -> subprocess.Popen:
+    """Start ``--resume`` (or the first run), let ``finish`` end it (a kill, or waiting), and check
+    that it continued from the newest checkpoint on disk."""
+    from edgeft.train.loop import RUN_FILE
+
+    resume = (run_dir / RUN_FILE).is_file()
+    at, before = resumed_at(run_dir), checkpoint_marks(run_dir)
+    process = job.start(run_dir, resume=resume, env={**os.environ, EVENTS_ENV: str(events)})
+    finish(process)
+    if resume:
+        report.resumes += at[1] > 0
+        mine = read_events(events).get(process.pid, [])
+        report.lost += [f"{label}: {p}" for p in resume_problems(mine, at, before, checkpoint_marks(run_dir),
+                                                                 finished=process.returncode == 0)]
+    return process
 
 
 def kill_trial(job: TrainJob, reference: Reference, seed: int, report: KillReport) -> None:
@@ -223,38 +328,48 @@ def kill_trial(job: TrainJob, reference: Reference, seed: int, report: KillRepor
 
     rng = random.Random(seed)
     run_dir = job.root / f"killed-{seed}"
+    events = job.root / f"events-{seed}.jsonl"
     shutil.rmtree(run_dir, ignore_errors=True)
+    events.unlink(missing_ok=True)
     report.trials += 1
     for attempt in range(rng.choice([1, 1, 2, 3])):
-        resume = (run_dir / RUN_FILE).is_file()
-        process = job.start(run_dir, resume=resume)
-        if resume:  # any moment of a resumed run, its start-up included
-            window = reference.startup + reference.training
-            started = wait_for(lambda: True, process)
-        else:  # the first run: a moment after the run folder exists, so that there is a run to resume
-            window = reference.training
-            started = wait_for(lambda: (run_dir / RUN_FILE).is_file(), process)
-        delay = rng.uniform(0, window)
-        if started:
-            time.sleep(delay)
-        if process.poll() is None:
-            process.send_signal(signal.SIGKILL)
-        _, err = process.communicate(timeout=600)
+        label = f"{job.backend} seed {seed} run {attempt + 1}"
+        outcome: dict[str, Any] = {}
+
+        def kill(process: subprocess.Popen) -> None:
+            if (run_dir / RUN_FILE).is_file():  # any moment of a resumed run, its start-up included
+                window = reference.startup + reference.training
+                started = wait_for(lambda: True, process)
+            else:  # the first run: a moment after the run folder exists, so that there is a run to resume
+                window = reference.training
+                started = wait_for(lambda: (run_dir / RUN_FILE).is_file(), process)
+            delay = rng.uniform(0, window)
+            if started:
+                time.sleep(delay)
+            if process.poll() is None:
+                process.send_signal(signal.SIGKILL)
+            outcome["err"] = process.communicate(timeout=600)[1]
+            outcome["moment"] = f"{label}: {delay:.2f} s ({100 * delay / window:.0f}%)"
+
+        process = _resume(job, run_dir, events, report, label, kill)
         if process.returncode == -signal.SIGKILL:
             report.kills += 1
-            report.moments.append(f"seed {seed} run {attempt + 1}: {delay:.2f} s ({100 * delay / window:.0f}%)")
+            report.moments.append(outcome["moment"])
         elif process.returncode == 0:
             report.missed += 1
         else:
-            report.crashed.append(f"seed {seed}: run {attempt + 1} exited {process.returncode}: {err[-600:]}")
-        report.lost += [f"seed {seed}: {p}" for p in damaged_checkpoints(run_dir)]
-    final = run_edgeft(job.args(run_dir, resume=(run_dir / RUN_FILE).is_file()), job.root)
-    if final.returncode != 0 or "Traceback" in final.stderr:
-        report.crashed.append(f"seed {seed}: --resume failed ({final.returncode}): {final.stderr[-800:]}")
+            report.crashed.append(f"{label} exited {process.returncode}: {outcome['err'][-600:]}")
+        report.lost += [f"{label}: {p}" for p in damaged_checkpoints(run_dir)]
+    outcome = {}
+    final = _resume(job, run_dir, events, report, f"{job.backend} seed {seed} final --resume",
+                    lambda process: outcome.update(err=process.communicate(timeout=600)[1]))
+    if final.returncode != 0 or "Traceback" in outcome["err"]:
+        report.crashed.append(f"{job.backend} seed {seed}: --resume failed ({final.returncode}): {outcome['err'][-800:]}")
         return
-    report.lost += [f"seed {seed}: {p}" for p in differences(reference.result, run_result(run_dir))]
-    report.lost += [f"seed {seed}: left behind {p}" for p in leftovers(run_dir)]
+    report.lost += [f"{job.backend} seed {seed}: {p}" for p in differences(reference.result, run_result(run_dir))]
+    report.lost += [f"{job.backend} seed {seed}: left behind {p}" for p in leftovers(run_dir)]
     shutil.rmtree(run_dir, ignore_errors=True)
+    events.unlink(missing_ok=True)
 
 
 def kill_trials(job: TrainJob, kills: int, seed: int = 0, reference: Reference | None = None, trials: int = 0,

@@ -2,14 +2,22 @@
 dozen inputs per file type in CI) and tools/reliability.py (thousands, for the reliability report).
 
 For each file type there is a hypothesis strategy that produces file contents (well-formed,
-subtly wrong and plain garbage alike) and a ``Target`` that writes one generated input where
-edgeft expects it and runs the code the device runs on it. ``classify`` sorts the outcome:
+subtly wrong and plain garbage alike, images up to and past Pillow's decompression-bomb limit)
+and a ``Target`` that writes one generated input where edgeft expects it and runs the code the
+device runs on it. Some inputs are valid files written from known content (rows, arrays,
+pixels, profile values, a manifest reformatted); those must be read back exactly. ``classify``
+sorts the outcome:
 
+- ``verified``: a file of known content, read back exactly (what the model gets is what was written);
 - ``accepted``: read without complaint (and the result is consistent);
 - ``refused``: an :class:`EdgeftError` that names the file, the place (``where``) and what to do
   (``hint``), which the CLI prints as one message;
+- ``wrong``: a file of known content refused, or read back differently;
 - ``unclear``: an EdgeftError missing one of those three;
 - ``crash``: any other exception, i.e. a Python traceback for the user.
+
+The seed varies from run to run (``run_seed``: ``EDGEFT_SEED``, else drawn and exported once per
+run) and is printed, so a failure is reproduced with ``EDGEFT_SEED=N``.
 """
 
 from __future__ import annotations
@@ -22,10 +30,13 @@ import datetime
 import io
 import json
 import math
+import os
+import random
 import re
 import shutil
 import traceback
 import zipfile
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,7 +50,17 @@ from edgeft.errors import EdgeftError
 from test_data import manifest as data_manifest
 from test_data import write_tokenizer
 
-OUTCOMES = ("accepted", "refused", "unclear", "crash")
+OUTCOMES = ("verified", "accepted", "refused", "wrong", "unclear", "crash")
+PROBLEMS = ("wrong", "unclear", "crash")
+SEED_ENV = "EDGEFT_SEED"
+
+
+def run_seed() -> int:
+    """This run's fuzzing seed: ``$EDGEFT_SEED``, else a random one, exported so that every part of
+    the run (and any subprocess) uses the same one."""
+    if not os.environ.get(SEED_ENV, "").strip().isdigit():
+        os.environ[SEED_ENV] = str(random.SystemRandom().randrange(2**32))
+    return int(os.environ[SEED_ENV])
 LABELS = ["lights_on", "lights_off", "music"]  # the names of test_data.manifest()
 
 
@@ -58,7 +79,7 @@ class Tally:
 
     def add(self, outcome: Outcome) -> None:
         self.counts[outcome.kind] += 1
-        if outcome.kind in ("unclear", "crash") and len(self.problems) < 5:
+        if outcome.kind in PROBLEMS and len(self.problems) < 5:
             self.problems.append(outcome.detail)
 
     @property
@@ -82,6 +103,16 @@ def classify(run: Callable[[], Any], names: tuple[str, ...]) -> Outcome:
     if problem:
         return Outcome("crash", f"accepted an inconsistent result: {problem}")
     return Outcome("accepted")
+
+
+def round_trip(run: Callable[[], str], names: tuple[str, ...]) -> Outcome:
+    """Read a valid file of known content: ``run`` returns how what was read differs ('' if not)."""
+    outcome = classify(run, names)
+    if outcome.kind == "refused":
+        return Outcome("wrong", f"a valid file was refused: {outcome.detail}")
+    if outcome.kind == "crash" and outcome.detail.startswith("accepted an inconsistent result: "):
+        return Outcome("wrong", "read back differently: " + outcome.detail.split(": ", 1)[1])
+    return Outcome("verified") if outcome.kind == "accepted" else outcome
 
 
 # ---- building blocks ----------------------------------------------------------------------------------------
@@ -159,6 +190,138 @@ TASKS = (
 def label_cell(task: Task, clean: bool) -> st.SearchStrategy:
     """A label this task accepts; unless ``clean``, sometimes anything."""
     return st.sampled_from(task.valid) if clean else st.one_of(st.sampled_from(task.valid), CELL)
+
+
+# ---- valid files of known content (read back, they must give exactly this) -----------------------------------
+
+
+@dataclass
+class Known:
+    """What a valid data file holds: texts (or input arrays, or image pixels) and the labels tensor."""
+
+    labels: np.ndarray
+    texts: list[str] | None = None
+    arrays: dict[str, np.ndarray] | None = None  # npz inputs, or "pixel_values" as the model gets them
+
+
+def _names(task: Task) -> list[str]:
+    return list(task.names or LABELS)
+
+
+def _width(task: Task) -> int:
+    return task.width or len(_names(task))
+
+
+FLOAT32 = st.floats(width=32, allow_nan=False, allow_infinity=False)
+
+
+@st.composite
+def label_value(draw, task: Task) -> Any:
+    """One example's label as the loss takes it: a class, a set of classes, or float32 targets."""
+    if task.task == "classification":
+        return draw(st.integers(0, len(_names(task)) - 1))
+    if task.task == "multi-label":
+        return tuple(draw(st.lists(st.integers(0, len(_names(task)) - 1), min_size=1, unique=True)))
+    return tuple(draw(st.lists(FLOAT32, min_size=_width(task), max_size=_width(task))))
+
+
+def label_tensor(task: Task, values: list[Any]) -> np.ndarray:
+    if task.task == "classification":
+        return np.array(values, dtype=np.int64)
+    out = np.zeros((len(values), _width(task)), dtype=np.float32)
+    for row, value in enumerate(values):
+        if task.task == "multi-label":
+            out[row, list(value)] = 1.0
+        else:
+            out[row] = value
+    return out
+
+
+@st.composite
+def label_text(draw, task: Task, value: Any) -> str:
+    """``value`` written as a CSV / TSV cell, in one of the ways the reader documents."""
+    names = _names(task)
+    if task.task == "classification":
+        numbered = names == [f"LABEL_{i}" for i in range(len(names))]
+        text = str(value) if numbered and draw(st.booleans()) else names[value]
+    elif task.task == "multi-label":
+        text = draw(st.sampled_from(["|", ";"])).join(names[i] for i in value)
+    else:
+        text = draw(st.sampled_from([" ", ",", ", "])).join(repr(float(v)) for v in value)
+    return draw(st.sampled_from(["", " "])) + text + draw(st.sampled_from(["", " "]))
+
+
+@st.composite
+def label_json(draw, task: Task, value: Any) -> Any:
+    """``value`` as a JSONL label: a name or class number, a list of names, a number or list of numbers."""
+    if draw(st.integers(0, 3)) == 0:
+        return draw(label_text(task, value))
+    names = _names(task)
+    if task.task == "classification":
+        numbered = names == [f"LABEL_{i}" for i in range(len(names))]
+        return value if numbered and draw(st.booleans()) else names[value]
+    if task.task == "multi-label":
+        return [names[i] for i in value]
+    floats = [float(v) for v in value]
+    return floats[0] if len(floats) == 1 and draw(st.booleans()) else floats
+
+
+def _text(kind: str) -> st.SearchStrategy:
+    """A text a user could write: not blank (a blank one is a missing value); no tab or line break in TSV."""
+    texts = TEXT.filter(lambda t: bool(t.strip()))
+    return texts.filter(lambda t: not set(t) & set("\t\n\r")) if kind == "tsv" else texts
+
+
+@st.composite
+def known_text_file(draw, kind: str, task: Task) -> tuple[bytes, Known, dict[str, Any]]:
+    """A valid CSV, TSV or JSONL file of known rows (columns in a drawn order, maybe renamed or with
+    an extra column), the content it holds and the column options to read it with."""
+    rows = draw(st.lists(st.tuples(_text(kind), label_value(task)), min_size=1, max_size=8))
+    text_column, label_column = draw(st.sampled_from([("text", "label"), ("utterance", "intent")]))
+    columns = draw(st.permutations([text_column, label_column, "id"]))[: draw(st.sampled_from([2, 3]))]
+    if text_column not in columns or label_column not in columns:
+        columns = [text_column, label_column]
+    if kind == "jsonl":
+        lines = []
+        for index, (text, value) in enumerate(rows):
+            cells = {text_column: text, label_column: draw(label_json(task, value)), "id": index}
+            lines.append(json.dumps({c: cells[c] for c in columns}, ensure_ascii=draw(st.booleans())))
+        body = draw(st.sampled_from(["\n", "\r\n"])).join(lines) + draw(st.sampled_from(["", "\n"]))
+    else:
+        end = draw(st.sampled_from(["\n", "\r\n"]))
+        lines = [list(columns)]
+        for index, (text, value) in enumerate(rows):
+            cells = {text_column: text, label_column: draw(label_text(task, value)), "id": str(index)}
+            lines.append([cells[c] for c in columns])
+        if kind == "csv":  # quoted where needed
+            if any("\r" in text for text, _ in rows):  # csv quotes a lone CR only when it ends lines (RFC 4180)
+                end = "\r\n"
+            out = io.StringIO()
+            csv.writer(out, lineterminator=end).writerows(lines)
+            body = out.getvalue()
+        else:  # TSV has no quoting: cells are written as they are
+            body = "".join("\t".join(line) + end for line in lines)
+    raw = (codecs.BOM_UTF8 if draw(st.integers(0, 4)) == 0 else b"") + body.encode("utf-8")
+    options = {"text_column": text_column, "label_column": label_column, "strict": draw(st.booleans())}
+    return raw, Known(label_tensor(task, [v for _, v in rows]), texts=[t for t, _ in rows]), options
+
+
+@st.composite
+def known_npz(draw, task: Task) -> tuple[bytes, Known, dict[str, Any]]:
+    """A valid .npz (x: [N, 4] in a dtype that converts to float32, labels as the task stores them)."""
+    count = draw(st.integers(1, 6))
+    dtype = draw(st.sampled_from(["float32", "float64", "int32", "int8", "uint8", "float16"]))
+    elements = {"float32": FLOAT32, "float64": FLOAT32, "float16": st.floats(width=16, allow_nan=False,
+                                                                              allow_infinity=False)}.get(dtype)
+    x = draw(hnp.arrays(np.dtype(dtype), (count, 4), elements=elements))
+    values = [draw(label_value(task)) for _ in range(count)]
+    labels = label_tensor(task, values)
+    if task.task == "regression" and labels.shape[1] == 1 and draw(st.booleans()):
+        stored = labels[:, 0]  # a plain target vector for a single-output regressor
+    else:
+        stored = labels.astype(draw(st.sampled_from(["int64", "int32"]))) if task.task == "classification" else labels
+    raw = _npz_bytes({"x": x, "labels": stored}, draw(st.booleans()))
+    return raw, Known(labels, arrays={"x": x.astype(np.float32)}), {}
 
 
 # ---- CSV and TSV --------------------------------------------------------------------------------------------
@@ -329,8 +492,33 @@ def npz_file(draw, task: Task) -> bytes:
 
 # ---- image folders ------------------------------------------------------------------------------------------
 
+
+def png_header(width: int, height: int, data: bytes = b"") -> bytes:
+    """A PNG that declares ``width`` x ``height`` RGB pixels but holds only ``data`` (cheap to write
+    at any size: Pillow checks the size against its decompression-bomb limit when it opens the file)."""
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return len(body).to_bytes(4, "big") + kind + body + zlib.crc32(kind + body).to_bytes(4, "big")
+
+    header = width.to_bytes(4, "big") + height.to_bytes(4, "big") + bytes([8, 2, 0, 0, 0])
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(data)) + chunk(b"IEND", b"")
+
+
+@st.composite
+def huge_image(draw) -> bytes:
+    """An image at Pillow's size limits: just under or over MAX_IMAGE_PIXELS (a warning, then the
+    decoder finds the data missing) or twice that (DecompressionBombError), or beyond any sane size."""
+    from PIL import Image
+
+    limit = Image.MAX_IMAGE_PIXELS or 89_478_485
+    pixels = draw(st.sampled_from([limit - 1, limit + 1, 2 * limit, 2 * limit + 1, 2**31 - 1, 2**40]))
+    pixels += draw(st.integers(0, 10))
+    height = draw(st.sampled_from([1, 7, 1000, 10_000, 2**16]))
+    width = max(1, min(pixels // height, 2**31 - 1))
+    return png_header(width, height, draw(st.binary(max_size=64)))
+
 IMAGE_MODES = ["RGB", "L", "RGBA", "P", "1", "I", "F", "CMYK", "LA", "I;16"]
 IMAGE_FORMATS = {"PNG": ".png", "JPEG": ".jpg", "BMP": ".bmp", "GIF": ".gif", "WEBP": ".webp", "TIFF": ".tif"}
+IMAGE_NAMES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".PNG")  # suffixes the generated files get
 
 
 @st.composite
@@ -338,8 +526,10 @@ def image_bytes(draw) -> tuple[str, bytes]:
     """(suffix, content): a real image in some mode and size, a damaged one, or not an image at all."""
     from PIL import Image
 
-    kind = draw(st.sampled_from(["image"] * 12 + ["damaged", "damaged", "garbage", "empty", "text"]))
-    suffix = draw(st.sampled_from([".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".PNG"] * 3 + [".txt", ""]))
+    kind = draw(st.sampled_from(["image"] * 12 + ["damaged", "damaged", "garbage", "empty", "text", "huge"]))
+    suffix = draw(st.sampled_from(list(IMAGE_NAMES) * 3 + [".txt", ""]))
+    if kind == "huge":
+        return ".png", draw(huge_image())
     if kind == "garbage":
         return suffix, draw(st.binary(max_size=200))
     if kind == "empty":
@@ -388,6 +578,34 @@ def image_folder(draw, task: Task) -> list[tuple[str, bytes]]:
         suffix, raw = draw(image_bytes())
         files.append((f"stray{suffix}", raw))
     return files
+
+
+IMAGE_SIZE = (3, 2)  # width, height of test_data.manifest(modality="image"): no resizing, exact pixels back
+MEAN, STD = np.array([0.485, 0.456, 0.406], np.float32), np.array([0.229, 0.224, 0.225], np.float32)
+
+
+@st.composite
+def known_image_folder(draw, task: Task) -> tuple[list[tuple[str, bytes]], Known, dict[str, Any]]:
+    """Class subfolders of lossless images of known pixels, and what the model must get from them."""
+    from PIL import Image
+
+    names = _names(task)
+    classes = draw(st.lists(st.integers(0, len(names) - 1), min_size=1, max_size=3, unique=True))
+    files, pixels, values = [], [], []
+    width, height = IMAGE_SIZE
+    for label in sorted(classes, key=lambda i: names[i]):  # the reader goes through class folders by name
+        for index in range(draw(st.integers(1, 3))):
+            mode = draw(st.sampled_from(["RGB", "L", "RGBA"]))
+            channels = {"RGB": 3, "L": 1, "RGBA": 4}[mode]
+            array = draw(hnp.arrays(np.uint8, (height, width, channels)))
+            rgb = np.repeat(array, 3, axis=2) if mode == "L" else array[:, :, :3]  # grey repeats, alpha drops
+            fmt, suffix = draw(st.sampled_from([("PNG", ".png"), ("BMP", ".bmp"), ("PNG", ".PNG"), ("BMP", ".BMP")]))
+            buffer = io.BytesIO()
+            Image.fromarray(array[:, :, 0] if mode == "L" else array, mode).save(buffer, format=fmt)
+            files.append((f"{names[label]}/{index}{suffix}", buffer.getvalue()))
+            pixels.append(((rgb.astype(np.float32) / 255 - MEAN) / STD).transpose(2, 0, 1))
+            values.append(label)
+    return files, Known(label_tensor(task, values), arrays={"pixel_values": np.stack(pixels)}), {}
 
 
 # ---- manifests and device profiles: a valid document, mutated -------------------------------------------------
@@ -475,8 +693,8 @@ def _toml_value(value: Any) -> str:
         return "nan" if math.isnan(value) else ("inf" if value > 0 else "-inf") if math.isinf(value) else repr(value)
     if isinstance(value, (int, datetime.date, datetime.time)):
         return str(value) if isinstance(value, int) else value.isoformat()
-    if isinstance(value, str):
-        return json.dumps(value, ensure_ascii=False)
+    if isinstance(value, str):  # TOML wants DEL escaped too, which JSON leaves as it is
+        return json.dumps(value, ensure_ascii=False).replace("\x7f", "\\u007f")
     if isinstance(value, list):
         return "[" + ", ".join(_toml_value(v) for v in value if v is not None) + "]"
     if isinstance(value, dict):
@@ -547,17 +765,22 @@ class DataTarget:
     def strategy(self, kind: str) -> st.SearchStrategy:
         content = {"csv": lambda t: table_file(",", t), "tsv": lambda t: table_file("\t", t), "jsonl": jsonl_file,
                    "npz": npz_file, "images": image_folder}[kind]
+        known = {"npz": known_npz, "images": known_image_folder}.get(kind, lambda t: known_text_file(kind, t))
         tasks = TASKS[:2] if kind == "images" else TASKS  # image folders are for classification only
         options = st.fixed_dictionaries({"text_column": st.sampled_from(["text"] * 8 + ["Text", "label"]),
                                          "label_column": st.sampled_from(["label"] * 8 + ["id"]),
                                          "strict": st.booleans()})
-        return st.sampled_from(tasks).flatmap(lambda task: st.tuples(content(task), st.just(task), options))
+        hostile = st.sampled_from(tasks).flatmap(lambda task: st.tuples(content(task), st.just(task), options,
+                                                                        st.none()))
+        valid = st.sampled_from(tasks).flatmap(lambda task: known(task).map(
+            lambda made: (made[0], task, made[2], made[1])))
+        return st.one_of(hostile, hostile, hostile, valid)  # a quarter: valid files of known content
 
     def check(self, kind: str, example: tuple) -> Outcome:
         from edgeft.data.records import read_records
         from edgeft.train.examples import ExampleSet
 
-        content, task, options = example
+        content, task, options, expected = example
         data = task.manifest({"npz": "tensor", "images": "image"}.get(kind, "text"))
         if kind == "images":
             path = _reset(self.root / "images")
@@ -573,10 +796,29 @@ class DataTarget:
             records = read_records(path, data, **options)
             problem = _consistent(records)
             if not problem:
-                ExampleSet(records, manifest)  # tokenizes the text or decodes every image
+                examples = ExampleSet(records, manifest)  # tokenizes the text or decodes every image
+                if expected is not None:
+                    return _differences(expected, records, examples)
             return problem
 
-        return classify(run, (str(path),))
+        return (round_trip if expected is not None else classify)(run, (str(path),))
+
+
+def _differences(expected: Known, records: Any, examples: Any) -> str:
+    """How what was read (the records, and the inputs and labels the model gets) differs from ``expected``."""
+    everything = np.arange(len(records))
+    if records.skipped:
+        return f"skipped {records.skipped[:2]}"
+    labels = examples.labels(everything)
+    if labels.dtype != expected.labels.dtype or not np.array_equal(labels, expected.labels):
+        return f"labels {labels.tolist()} ({labels.dtype}) instead of {expected.labels.tolist()} ({expected.labels.dtype})"
+    if expected.texts is not None and records.texts != expected.texts:
+        return f"texts {records.texts!r} instead of {expected.texts!r}"
+    for name, want in (expected.arrays or {}).items():
+        got = examples.inputs(everything)[name]
+        if got.shape != want.shape or not np.allclose(got, want, rtol=1e-6, atol=1e-6):
+            return f"input {name} {got.tolist()} instead of {want.tolist()}"
+    return ""
 
 
 class ManifestTarget:
@@ -589,29 +831,36 @@ class ManifestTarget:
         shutil.copytree(bundle, self.folders["bundle"])
         self.base = {kind: json.loads((folder / "manifest.json").read_text()) for kind, folder in self.folders.items()}
         self.data_csv = data_csv
+        self.reference = {kind: self._outputs(kind, folder) for kind, folder in self.folders.items()}
 
     def strategy(self, kind: str) -> st.SearchStrategy:
-        return st.sampled_from(["artifacts", "bundle"]).flatmap(
-            lambda which: st.tuples(st.just(which), manifest_file(self.base[which])))
+        hostile = st.sampled_from(["artifacts", "bundle"]).flatmap(
+            lambda which: st.tuples(st.just(which), manifest_file(self.base[which]), st.just(False)))
+        valid = st.sampled_from(["artifacts", "bundle"]).flatmap(
+            lambda which: st.tuples(st.just(which), reformatted(self.base[which]), st.just(True)))
+        return st.one_of(hostile, hostile, hostile, valid)
 
     def check(self, kind: str, example: tuple) -> Outcome:
-        which, raw = example
+        which, raw, known = example
         folder = self.folders[which]
         (folder / "manifest.json").write_bytes(raw)
-        return classify(lambda: self._use(which, folder), (str(folder),  str(self.data_csv)))
+        names = (str(folder), str(self.data_csv))
+        if known:  # the same manifest, written differently: the same model, the same results
+            return round_trip(lambda: self._same(which, folder), names)
+        return classify(lambda: self._use(which, folder), names)
 
-    def _use(self, which: str, folder: Path) -> str:
-        from edgeft.manifest import check_fields, load_manifest
+    def _outputs(self, which: str, folder: Path) -> list[np.ndarray]:
+        """What the folder computes: a bundle's scores for two texts; the artifacts' loss before and
+        after one training step (dropout seeded)."""
+        import onnxruntime as ort
 
-        _inspect(folder)
         if which == "bundle":
             from edgeft.deploy.bundle import Bundle
 
-            bundle = Bundle(folder)
-            scores = bundle.predict(["turn on the lights", "play some music"])
-            return "" if len(scores) == 2 else f"{len(scores)} predictions for 2 texts"
+            return [Bundle(folder).predict(["turn on the lights", "play some music"])]
         from edgeft.backends.select import open_trainer
         from edgeft.data.records import read_records
+        from edgeft.manifest import check_fields, load_manifest
         from edgeft.train.examples import ExampleSet
 
         manifest = check_fields(load_manifest(folder, kind="artifacts"))
@@ -619,10 +868,45 @@ class ManifestTarget:
         trainer = open_trainer(manifest, "auto", threads=1)
         batch = examples.inputs(np.arange(2))
         batch["labels"] = examples.labels(np.arange(2))
-        trainer.train_step(batch)  # one step of training, as edgeft train takes it
+        before = trainer.eval_step(batch)[0]
+        ort.set_seed(0)
+        trained = trainer.train_step(batch)[0]  # one step of training, as edgeft train takes it
         trainer.optimizer_step()
-        trainer.eval_step(batch)
+        return [np.array([before, trained, trainer.eval_step(batch)[0]])]
+
+    def _use(self, which: str, folder: Path) -> str:
+        _inspect(folder)
+        outputs = self._outputs(which, folder)
+        if which == "bundle" and len(outputs[0]) != 2:
+            return f"{len(outputs[0])} predictions for 2 texts"
         return ""
+
+    def _same(self, which: str, folder: Path) -> str:
+        from edgeft.manifest import load_manifest
+
+        if load_manifest(folder).data != self.base[which]:
+            return "the manifest read differs from the one written"
+        got = self._outputs(which, folder)
+        if any(not np.array_equal(a, b) for a, b in zip(got, self.reference[which])):
+            return f"results {[a.tolist() for a in got]} instead of {[b.tolist() for b in self.reference[which]]}"
+        return ""
+
+
+@st.composite
+def reformatted(draw, base: dict[str, Any]) -> bytes:
+    """``base`` as another JSON writer might lay it out: indentation, key order, escapes."""
+    data = copy.deepcopy(base)
+    if draw(st.booleans()):  # keys in another order, at every level
+        def shuffled(value: Any) -> Any:
+            if isinstance(value, dict):
+                keys = draw(st.permutations(list(value)))
+                return {key: shuffled(value[key]) for key in keys}
+            return [shuffled(item) for item in value] if isinstance(value, list) else value
+        data = shuffled(data)
+    indent = draw(st.sampled_from([None, 0, 1, 2, 4, "\t"]))
+    separators = draw(st.sampled_from([None, (",", ":"), (", ", ": ")]))
+    text = json.dumps(data, indent=indent, separators=separators, ensure_ascii=draw(st.booleans()))
+    return (text + draw(st.sampled_from(["", "\n", "\r\n", "  \n"]))).encode("utf-8")
 
 
 def _inspect(folder: Path) -> None:
@@ -651,13 +935,51 @@ class ProfileTarget:
         self.path = self.root / "my-board.toml"
 
     def strategy(self, kind: str) -> st.SearchStrategy:
-        return profile_file(self.base)
+        hostile = profile_file(self.base).map(lambda raw: (raw, None))
+        return st.one_of(hostile, hostile, hostile, known_profile(self.base))
 
-    def check(self, kind: str, example: bytes) -> Outcome:
+    def check(self, kind: str, example: tuple) -> Outcome:
         from edgeft.devices import load_profile
 
-        self.path.write_bytes(example)
-        return classify(lambda: load_profile(self.path) and "", (str(self.path),))
+        raw, expected = example
+        self.path.write_bytes(raw)
+        if expected is None:
+            return classify(lambda: load_profile(self.path) and "", (str(self.path),))
+
+        def same() -> str:
+            got = load_profile(self.path).as_dict()
+            got.pop("path")
+            return "" if got == expected else f"read {got} instead of {expected}"
+
+        return round_trip(same, (str(self.path),))
+
+
+@st.composite
+def known_profile(draw, base: dict[str, Any]) -> tuple[bytes, dict[str, Any]]:
+    """A valid profile: ``base`` with every number, flag and choice drawn from its allowed values,
+    and what ``load_profile(...).as_dict()`` must give for it."""
+    from edgeft.devices import FORMAT_VERSION, GRAPH_OPTIMIZATIONS
+
+    data = copy.deepcopy(base)
+    data["description"] = draw(TEXT.filter(lambda t: bool(t.strip())))  # a blank one is refused
+    hardware, quantization, runtime, targets = (data[k] for k in ("hardware", "quantization", "runtime", "targets"))
+    hardware["cores"] = draw(st.integers(1, 1024))
+    hardware["threads"] = draw(st.integers(1, hardware["cores"]))  # more threads than cores is refused
+    hardware["memory_mb"] = draw(st.integers(16, 16 * 2**20))
+    hardware["storage_mb"] = draw(st.integers(1, 1024 * 2**20))
+    for flag in ("per_channel", "reduce_range", "quantize_embeddings"):
+        quantization[flag] = draw(st.booleans())
+    quantization["calibration_examples"] = draw(st.integers(1, 100_000))
+    runtime["graph_optimization"] = draw(st.sampled_from(GRAPH_OPTIMIZATIONS))
+    runtime["fuse_transformer"] = draw(st.booleans())
+    targets["max_accuracy_drop"] = draw(st.floats(0, 100) | st.integers(0, 100))
+    for optional in ("latency_ms_p50", "max_model_mb"):
+        targets[optional] = draw(st.none() | st.floats(0, 1e12) | st.integers(0, 10**6))
+    expected = {"format_version": FORMAT_VERSION, **copy.deepcopy(data)}
+    for key in ("max_accuracy_drop", "latency_ms_p50", "max_model_mb"):  # numbers are read as floats;
+        value = expected["targets"][key]  # an optional target of 0 means none
+        expected["targets"][key] = None if value is None or (key != "max_accuracy_drop" and value == 0) else float(value)
+    return toml_text(data).encode("utf-8"), expected
 
 
 FILE_TYPES = ("csv", "tsv", "jsonl", "npz", "images", "manifests", "profiles")
@@ -681,7 +1003,7 @@ def run_fuzz(target: Any, kind: str, examples: int, seed: int | None = None, tal
     def one(example: Any) -> None:
         outcome = target.check(kind, example)
         if stop_on_problem:
-            assert outcome.kind in ("accepted", "refused"), f"{kind}: {outcome.kind}\n{outcome.detail}"
+            assert outcome.kind not in PROBLEMS, f"{kind} (seed {seed}): {outcome.kind}\n{outcome.detail}"
         tally.add(outcome)
 
     if seed is not None:

@@ -45,17 +45,29 @@ def shas(report: dict) -> dict:
     return {b["name"]: b["files"] for b in report["builds"]}
 
 
+def written(report: dict) -> dict[str, tuple[int, int]]:
+    """Inode and modification time of every output file: a rebuild writes new files (renamed into
+    place), a skipped build touches none."""
+    folders = [Path(b["output"]) for b in report["builds"]]
+    folders += [Path(out["output"]) for b in report["builds"] for key in ("packages", "bundles") for out in b.get(key, [])]
+    return {str(path): (path.stat().st_ino, path.stat().st_mtime_ns)
+            for folder in folders for path in sorted(folder.rglob("*")) if path.is_file()}
+
+
 def test_two_builds_are_byte_identical_and_unchanged_ones_skip(project):
     first = run_builds(project / "edgeft.toml")
     assert [b["status"] for b in first["builds"]] == ["built", "built"]
     onnx_files = [k for k in first["builds"][1]["files"] if "model" in k or "portable" in k]
     assert len(onnx_files) >= 6  # forward and prefix models, the tail's step / eval graphs, optimizer, checkpoint
+    first_files = written(first)
     forced = run_builds(project / "edgeft.toml", force=True)
     assert shas(forced) == shas(first)  # rebuilt from scratch: the same sha256 for every file
+    before = written(forced)
+    assert before.keys() == first_files.keys() and all(before[k] != first_files[k] for k in before)  # rewritten
     skipped = run_builds(project / "edgeft.toml")
     assert [b["status"] for b in skipped["builds"]] == ["skipped", "skipped"]
     assert shas(skipped) == shas(first)
-    assert skipped["seconds"] < 0.1 * forced["seconds"]
+    assert written(skipped) == before  # nothing was written again
     # a changed label file changes only that build's key
     (project / "labels.txt").write_text("a\nb\nz\n")
     changed = run_builds(project / "edgeft.toml")
@@ -127,8 +139,9 @@ def test_the_example_build_file_rebuilds_byte_identical_and_skips(tmp_path):
         assert {k: v for k, v in after["files"].items() if k not in measured} == \
                {k: v for k, v in before["files"].items() if k not in measured}
         assert verify_folder(Path(after["output"]))["ok"]
+    before = written(forced)
     skipped = run_builds(tmp_path / "edgeft.toml")
     assert [b["status"] for b in skipped["builds"][0]["bundles"]] == ["skipped", "skipped"]
     assert [p["status"] for p in skipped["builds"][0]["packages"]] == ["skipped"]
     assert skipped["builds"][0]["status"] == "skipped" and shas(skipped) == shas(first)
-    assert skipped["seconds"] < 0.1 * first["seconds"]
+    assert written(skipped) == before  # nothing was exported, trained or deployed again

@@ -107,6 +107,11 @@ def test_guard_sizes_and_pools_its_check():
     assert quality_drop("classification", {"accuracy": 0.98}, merged) == 0.0
     rmse = pooled("regression", [({"rmse": 1.0}, 1), ({"rmse": 3.0}, 1)])["rmse"]
     assert rmse == pytest.approx(np.sqrt(5.0))
+    # points of accuracy lost; for regression the RMSE increase in percent of the fp32 RMSE, at any scale
+    assert quality_drop("classification", {"accuracy": 0.9}, {"accuracy": 0.85}) == pytest.approx(5.0)
+    assert quality_drop("classification", {"accuracy": 0.9}, {"accuracy": 0.95}) == pytest.approx(-5.0)
+    for scale in (1e-3, 1.0, 1e3):
+        assert quality_drop("regression", {"rmse": 2.0 * scale}, {"rmse": 2.1 * scale}) == pytest.approx(5.0)
 
 
 @pytest.mark.parametrize("mode,fmt", [("static", "qdq"), ("static", "qoperator"), ("fp16", "qdq"), ("none", "qdq")])
@@ -132,8 +137,10 @@ def test_every_quantization_mode_deploys_a_fused_transformer(text_run, tmp_path,
 
 
 def test_accuracy_guard_falls_back_with_zero_tolerance(export_cache, tmp_path):
+    from edgeft.deploy.guard import head_node_patterns, ladder
     from edgeft.deploy.inference_model import build_inference_model
     from edgeft.deploy.runtime import make_session
+    from edgeft.devices import load_profile
 
     artifacts = export_cache(model="models:mlp", inputs=["x:float32:batch,8"], train="last:1", dropout=False).folder
     fp32, _ = build_inference_model(artifacts / "forward.onnx", {}, tmp_path / "fp32.onnx", False, None, None)
@@ -146,6 +153,11 @@ def test_accuracy_guard_falls_back_with_zero_tolerance(export_cache, tmp_path):
     assert report["attempts"][0]["accepted"] is False and report["attempts"][0]["drop"] > 0
     assert len(report["attempts"]) >= 2 and report["accuracy_drop"] == 0.0
     assert report["chosen"] != "the profile's recipe"
+    # the ladder's own order, each step rejected until the last (tests/test_guard.py pins the order itself)
+    order = [why for why, _ in ladder(load_profile("stm32mp25").quantization, head_node_patterns(
+        [t["name"] for t in json.loads((artifacts / "manifest.json").read_text())["trainable"]["tensors"]]))]
+    assert [a["step"] for a in report["attempts"]] == order[: len(report["attempts"])]
+    assert [a["accepted"] for a in report["attempts"]] == [False] * (len(report["attempts"]) - 1) + [True]
     # a bundle of a model that takes tensors predicts from .npz files (labels in them are ignored)
     out = subprocess.run([sys.executable, "-m", "edgeft", "predict", str(tmp_path / "bundle"), str(tmp_path / "val.npz"),
                           "--json"], capture_output=True, text=True)

@@ -62,3 +62,21 @@ def test_portable_training_runs_on_plain_onnxruntime(tiny_bert, export_cache, tm
     assert "portable training graphs load" in out.stdout + out.stderr
     assert "exit 1" in out.stdout and "training API is not installed" in out.stderr
     assert "heavy []" in out.stdout
+
+
+def test_training_on_a_host_with_torch_does_not_import_it(tiny_onnx, export_cache):
+    """torch is installed here and not blocked: onnxruntime-training imports it on its own (checked
+    first, so this test cannot pass vacuously), and edgeft's import workaround (edgeft/ortimport.py)
+    keeps a whole training step free of it."""
+    result = export_cache(model=str(tiny_onnx), train="head")
+    control = subprocess.run([sys.executable, "-c", "import sys, onnxruntime\nprint('torch' in sys.modules)"],
+                             capture_output=True, text=True, timeout=120)
+    assert control.returncode == 0 and control.stdout.strip() == "True", control.stderr
+    code = ("import sys\nimport numpy as np\nfrom edgeft.manifest import load_manifest\n"
+            "from edgeft.backends.ort_training import OrtTrainer\n"
+            f"t = OrtTrainer(load_manifest({str(result.folder)!r}), threads=1)\n"
+            "t.train_step({'x': np.ones((2, 8), np.float32), 'labels': np.zeros(2, np.int64)})\nt.optimizer_step()\n"
+            f"print(sorted(m for m in {HEAVY!r} if m in sys.modules), 'onnxruntime.training.api' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[] True"

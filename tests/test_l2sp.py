@@ -89,12 +89,15 @@ def test_strength_is_chosen_at_train_time_and_zero_switches_it_off(l2sp_artifact
         trainer = PortableTrainer(manifest, threads=1, l2sp=strength)
         trainer.load_parameters(moved)
         losses[strength] = trainer.train_step(batch)[0]
-    task = PortableTrainer(manifest, threads=1).eval_step(batch)[0]
     trainer = PortableTrainer(manifest, threads=1)
     trainer.load_parameters(moved)
-    assert losses[0.0] == pytest.approx(trainer.eval_step(batch)[0], rel=1e-5)
-    assert losses[2 * STRENGTH] - losses[0.0] == pytest.approx(2 * (losses[STRENGTH] - losses[0.0]), rel=1e-4)
-    assert task != pytest.approx(losses[STRENGTH])
+    task = trainer.eval_step(batch)[0]  # the task loss at the same (moved) weights
+    start = PortableTrainer(manifest, threads=1).parameters()
+    penalty = sum(float(np.sum((moved[n] - start[n]) ** 2)) for n in manifest.data["l2sp"]["tensors"])
+    assert penalty > 1.0
+    assert losses[0.0] == pytest.approx(task, rel=1e-5)
+    for strength in (STRENGTH, 2 * STRENGTH):  # exactly the term on top of the task loss
+        assert losses[strength] - task == pytest.approx(strength / 2 * penalty, rel=1e-4)
 
 
 def test_training_with_l2sp_stays_nearer_the_pretrained_weights(l2sp_artifacts, tmp_path):

@@ -1,7 +1,8 @@
 """Faults must not lose work, and files edgeft did not write must not harm it.
 
-- SIGKILL at seeded random moments during ``edgeft train`` (and while it resumes): every
-  checkpoint on disk loads, and ``--resume`` ends with the uninterrupted run's result, bit for bit.
+- SIGKILL at seeded random moments during ``edgeft train`` (and while it resumes), with both
+  training backends: every checkpoint on disk loads, every ``--resume`` continues from the newest
+  checkpoint (not from scratch), and it ends with the uninterrupted run's result, bit for bit.
 - A full disk during checkpoint, export and deploy: one clear error, the previous checkpoint,
   artifact folder or bundle byte-identical, nothing half-written left behind.
 - Integrity and safety: every file is checked against its manifest sha256 before use, paths
@@ -9,8 +10,9 @@
 - Numerical faults: NaN or infinite inputs are refused, a diverging learning rate stops the run
   with a clear message and keeps the last good checkpoint.
 
-CI runs EDGEFT_KILLS kills (default 3) and one disk-full case per operation; tools/reliability.py
-runs the full counts and prints the reliability report.
+CI runs EDGEFT_KILLS kills per backend (default 3, at moments drawn from the run's seed, see
+reliability_fuzz.run_seed) and one disk-full case per operation; tools/reliability.py runs the
+full counts and prints the reliability report.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ import pytest
 from edgeft.errors import EdgeftError
 from reliability_faults import (SmallDisk, TrainJob, changed, checkpoint_case, disk_full_case, failed_cleanly,
                                 free_levels, kill_trials, reference_run, run_edgeft, snapshot)
+from reliability_fuzz import run_seed
 from test_train import LABELS, dataset, write_csv
 
 KILLS = int(os.environ.get("EDGEFT_KILLS", "3"))
@@ -66,8 +69,12 @@ def bundle(artifacts, val_csv, tmp_path_factory) -> Path:
 # ---- SIGKILL ---------------------------------------------------------------------------------------------------
 
 
-def test_sigkill_at_random_moments_never_loses_work(job, reference):
-    report = kill_trials(job, KILLS, seed=0, reference=reference)
+@pytest.mark.parametrize("backend", ["ort-training", "portable"])
+def test_sigkill_at_random_moments_never_loses_work(job, reference, backend, tmp_path):
+    if backend != job.backend:
+        job = TrainJob(job.artifacts, job.data, tmp_path, backend=backend)
+        reference = reference_run(job)
+    report = kill_trials(job, KILLS, seed=run_seed(), reference=reference)
     assert report.kills >= KILLS, report
     assert report.lost == [] and report.crashed == [], report
 

@@ -1,18 +1,22 @@
 #!/usr/bin/env python
 """The reliability report: kill edgeft, fill its disk, feed it hostile files; count what broke.
 
-Usage: python tools/reliability.py [--kills 20] [--fuzz 1000] [--seed 0] [--json]
-       [--out artifacts/reliability] [--only kills disk fuzz]
+Usage: python tools/reliability.py [--kills 20] [--fuzz 1000] [--seed N] [--json]
+       [--out artifacts/reliability] [--only kills disk fuzz] [--backends ort-training portable]
 
 - kills: ``edgeft train`` (a tiny BERT, dropout on, frozen-prefix cache) is SIGKILLed at seeded
-  random moments, resumes included, until at least --kills kills hit a running process; each
-  trial must end, after ``--resume``, with the uninterrupted run's weights bit for bit.
+  random moments, resumes included, until at least --kills kills hit a running process, with
+  each training backend; each trial must end, after ``--resume``, with the uninterrupted run's
+  weights bit for bit, and every resume must continue from the newest checkpoint (its step, only
+  the remaining steps, the checkpoints it found unchanged), not start over.
 - disk: a full disk (a small tmpfs when this runs as root, else RLIMIT_FSIZE) during a
   checkpoint, an export and a deploy, each at several fill levels: one clear error, and the
   previous checkpoint, artifact folder or bundle byte-identical.
 - fuzz: --fuzz hypothesis-generated inputs for each file type edgeft reads (CSV, TSV, JSONL,
   npz, image folders, manifests, device profiles): no traceback, every refusal names the file,
-  the place and what to do.
+  the place and what to do, and the valid files of known content among them read back exactly.
+
+The seed (kill moments and fuzzer) is --seed, else $EDGEFT_SEED, else a new one; it is printed.
 
 The machinery is shared with the test suite (tests/reliability_faults.py, tests/reliability_fuzz.py;
 CI runs a few of each). The table goes to stdout (stderr with --json, which prints the report as
@@ -24,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import sys
 import tempfile
@@ -66,18 +71,27 @@ class Fixtures:
                                                 output=work / "bundle", force=True))["bundle"])
 
 
-def run_kills(fixtures: Fixtures, kills: int, seed: int) -> tuple[dict[str, Any], Any]:
+def run_kills(fixtures: Fixtures, kills: int, seed: int, backends: list[str]) -> tuple[dict[str, Any], Any]:
+    """Kill trials per backend; returns their reports and the first backend's job and reference run
+    (the disk-full cases reuse them)."""
     from reliability_faults import TrainJob, kill_trials, reference_run
 
-    job = TrainJob(fixtures.artifacts, fixtures.train_csv, fixtures.work / "kills")
-    job.root.mkdir(exist_ok=True)
-    reference = reference_run(job)
-    log(f"kills: reference run {reference.startup:.1f} s start-up + {reference.training:.1f} s training")
-    report = kill_trials(job, kills, seed=seed, reference=reference, trials=kills,  # >= N trials, >= N kills
-                         progress=lambda r: log(f"  trial {r.trials}: {r.kills} kills so far, "
-                                                f"{len(r.lost)} lost, {len(r.crashed)} crashed"))
-    return {"trials": report.trials, "kills": report.kills, "missed": report.missed, "lost": report.lost,
-            "crashed": report.crashed, "moments": report.moments}, (job, reference)
+    reports, first = {}, None
+    for backend in backends:
+        job = TrainJob(fixtures.artifacts, fixtures.train_csv, fixtures.work / f"kills-{backend}", backend=backend)
+        job.root.mkdir(exist_ok=True)
+        reference = reference_run(job)
+        first = first or (job, reference)
+        log(f"kills ({backend}): reference run {reference.startup:.1f} s start-up + {reference.training:.1f} s training")
+        if not kills:
+            continue
+        report = kill_trials(job, kills, seed=seed, reference=reference, trials=kills,  # >= N trials, >= N kills
+                             progress=lambda r: log(f"  trial {r.trials}: {r.kills} kills so far, {r.resumes} "
+                                                    f"resumes, {len(r.lost)} lost, {len(r.crashed)} crashed"))
+        reports[backend] = {"trials": report.trials, "kills": report.kills, "missed": report.missed,
+                            "resumes": report.resumes, "lost": report.lost, "crashed": report.crashed,
+                            "moments": report.moments}
+    return reports, first
 
 
 def run_disk_full(fixtures: Fixtures, job: Any, reference: Any, mechanism: str | None) -> dict[str, Any]:
@@ -132,10 +146,11 @@ def run_fuzz_all(fixtures: Fixtures, examples: int, seed: int) -> dict[str, Any]
 def verdict(report: dict[str, Any], wanted: dict[str, int]) -> list[str]:
     """Why the report fails (empty: it passes)."""
     problems = []
-    kills = report.get("kills")
-    if kills is not None:
+    for backend, kills in (report.get("kills") or {}).items():
         if kills["kills"] < wanted["kills"]:
-            problems.append(f"only {kills['kills']} kills (wanted {wanted['kills']})")
+            problems.append(f"{backend}: only {kills['kills']} kills (wanted {wanted['kills']})")
+        if not kills["resumes"]:
+            problems.append(f"{backend}: no resume started from a checkpoint (every kill came too early)")
         problems += [f"kill: {p}" for p in kills["lost"] + kills["crashed"]]
     disk = report.get("disk_full")
     if disk is not None:
@@ -150,17 +165,19 @@ def verdict(report: dict[str, Any], wanted: dict[str, int]) -> list[str]:
     for kind, tally in (report.get("fuzz") or {}).items():
         if tally["tried"] < wanted["fuzz"]:
             problems.append(f"only {tally['tried']} {kind} inputs fuzzed (wanted {wanted['fuzz']})")
-        if tally["crash"] or tally["unclear"]:
-            problems.append(f"{kind}: {tally['crash']} crashes, {tally['unclear']} unclear: {tally['problems'][:1]}")
+        if not tally["verified"]:
+            problems.append(f"{kind}: no valid file of known content was read back")
+        if tally["crash"] or tally["unclear"] or tally["wrong"]:
+            problems.append(f"{kind}: {tally['crash']} crashes, {tally['unclear']} unclear, {tally['wrong']} read "
+                            f"wrongly: {tally['problems'][:1]}")
     return problems
 
 
 def table(report: dict[str, Any], problems: list[str]) -> str:
     lines = [f"edgeft reliability report (seed {report['seed']}, {report['seconds']:.0f} s)", "",
              f"{'fault injection':<34}{'tried':>7}{'lost data':>11}{'crashed':>9}"]
-    kills = report.get("kills")
-    if kills is not None:
-        label = f"SIGKILL during train ({kills['trials']} runs)"
+    for backend, kills in (report.get("kills") or {}).items():
+        label = f"SIGKILL, {backend} ({kills['trials']} runs)"
         lines.append(f"{label:<34}{kills['kills']:>7}{len(kills['lost']):>11}{len(kills['crashed']):>9}")
     disk = report.get("disk_full")
     if disk is not None:
@@ -171,14 +188,13 @@ def table(report: dict[str, Any], problems: list[str]) -> str:
                          f"{sum(bool(c['unclear']) for c in cases):>9}")
     fuzz = report.get("fuzz")
     if fuzz:
-        lines += ["", f"{'fuzzed inputs':<34}{'tried':>7}{'accepted':>10}{'refused':>9}{'unclear':>9}{'crashed':>9}"]
+        columns = ("tried", "verified", "accepted", "refused", "wrong", "unclear", "crash")
+        lines += ["", f"{'fuzzed inputs':<26}" + "".join(f"{name:>10}" for name in columns)]
         for kind, tally in fuzz.items():
-            lines.append(f"{kind:<34}{tally['tried']:>7}{tally['accepted']:>10}{tally['refused']:>9}"
-                         f"{tally['unclear']:>9}{tally['crash']:>9}")
-        totals = {key: sum(t[key] for t in fuzz.values()) for key in ("tried", "accepted", "refused", "unclear", "crash")}
-        lines.append(f"{'total':<34}{totals['tried']:>7}{totals['accepted']:>10}{totals['refused']:>9}"
-                     f"{totals['unclear']:>9}{totals['crash']:>9}")
-    lines += ["", "result: " + ("PASS: no data lost, no traceback, every refusal clear" if not problems
+            lines.append(f"{kind:<26}" + "".join(f"{tally[name]:>10}" for name in columns))
+        lines.append(f"{'total':<26}" + "".join(f"{sum(t[name] for t in fuzz.values()):>10}" for name in columns))
+    lines += ["", "result: " + ("PASS: no data lost, every resume a resume, no traceback, every refusal clear, "
+                                "valid files read back exactly" if not problems
                                 else f"FAIL ({len(problems)} problem(s))")]
     lines += [f"  - {p[:300]}" for p in problems[:20]]
     return "\n".join(lines)
@@ -188,7 +204,10 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--kills", type=int, default=20, help="SIGKILLs to land on running edgeft train processes")
     parser.add_argument("--fuzz", type=int, default=1000, help="generated inputs per file type")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the kill moments and the fuzzer")
+    parser.add_argument("--seed", type=int, help="seed of the kill moments and the fuzzer [default: $EDGEFT_SEED, "
+                                                 "else a new one, printed]")
+    parser.add_argument("--backends", nargs="+", choices=["ort-training", "portable"],
+                        default=["ort-training", "portable"], help="training backends to kill")
     parser.add_argument("--disk", choices=["auto", "tmpfs", "rlimit"], default="auto",
                         help="how to make the disk full (auto: tmpfs when allowed, else RLIMIT_FSIZE)")
     parser.add_argument("--only", nargs="+", choices=["kills", "disk", "fuzz"], default=["kills", "disk", "fuzz"])
@@ -196,20 +215,27 @@ def main() -> int:
     parser.add_argument("--json", action="store_true", help="print the report as JSON on stdout (the table to stderr)")
     args = parser.parse_args()
 
+    from reliability_fuzz import SEED_ENV, run_seed
+
+    if args.seed is not None:
+        os.environ[SEED_ENV] = str(args.seed)
+    seed = run_seed()
+    log(f"seed {seed} (--seed {seed} repeats this run)")
     started = time.perf_counter()
-    report: dict[str, Any] = {"seed": args.seed, "wanted": {"kills": args.kills, "fuzz": args.fuzz}}
+    report: dict[str, Any] = {"seed": seed, "wanted": {"kills": args.kills, "fuzz": args.fuzz}}
     with tempfile.TemporaryDirectory(prefix="edgeft-reliability-") as tmp:
         log("building a tiny BERT, its artifacts and a bundle")
         fixtures = Fixtures(Path(tmp))
         job = reference = None
         if "kills" in args.only or "disk" in args.only:
-            report["kills"], (job, reference) = run_kills(fixtures, args.kills if "kills" in args.only else 0, args.seed)
+            report["kills"], (job, reference) = run_kills(fixtures, args.kills if "kills" in args.only else 0, seed,
+                                                          args.backends)
             if "kills" not in args.only:
                 del report["kills"]
         if "disk" in args.only:
             report["disk_full"] = run_disk_full(fixtures, job, reference, None if args.disk == "auto" else args.disk)
         if "fuzz" in args.only:
-            report["fuzz"] = run_fuzz_all(fixtures, args.fuzz, args.seed)
+            report["fuzz"] = run_fuzz_all(fixtures, args.fuzz, seed)
     report["seconds"] = round(time.perf_counter() - started, 1)
     problems = verdict(report, report["wanted"])
     report["problems"] = problems

@@ -16,6 +16,7 @@ from __future__ import annotations
 import io
 import json
 import struct
+import sys
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,6 +30,11 @@ FORMAT = "edgeft-trainable-1"
 STATE_FILE = "trainable.npz"  # inside a run checkpoint folder
 ORT_FILE = "checkpoint"  # ONNX Runtime's checkpoint inside a run checkpoint folder
 HASHES_FILE = "sha256.json"  # inside a run checkpoint folder: the sha256 of every other file, written last
+LOOP_FILE = "state.json"  # inside a run checkpoint folder: the loop position (edgeft.train.checkpoints)
+# A key of state.json, written since checkpoints record their hashes (format 2). A run checkpoint
+# whose state.json lacks it predates the record (format 1) and is the only kind read without one.
+FORMAT_KEY, CHECKPOINT_FORMAT = "checkpoint_format", 2
+_noted: set[Path] = set()  # old checkpoints already reported in this process
 
 
 @dataclass
@@ -62,13 +68,21 @@ def write_hashes(folder: Path) -> None:
 
 def verify_checkpoint(path: Path) -> None:
     """Check the files of a run checkpoint folder (``path``, or the folder of the file ``path``)
-    against their recorded sha256. Folders without a record (an artifact folder, whose manifest
-    holds the hashes, or a checkpoint written before edgeft recorded them) are read as they are."""
+    against their recorded sha256.
+
+    A run checkpoint (a folder with a ``state.json``) without its record is refused, so deleting
+    the record cannot hide an edited file; only one that predates the record (its state.json has
+    no format marker) is read as it is, with a note on stderr. Other folders (an artifact folder,
+    whose manifest holds the hashes, or the folder of a state file given by hand) are read as
+    they are."""
     folder = Path(path) if Path(path).is_dir() else Path(path).parent
     record = folder / HASHES_FILE
-    if not record.is_file():
-        return
     hint = "remove this checkpoint folder to resume from the one before it (or deploy another one: edgeft deploy RUN --checkpoint FOLDER)."
+    if not record.is_file():
+        if (folder / LOOP_FILE).is_file() and not _predates_record(folder):
+            raise EdgeftError(f"The checkpoint's hash record {HASHES_FILE} is missing, so its files cannot be "
+                              "checked.", where=str(record), hint=hint)
+        return
     try:
         hashes = json.loads(record.read_text(encoding="utf-8"))
         if not isinstance(hashes, dict) or not all(isinstance(v, str) for v in hashes.values()):
@@ -83,6 +97,22 @@ def verify_checkpoint(path: Path) -> None:
         if sha256_file(path) != digest:
             raise EdgeftError(f"The checkpoint file {path.name} was modified or damaged after it was written "
                               "(sha256 mismatch).", where=str(path), hint=hint)
+
+
+def _predates_record(folder: Path) -> bool:
+    """Whether a run checkpoint without a hash record was written before edgeft recorded them
+    (a state.json object without the format marker); says so on stderr, once per folder."""
+    try:
+        state = json.loads((folder / LOOP_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError, RecursionError):
+        return False
+    if not isinstance(state, dict) or FORMAT_KEY in state:
+        return False
+    if folder.resolve() not in _noted:
+        _noted.add(folder.resolve())
+        print(f"note: the checkpoint {folder} was written by an edgeft older than checkpoint hash records "
+              f"({HASHES_FILE}); its files are read unchecked.", file=sys.stderr)
+    return True
 
 
 def resolve_checkpoint(path: Path) -> Path:

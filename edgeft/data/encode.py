@@ -77,5 +77,8 @@ class ImageEncoder:
         except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
             raise EdgeftError(f"{path} cannot be read as an image: {exc}.", where=str(path),
                               hint="replace or remove the file.") from exc
+        except MemoryError as exc:  # a size under Pillow's decompression-bomb limit can still be too large here
+            raise EdgeftError(f"{path} is too large to decode on this machine (not enough memory).", where=str(path),
+                              hint="shrink or remove the image.") from exc
         array = np.asarray(pixels, dtype=np.float32).reshape(self.size[1], self.size[0], -1) * self.rescale
         return ((array.transpose(2, 0, 1) - self.mean) / self.std).astype(np.float32)

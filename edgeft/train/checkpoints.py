@@ -3,8 +3,9 @@
 A checkpoint is a folder ``checkpoints/step-NNNNNNNN`` holding the backend's state (edgeft's
 ``trainable.npz`` with parameters, optimizer moments and step, which both backends read; the
 ORT training backend also writes its own ``checkpoint``), ``state.json`` (epoch, step, batch
-position, best metric, history) and ``sha256.json`` (the hash of each of those files, checked
-whenever the checkpoint is read). It is built in a staging folder and renamed into place, so a
+position, best metric, history, and the checkpoint format) and ``sha256.json`` (the hash of each
+of those files, checked whenever the checkpoint is read; a checkpoint without it is refused
+unless its format says it predates the record). It is built in a staging folder and renamed into place, so a
 run killed at any moment (even SIGKILL) leaves every listed checkpoint complete and loadable.
 """
 
@@ -16,13 +17,14 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from edgeft.backends.state import ORT_FILE, STATE_FILE, verify_checkpoint, write_hashes
+from edgeft.backends.state import (CHECKPOINT_FORMAT, FORMAT_KEY, LOOP_FILE, ORT_FILE, STATE_FILE,
+                                  verify_checkpoint, write_hashes)
 from edgeft.errors import EdgeftError
 from edgeft.fsutil import staged_folder
 
 CHECKPOINTS = "checkpoints"
 BEST = "best"
-STATE = "state.json"
+STATE = LOOP_FILE
 ORT_CHECKPOINT = ORT_FILE
 STATE_NPZ = STATE_FILE
 
@@ -31,7 +33,8 @@ def save(folder: Path, trainer: Any, state: dict[str, Any], force: bool = False)
     """Write ``folder`` (the trainer's state with optimizer moments, state.json, then the hashes) atomically."""
     with staged_folder(folder, force=force) as stage:
         trainer.save_checkpoint(stage)
-        (stage / STATE).write_text(json.dumps(state, indent=1, sort_keys=True), encoding="utf-8")
+        marked = {**state, FORMAT_KEY: CHECKPOINT_FORMAT}  # "written with a hash record" (see verify_checkpoint)
+        (stage / STATE).write_text(json.dumps(marked, indent=1, sort_keys=True), encoding="utf-8")
         write_hashes(stage)
     return folder
 
@@ -54,7 +57,8 @@ def latest(run_dir: Path) -> Path | None:
 
 
 def load_state(folder: Path) -> dict[str, Any]:
-    """The loop state saved with a checkpoint (its files verified first); a damaged file is a clear error."""
+    """The loop state saved with a checkpoint (its files verified first, the format marker left out);
+    a damaged file is a clear error."""
     verify_checkpoint(folder)
     try:
         state = json.loads((folder / STATE).read_text(encoding="utf-8"))
@@ -64,6 +68,7 @@ def load_state(folder: Path) -> dict[str, Any]:
     if not isinstance(state, dict):
         raise EdgeftError("The checkpoint state is not a JSON object.", where=str(folder / STATE),
                           hint="remove this checkpoint folder to resume from the one before it.")
+    state.pop(FORMAT_KEY, None)
     return state
 
 
