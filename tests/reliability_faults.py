@@ -199,7 +199,7 @@ class TrainJob:
     artifacts: Path
     data: Path
     root: Path
-    backend: str = "ort-training"
+    backend: str = "portable"
     options: tuple[str, ...] = ("--epochs", "3", "--batch-size", "2", "--checkpoint-every", "7", "--threads", "1",
                                 "--seed", "5", "--json")
 

@@ -64,6 +64,7 @@ def test_portable_training_runs_on_plain_onnxruntime(tiny_bert, export_cache, tm
     assert "heavy []" in out.stdout
 
 
+@pytest.mark.ort_training
 def test_training_on_a_host_with_torch_does_not_import_it(tiny_onnx, export_cache):
     """torch is installed here and not blocked: onnxruntime-training imports it on its own (checked
     first, so this test cannot pass vacuously), and edgeft's import workaround (edgeft/ortimport.py)

@@ -18,6 +18,7 @@ from onnx import numpy_helper
 
 from conftest import ORT, text_batch
 from edgeft.backends.portable import PortableTrainer
+from edgeft.backends.select import open_trainer
 from edgeft.backends.state import read_state
 from edgeft.manifest import TAIL_PREFIX
 from edgeft.train.loop import DataOptions, TrainConfig, train
@@ -88,7 +89,7 @@ def test_tiny_bert_gradients_match_pytorch_autograd(bert_artifacts, tiny_bert):
     _assert_gradients_match(trainer.gradients(), {n: params[n].grad.numpy() for n in trainable})
 
 
-@pytest.mark.parametrize("backend", ["portable", "ort-training"])
+@pytest.mark.parametrize("backend", ["portable", ORT])
 @pytest.mark.parametrize("loss", ["cross-entropy", "bce", "mse", "l1"])
 def test_mlp_gradients_match_pytorch_autograd_for_every_loss(export_cache, loss, backend):
     import torch
@@ -104,7 +105,7 @@ def test_mlp_gradients_match_pytorch_autograd_for_every_loss(export_cache, loss,
         labels = rng.integers(0, 2, (8, 3)).astype(np.float32)
     else:
         labels = rng.standard_normal((8, 3)).astype(np.float32)
-    trainer = (PortableTrainer if backend == "portable" else OrtTrainer)(result.manifest, threads=1)
+    trainer = open_trainer(result.manifest, backend, threads=1)
     value, _ = trainer.train_step({"x": x, "labels": labels})
 
     reference = TinyMLP().eval()
@@ -120,10 +121,13 @@ def test_mlp_gradients_match_pytorch_autograd_for_every_loss(export_cache, loss,
     _assert_gradients_match(trainer.gradients(), {t.name: params[t.name].grad.numpy() for t in result.trainable})
 
 
+@pytest.mark.ort_training
 def test_backends_match_with_dropout_on_step_for_step(tiny_bert, export_cache):
     """Both backends draw their dropout masks from onnxruntime.set_seed: with the same seed before
     each step they give the same losses, gradients and weights, with dropout really on."""
     import onnxruntime as ort
+
+    from edgeft.backends.ort_training import OrtTrainer
 
     manifest = export_cache(model=str(tiny_bert), label_names=LABELS, train="last:1").manifest  # dropout on
     ort_trainer = OrtTrainer(manifest, threads=1, prefix=TAIL_PREFIX)

@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from conftest import ORT
 from edgeft.errors import EdgeftError
 from reliability_faults import (SmallDisk, TrainJob, changed, checkpoint_case, disk_full_case, failed_cleanly,
                                 free_levels, kill_trials, reference_run, run_edgeft, snapshot)
@@ -69,7 +70,7 @@ def bundle(artifacts, val_csv, tmp_path_factory) -> Path:
 # ---- SIGKILL ---------------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("backend", ["ort-training", "portable"])
+@pytest.mark.parametrize("backend", [ORT, "portable"])
 def test_sigkill_at_random_moments_never_loses_work(job, reference, backend, tmp_path):
     if backend != job.backend:
         job = TrainJob(job.artifacts, job.data, tmp_path, backend=backend)

@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from conftest import BLOCK_HEAVY, TESTS
+from conftest import ORT, BLOCK_HEAVY, TESTS
 from edgeft.train import checkpoints
 from edgeft.train.loop import DataOptions, Reporter, TrainConfig, train
 from reliability_faults import checkpoint_marks, differences, resume_problems, resumed_at, run_result, wait_for
@@ -66,7 +66,7 @@ def _killed_run(artifacts: Path, options: DataOptions, run_dir: Path, backend: s
     assert process.returncode == -signal.SIGKILL, f"the run ended before it was killed: {err[-2000:]}"
 
 
-@pytest.mark.parametrize("backend", ["ort-training", "portable"])
+@pytest.mark.parametrize("backend", [ORT, "portable"])
 def test_resume_continues_from_the_newest_checkpoint_and_runs_only_the_remaining_steps(setup, tmp_path, backend):
     artifacts, options = setup
     train(artifacts, options, tmp_path / "reference", CONFIG, threads=1, backend=backend)

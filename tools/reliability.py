@@ -207,13 +207,17 @@ def main() -> int:
     parser.add_argument("--seed", type=int, help="seed of the kill moments and the fuzzer [default: $EDGEFT_SEED, "
                                                  "else a new one, printed]")
     parser.add_argument("--backends", nargs="+", choices=["ort-training", "portable"],
-                        default=["ort-training", "portable"], help="training backends to kill")
+                        help="training backends to kill [default: portable, and ort-training where its API is installed]")
     parser.add_argument("--disk", choices=["auto", "tmpfs", "rlimit"], default="auto",
                         help="how to make the disk full (auto: tmpfs when allowed, else RLIMIT_FSIZE)")
     parser.add_argument("--only", nargs="+", choices=["kills", "disk", "fuzz"], default=["kills", "disk", "fuzz"])
     parser.add_argument("--out", type=Path, default=ROOT / "artifacts" / "reliability")
     parser.add_argument("--json", action="store_true", help="print the report as JSON on stdout (the table to stderr)")
     args = parser.parse_args()
+    if args.backends is None:
+        from edgeft.ortcompat import has_training_api
+
+        args.backends = ["portable", *(["ort-training"] if has_training_api() else [])]
 
     from reliability_fuzz import SEED_ENV, run_seed
 
