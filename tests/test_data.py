@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from edgeft.data.batching import length_bucketed_batches, sequential_batches
+from edgeft.data.batching import token_pieces, length_bucketed_batches, sequential_batches
 from edgeft.data.encode import ImageEncoder, TextEncoder
 from edgeft.data.records import Records, read_records
 from edgeft.data.split import stratified_split
@@ -534,6 +534,17 @@ def test_unbucketed_batches_are_the_shuffled_order_cut_in_pieces_with_the_last_k
     bucketed = length_bucketed_batches(np.arange(10), 4, np.random.default_rng(3))
     assert sorted(len(b) for b in bucketed) == [2, 4, 4]
     assert length_bucketed_batches(np.zeros(0), 4, np.random.default_rng(3)) == []
+
+
+def test_token_pieces_cut_a_long_batch_in_order_within_the_budget():
+    lengths = np.array([5, 9, 9, 12, 30, 4, 7, 7])
+    batch = np.array([0, 5, 6, 7, 1, 2, 3, 4])
+    assert [p.tolist() for p in token_pieces(batch, lengths, 0)] == [batch.tolist()]  # 0: no limit
+    assert [p.tolist() for p in token_pieces(batch, lengths, 8 * 30)] == [batch.tolist()]  # fits: one piece
+    pieces = token_pieces(batch, lengths, 24)
+    assert np.concatenate(pieces).tolist() == batch.tolist()  # every example once, in order
+    assert all(len(p) * lengths[p].max() <= 24 or len(p) == 1 for p in pieces)
+    assert [p.tolist() for p in pieces] == [[0, 5, 6], [7, 1], [2, 3], [4]]  # 30 tokens alone: one example
 
 
 def test_sequential_batches():

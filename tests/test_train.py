@@ -381,3 +381,25 @@ def test_a_checkpoint_without_its_hash_record_is_refused_unless_it_predates_it(b
     summary = train(bert_artifacts, options, run, config, threads=1, resume=True)
     assert summary["steps"] == checkpoints.load_state(latest)["step"]  # nothing left to do: it resumed at the end
     assert str(latest) in capsys.readouterr().err
+
+
+def test_a_long_batch_run_in_pieces_gives_the_same_update(bert_artifacts, text_data, tmp_path):
+    """--micro-batch-tokens: batches padded beyond the budget run piece by piece with their gradients
+    weighted by each piece's share, so the weights equal those of whole batches (dropout off)."""
+    from edgeft.backends.state import read_state
+    from edgeft.train import checkpoints
+
+    options = DataOptions(train=text_data[0], val=text_data[1])
+    runs = {}
+    for tokens in (0, 20):  # the tiny model's texts run 4-9 tokens: 20 cuts every batch of 8
+        summary = train(bert_artifacts, options, tmp_path / f"run-{tokens}",
+                        TrainConfig(epochs=2, batch_size=8, lr=3e-3, micro_batch_tokens=tokens), threads=1)
+        runs[tokens] = (summary, read_state(checkpoints.latest(tmp_path / f"run-{tokens}") / "trainable.npz"))
+    (whole, whole_state), (pieces, piece_state) = runs[0], runs[20]
+    assert pieces["steps"] == whole["steps"]  # the same optimizer updates, not more
+    for name, value in whole_state.params.items():
+        np.testing.assert_allclose(piece_state.params[name], value, rtol=1e-4, atol=1e-6, err_msg=name)
+    assert pieces["after"]["loss"] == pytest.approx(whole["after"]["loss"], rel=1e-4)
+    first = json.loads((tmp_path / "run-20" / "metrics.jsonl").read_text().splitlines()[1])
+    second = json.loads((tmp_path / "run-0" / "metrics.jsonl").read_text().splitlines()[1])
+    assert first["train_loss"] == pytest.approx(second["train_loss"], rel=1e-4)  # losses weighted by share too

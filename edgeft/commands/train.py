@@ -41,6 +41,9 @@ from edgeft.commands.common import data_options
               help="Memory budget of the activation cache; beyond it the cache is a file on disk, read back "
                    "per batch (through the OS page cache, which the kernel can reclaim).")
 @click.option("--no-bucket", is_flag=True, help="Do not group examples of similar length into batches.")
+@click.option("--micro-batch-tokens", type=click.IntRange(min=0), default=1024, show_default=True,
+              help="Run a batch padded beyond this many tokens in pieces, gradients weighted by their share: the "
+                   "same update with the activation memory of a short batch (portable backend; 0: never).")
 @data_options
 @click.option("--resume", is_flag=True, help="Continue the interrupted run in --run-dir from its last checkpoint.")
 @click.option("--force", is_flag=True, help="Start over in a run folder that already holds a run.")
@@ -49,7 +52,8 @@ def command(artifacts: Path, data: Path, val: Path | None, val_fraction: float, 
             max_steps: int | None, batch_size: int, lr: float, schedule: str, warmup: float, weight_decay: float,
             l2sp: float | None, accumulate: int, seed: int, threads: int | None, backend: str, patience: int | None,
             metric: str | None,
-            checkpoint_every: int | None, no_cache: bool, cache_mb: int, no_bucket: bool, text_column: str,
+            checkpoint_every: int | None, no_cache: bool, cache_mb: int, no_bucket: bool, micro_batch_tokens: int,
+            text_column: str,
             label_column: str, strict: bool, resume: bool, force: bool, as_json: bool) -> None:
     """Fine-tune the trainable layers of ARTIFACTS on DATA, on this machine's CPU.
 
@@ -75,7 +79,7 @@ def command(artifacts: Path, data: Path, val: Path | None, val_fraction: float, 
                          warmup=warmup, weight_decay=weight_decay, l2sp=l2sp, accumulate=accumulate, seed=seed,
                          patience=patience,
                          metric=metric, checkpoint_every=checkpoint_every, cache=not no_cache, cache_mb=cache_mb,
-                         bucket=not no_bucket, val_fraction=val_fraction)
+                         bucket=not no_bucket, micro_batch_tokens=micro_batch_tokens, val_fraction=val_fraction)
     options = DataOptions(train=data, val=val, text_column=text_column, label_column=label_column, strict=strict)
     folder = run_dir or Path("artifacts") / "runs" / Path(artifacts).resolve().name
     reporter = None if as_json else RichReporter()

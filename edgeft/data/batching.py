@@ -37,3 +37,20 @@ def length_bucketed_batches(lengths: np.ndarray, batch_size: int, rng: np.random
 def sequential_batches(n: int, batch_size: int) -> list[np.ndarray]:
     """Indices 0..n-1 in order, in batches of ``batch_size`` (the last may be short): for evaluation."""
     return [np.arange(start, min(start + batch_size, n), dtype=np.int64) for start in range(0, n, batch_size)]
+
+
+def token_pieces(batch: np.ndarray, lengths: np.ndarray, max_tokens: int) -> list[np.ndarray]:
+    """``batch`` cut into consecutive pieces whose padded size (examples x longest length) is at
+    most ``max_tokens`` (a piece holds one example at least; 0: no limit). Training runs a long
+    batch piece by piece with the gradients weighted by each piece's share, which is the same
+    update with the memory of a short batch: activation memory grows with the padded tokens."""
+    if max_tokens <= 0 or len(batch) * int(np.max(lengths[batch], initial=0)) <= max_tokens:
+        return [batch]
+    pieces, start, longest = [], 0, 0
+    for end in range(len(batch)):
+        longest = max(longest, int(lengths[batch[end]]))
+        if end > start and (end - start + 1) * longest > max_tokens:
+            pieces.append(batch[start:end])
+            start, longest = end, int(lengths[batch[end]])
+    pieces.append(batch[start:])
+    return pieces

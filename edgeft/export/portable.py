@@ -498,7 +498,7 @@ def build_optimizer(optimizer: str, shapes: list[list[int]], ir_version: int, op
 
     AdamW (ORT ``AdamWOptimizer``, ``adam_mode=1``, bias correction on): ``m1 = b1 m1 + (1-b1) g``,
     ``m2 = b2 m2 + (1-b2) g^2``, ``p -= lr sqrt(1-b2^t)/(1-b1^t) m1 / (sqrt(m2) + eps)``, then
-    ``p -= lr wd p``. SGD: ``p -= lr g``. ``step`` is the 1-based number of this update.
+    ``p -= lr wd p`` (one pass: ``p *= 1 - lr wd``). SGD: ``p -= lr g``. ``step`` is the 1-based number of this update.
     """
     names = [f"{i}" for i in range(len(shapes))]
     inputs, outputs = optimizer_io(optimizer, names)
@@ -526,7 +526,8 @@ def build_optimizer(optimizer: str, shapes: list[list[int]], ir_version: int, op
                   helper.make_node("Sqrt", ["correction2"], ["sqrt_correction2"]),
                   helper.make_node("Mul", ["learning_rate", "sqrt_correction2"], ["lr_scaled"]),
                   helper.make_node("Div", ["lr_scaled", "correction1"], ["lr_corrected"]),
-                  helper.make_node("Mul", ["learning_rate", "weight_decay"], ["decay"])]
+                  helper.make_node("Mul", ["learning_rate", "weight_decay"], ["decay"]),
+                  helper.make_node("Sub", [one, "decay"], ["keep"])]
         for i in names:
             p, g, m1, m2 = f"param.{i}", f"grad.{i}", f"m1.{i}", f"m2.{i}"
             nodes += [helper.make_node("Mul", [b1, m1], [f"a.{i}"]),
@@ -541,8 +542,8 @@ def build_optimizer(optimizer: str, shapes: list[list[int]], ir_version: int, op
                       helper.make_node("Div", [f"new_m1.{i}", f"denom.{i}"], [f"ratio.{i}"]),
                       helper.make_node("Mul", ["lr_corrected", f"ratio.{i}"], [f"update.{i}"]),
                       helper.make_node("Sub", [p, f"update.{i}"], [f"stepped.{i}"]),
-                      helper.make_node("Mul", ["decay", f"stepped.{i}"], [f"decayed.{i}"]),
-                      helper.make_node("Sub", [f"stepped.{i}", f"decayed.{i}"], [f"new_param.{i}"])]
+                      # p - lr wd p after the update, as one pass over the tensor: p (1 - lr wd)
+                      helper.make_node("Mul", [f"stepped.{i}", "keep"], [f"new_param.{i}"])]
     elif optimizer == "sgd":
         for i in names:
             nodes += [helper.make_node("Mul", ["learning_rate", f"grad.{i}"], [f"update.{i}"]),

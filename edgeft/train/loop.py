@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from edgeft.backends.select import Trainer, check_l2sp, open_trainer, resolve_backend
-from edgeft.data.batching import length_bucketed_batches
+from edgeft.data.batching import length_bucketed_batches, token_pieces
 from edgeft.data.records import Records, read_records
 from edgeft.data.split import stratified_split
 from edgeft.errors import EdgeftError
@@ -58,6 +58,7 @@ class TrainConfig:
     cache: bool = True
     cache_mb: int = 128  # beyond it the cache is a file read per batch (see edgeft.train.cache)
     bucket: bool = True
+    micro_batch_tokens: int = 1024  # a batch padded beyond this runs in pieces (same update, less memory; 0: never)
     keep: int = 2
     val_fraction: float = 0.1
 
@@ -146,7 +147,7 @@ def _prepare_run_dir(run_dir: Path, record: RunRecord, resume: bool, force: bool
         if not run_file.is_file():
             raise EdgeftError(f"There is no run to resume in {run_dir}.", where=str(run_dir),
                               hint="start the run without --resume, or give the --run-dir of the interrupted run.")
-        differs = RunRecord.read(run_dir).same_run(record)
+        differs = RunRecord.read(run_dir).same_run(record, asdict(TrainConfig()))
         if differs:
             raise EdgeftError(f"--resume: this run was started with another {differs}.", where=str(run_file),
                               hint="resume with the same artifacts, data and options, or start a new --run-dir.")
@@ -264,11 +265,17 @@ def train(artifacts: Path, data: DataOptions, run_dir: Path, config: TrainConfig
         train_losses: list[float] = []
         window_start, window_examples = time.perf_counter(), 0
         for index in range(state.batch, len(order)):
-            batch = examples.inputs(order[index])
-            batch["labels"] = examples.labels(order[index])
-            ort.set_seed(config.seed * 1_000_003 + state.micro)  # dropout masks follow the step: resumable
-            loss, _ = trainer.train_step(batch)
-            state.micro += 1
+            pieces = token_pieces(order[index], examples.lengths, config.micro_batch_tokens) \
+                if getattr(trainer, "weighted_steps", False) else [order[index]]
+            loss = 0.0
+            for piece in pieces:
+                batch = examples.inputs(piece)
+                batch["labels"] = examples.labels(piece)
+                ort.set_seed(config.seed * 1_000_003 + state.micro)  # dropout masks follow the step: resumable
+                weight = len(piece) / len(order[index])
+                piece_loss, _ = (trainer.train_step(batch, weight) if len(pieces) > 1 else trainer.train_step(batch))
+                loss += weight * piece_loss
+                state.micro += 1
             if not math.isfinite(loss):
                 raise diverged(f"the loss became {loss}")
             train_losses.append(loss)

@@ -127,8 +127,9 @@ class RunRecord:
         value = self.data.get(key)
         return value if isinstance(value, str) else None
 
-    def same_run(self, other: RunRecord) -> str | None:
-        """What differs from ``other`` (a record of the same options now), or None: the resume check."""
+    def same_run(self, other: RunRecord, defaults: dict[str, Any] | None = None) -> str | None:
+        """What differs from ``other`` (a record of the same options now), or None: the resume check.
+        ``defaults`` fill the config options a record written by an older edgeft does not have."""
         if self.manifest_sha256 != other.manifest_sha256:
             return "artifacts"
         for key in ("train", "val"):
@@ -140,7 +141,10 @@ class RunRecord:
             theirs = ((other.data.get("data") or {}).get(key) or {}).get("sha256")
             if mine != theirs:
                 return f"{key} data" if key == "val" else "training data"
-        for key in ("text_column", "label_column", "config"):
+        for key in ("text_column", "label_column"):
             if self.data.get(key) != other.data.get(key):
                 return key.replace("_", " ")
+        saved = self.data.get("config")
+        if not isinstance(saved, dict) or {**(defaults or {}), **saved} != other.data.get("config"):
+            return "config"
         return None
