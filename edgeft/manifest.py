@@ -314,6 +314,11 @@ def check_fields(manifest: Manifest) -> Manifest:
                 check.get(f"preprocessing.{key}[{index}]", (int, float), values, index)
             if len(values) != channels or key == "std" and 0 in values:
                 raise check.fail(f"preprocessing.{key}", f"must hold {channels} number(s) (no zero std)")
+    if "source" in data:
+        source = check.get("source", dict)
+        for key in ("num_attention_heads", "hidden_size"):
+            if source.get(key) is not None:
+                check.count(f"source.{key}", source, key, maximum=1 << 20)
     if manifest.kind in TRAINABLE_KINDS:
         check.get("name", str)
         check.choice("optimizer", tuple(OPTIMIZERS))
@@ -335,6 +340,10 @@ def check_fields(manifest: Manifest) -> Manifest:
             for index, name in enumerate(check.strings("l2sp.tensors", l2sp, "tensors", unique=True)):
                 if name not in names:
                     raise check.fail(f"l2sp.tensors[{index}]", f"is {name!r}, which is not a trainable tensor"[:200])
+        if "portable" in data:
+            portable = check.get("portable", dict)
+            if "available" in portable:
+                check.get("portable.available", bool, portable, "available")
         cache = data.get("cache")
         if cache is not None:
             cache = check.get("cache", dict)

@@ -152,3 +152,24 @@ def test_not_an_edgeft_folder(folder, tmp_path):
     (folder / MANIFEST_NAME).write_text('{"format_version": 1, "files": {"model": "model.onnx"}}')
     with pytest.raises(EdgeftError, match="entry for 'model' is malformed"):
         load_manifest(folder)
+
+
+@pytest.mark.parametrize("field, value, says", [
+    ("portable", None, "The manifest field portable must be an object"),
+    ("portable", {"available": "yes"}, "The manifest field portable.available must be"),
+    ("source", [], "The manifest field source must be an object"),
+    ("source", {"num_attention_heads": -2}, "The manifest field source.num_attention_heads is -2"),
+])
+def test_optional_sections_of_the_wrong_type_are_refused_by_name(tmp_path, tiny_bert, export_cache,
+                                                                  field, value, says):
+    """Sections training reads with .get (found by the manifest fuzzer: "portable": null crashed)."""
+    import shutil
+
+    from edgeft.manifest import check_fields
+
+    folder = tmp_path / "artifacts"
+    shutil.copytree(export_cache(model=str(tiny_bert), label_names=["off", "on"], train="last:1").folder, folder)
+    edit_manifest(folder, lambda data: data.__setitem__(field, value))
+    with pytest.raises(EdgeftError) as caught:
+        check_fields(load_manifest(folder))
+    assert says in str(caught.value) and f"field {field}" in caught.value.where

@@ -41,7 +41,7 @@ from edgeft.commands.common import data_options
               help="Memory budget of the activation cache; beyond it the cache is a file on disk, read back "
                    "per batch (through the OS page cache, which the kernel can reclaim).")
 @click.option("--no-bucket", is_flag=True, help="Do not group examples of similar length into batches.")
-@click.option("--micro-batch-tokens", type=click.IntRange(min=0), default=1024, show_default=True,
+@click.option("--micro-batch-tokens", type=click.IntRange(min=0), default=768, show_default=True,
               help="Run a batch padded beyond this many tokens in pieces, gradients weighted by their share: the "
                    "same update with the activation memory of a short batch (portable backend; 0: never).")
 @data_options

@@ -58,7 +58,7 @@ class TrainConfig:
     cache: bool = True
     cache_mb: int = 128  # beyond it the cache is a file read per batch (see edgeft.train.cache)
     bucket: bool = True
-    micro_batch_tokens: int = 1024  # a batch padded beyond this runs in pieces (same update, less memory; 0: never)
+    micro_batch_tokens: int = 768  # a batch padded beyond this runs in pieces (same update, less memory; 0: never)
     keep: int = 2
     val_fraction: float = 0.1
 
