@@ -123,7 +123,7 @@ def _hash_files(paths: list[Path], root: Path, digest: Any) -> None:
 
 def model_ref(model: str, base: Path) -> str:
     """The model argument for export, with paths made relative to the build file's folder."""
-    from edgeft.export.builtin import BUILTIN_MODELS
+    from edgeft.exporting.builtin import BUILTIN_MODELS
 
     if model in BUILTIN_MODELS:
         return model
@@ -135,7 +135,7 @@ def model_ref(model: str, base: Path) -> str:
 
 def model_files_digest(model: str, base: Path, digest: Any) -> None:
     """Feed the content of the model's files into ``digest`` (built-in, folder, .onnx or module)."""
-    from edgeft.export.builtin import BUILTIN_MODELS, builtin_path
+    from edgeft.exporting.builtin import BUILTIN_MODELS, builtin_path
 
     if model in BUILTIN_MODELS:
         folder = builtin_path(model)
@@ -186,7 +186,7 @@ def _up_to_date(folder: Path, key: str) -> bool:
 def run_builds(path: Path, force: bool = False, only: list[str] | None = None,
                progress: Any = None) -> dict[str, Any]:
     """Build every entry (or ``only`` these names) whose key changed; returns the build report."""
-    from edgeft.export.build import ExportOptions, export_artifacts
+    from edgeft.exporting.build import ExportOptions, export_artifacts
     from edgeft.labels import read_label_file
 
     path = Path(path)
@@ -234,7 +234,7 @@ def run_builds(path: Path, force: bool = False, only: list[str] | None = None,
 
 def _bundle(entry: BuildEntry, device: str, artifacts: Path, key: str, base: Path, progress: Any,
             force: bool) -> dict[str, Any]:
-    from edgeft.deploy.pipeline import DeployOptions, deploy
+    from edgeft.deployment.pipeline import DeployOptions, deploy
 
     folder = base / BUNDLES_DIR / f"{entry.name}-{Path(device).stem}"
     result: dict[str, Any] = {"device": device, "output": str(folder)}
@@ -253,7 +253,7 @@ def _bundle(entry: BuildEntry, device: str, artifacts: Path, key: str, base: Pat
 
 def _package(entry: BuildEntry, device: str, artifacts: Path, key: str, base: Path, progress: Any,
              force: bool) -> dict[str, Any]:
-    from edgeft.package.writer import make_package
+    from edgeft.packaging.writer import make_package
 
     folder = base / PACKAGES_DIR / f"{entry.name}-{Path(device).stem}"
     result: dict[str, Any] = {"device": device, "output": str(folder)}

@@ -65,6 +65,19 @@ def cli() -> None:
     """
 
 
+def _prepare_process() -> None:
+    """What the CLI, which owns its process, sets up that the library leaves to its callers: no
+    model hub (models come from local folders), no transformers advisories, and an
+    onnxruntime-training import that does not load torch (see edgeft.ortimport)."""
+    import os
+
+    from edgeft.ortimport import skip_ortmodule
+
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
+    skip_ortmodule()
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point: run the CLI, turning user mistakes into one message (what, where, what to do).
 
@@ -72,6 +85,7 @@ def main(argv: list[str] | None = None) -> None:
     convention: an unknown option, a bad value), 130 interrupted. With ``--json`` the error is
     also printed on stdout as a JSON object, so a script reading stdout always gets JSON.
     """
+    _prepare_process()
     args = list(sys.argv[1:] if argv is None else argv)
     as_json = "--json" in (args[: args.index("--")] if "--" in args else args)
     try:

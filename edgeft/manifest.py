@@ -20,7 +20,7 @@ from edgeft.errors import EdgeftError
 from edgeft.fsutil import atomic_write_text, sha256_file
 
 MANIFEST_NAME = "manifest.json"
-RUN_FILE = "run.json"  # the record of a training run (edgeft.train.loop), which has no manifest
+RUN_FILE = "run.json"  # the record of a training run (edgeft.training.loop), which has no manifest
 FORMAT_VERSION = 1
 TAIL_PREFIX = "tail_"  # file keys of the tail artifacts used with the frozen-prefix cache
 L2SP_INPUT = "l2sp_strength"  # the scalar input of training graphs built with the L2-SP term

@@ -148,20 +148,40 @@ def session_log_severity() -> int:
     return 2 if _RUNTIME_LOGS.get() else 3
 
 
+class _FromOnnxRuntime(logging.Filter):
+    """Drops the records logged from onnxruntime's own Python files."""
+
+    def __init__(self, folder: str) -> None:
+        super().__init__()
+        self.folder = folder
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.levelno < logging.ERROR and record.pathname.startswith(self.folder))
+
+
 @contextlib.contextmanager
 def quiet_python_logs() -> Iterator[None]:
     """Hide the warnings ONNX Runtime's Python tools log (about 15 lines of "Failed to remove node
     input" while fusing a DistilBERT, the quantizer's advice on the root logger) unless they are
-    shown (:func:`runtime_logs`); the process's logging setting is put back afterwards."""
-    if _RUNTIME_LOGS.get():
+    shown (:func:`runtime_logs`). Only records from onnxruntime's files are held back, and only
+    for the duration: the caller's own logging is untouched."""
+    spec = importlib.util.find_spec("onnxruntime")
+    if _RUNTIME_LOGS.get() or spec is None or not spec.submodule_search_locations:
         yield
         return
-    previous = logging.root.manager.disable
-    logging.disable(max(previous, logging.WARNING))
+    folder = os.path.join(next(iter(spec.submodule_search_locations)), "")
+    quiet, root = _FromOnnxRuntime(folder), logging.getLogger()
+    # The root logger sees what its tools log with logging.warning(...); records of their module
+    # loggers (named "fusion_attention" and the like: onnxruntime.transformers puts its folder on
+    # sys.path) reach the root's handlers, or Python's last-resort handler when there are none.
+    targets = [root, *root.handlers, *([logging.lastResort] if logging.lastResort else [])]
+    for target in targets:
+        target.addFilter(quiet)
     try:
         yield
     finally:
-        logging.disable(previous)
+        for target in targets:
+            target.removeFilter(quiet)
 
 
 def quiet_runtime() -> None:

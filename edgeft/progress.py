@@ -8,7 +8,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from edgeft.report import stderr
-from edgeft.train.loop import Reporter
+from edgeft.reporter import Reporter
 
 
 class RichReporter(Reporter):

@@ -56,7 +56,7 @@ def verify_folder(folder: Path) -> dict[str, Any]:
 
 
 def _load(path: Path) -> None:
-    from edgeft.deploy.runtime import make_session
+    from edgeft.deployment.runtime import make_session
 
     try:
         make_session(path, threads=1, optimization="basic")

@@ -52,9 +52,9 @@ EVENTS_ENV = "EDGEFT_TEST_EVENTS"
 SPY = f"""
 import json as _json, os as _os
 if _os.environ.get({EVENTS_ENV!r}):
-    import edgeft.train.loop as _loop
+    import edgeft.reporter as _reporter
 
-    class _Events(_loop.Reporter):
+    class _Events(_reporter.Reporter):
         def __init__(self):
             self._file = open(_os.environ[{EVENTS_ENV!r}], "a", buffering=1, encoding="utf-8")
 
@@ -70,7 +70,7 @@ if _os.environ.get({EVENTS_ENV!r}):
         def step(self, step, loss, examples_per_second, lr):
             self._write(event="step", step=step)
 
-    _loop.Reporter = _Events
+    _reporter.Reporter = _Events  # what as_reporter(None) makes: the silent reporter of --json
 """
 
 
@@ -134,9 +134,9 @@ def failed_cleanly(out: subprocess.CompletedProcess) -> str:
 
 def run_result(run_dir: Path) -> dict[str, Any]:
     """What a finished run produced: final and best weights, metrics history, summary."""
-    from edgeft.train import checkpoints
-    from edgeft.train.evaluate import checkpoint_parameters
-    from edgeft.train.loop import METRICS_FILE, SUMMARY_FILE
+    from edgeft.training import checkpoints
+    from edgeft.training.evaluate import checkpoint_parameters
+    from edgeft.training.loop import METRICS_FILE, SUMMARY_FILE
 
     latest = checkpoints.latest(run_dir)
     best = run_dir / checkpoints.BEST
@@ -175,8 +175,8 @@ def differences(expected: dict[str, Any], got: dict[str, Any]) -> list[str]:
 
 def damaged_checkpoints(run_dir: Path) -> list[str]:
     """Checkpoints listed in a run folder that do not load (ORT checkpoint and loop state)."""
-    from edgeft.train import checkpoints
-    from edgeft.train.evaluate import checkpoint_parameters
+    from edgeft.training import checkpoints
+    from edgeft.training.evaluate import checkpoint_parameters
 
     folders = checkpoints.listed(run_dir)
     if (run_dir / checkpoints.BEST / checkpoints.STATE).is_file():
@@ -215,14 +215,14 @@ class TrainJob:
 def checkpoint_marks(run_dir: Path) -> dict[str, tuple[int, dict[str, str]]]:
     """Each step checkpoint of a run: the folder's inode (a rewrite renames a new folder into
     place) and the sha256 of its files."""
-    from edgeft.train import checkpoints
+    from edgeft.training import checkpoints
 
     return {folder.name: (folder.stat().st_ino, snapshot(folder)) for folder in checkpoints.listed(run_dir)}
 
 
 def resumed_at(run_dir: Path) -> tuple[str, int]:
     """Where ``--resume`` must continue: the newest checkpoint's name and step ("the start", 0 if none)."""
-    from edgeft.train import checkpoints
+    from edgeft.training import checkpoints
 
     latest = checkpoints.latest(run_dir)
     if latest is None:
@@ -276,7 +276,7 @@ class Reference:
 
 
 def reference_run(job: TrainJob) -> Reference:
-    from edgeft.train.loop import RUN_FILE
+    from edgeft.training.loop import RUN_FILE
 
     run_dir = job.root / "reference"
     shutil.rmtree(run_dir, ignore_errors=True)
@@ -308,7 +308,7 @@ def _resume(job: TrainJob, run_dir: Path, events: Path, report: KillReport, labe
             finish: Callable[[subprocess.Popen], None]) -> subprocess.Popen:
     """Start ``--resume`` (or the first run), let ``finish`` end it (a kill, or waiting), and check
     that it continued from the newest checkpoint on disk."""
-    from edgeft.train.loop import RUN_FILE
+    from edgeft.training.loop import RUN_FILE
 
     resume = (run_dir / RUN_FILE).is_file()
     at, before = resumed_at(run_dir), checkpoint_marks(run_dir)
@@ -324,7 +324,7 @@ def _resume(job: TrainJob, run_dir: Path, events: Path, report: KillReport, labe
 
 def kill_trial(job: TrainJob, reference: Reference, seed: int, report: KillReport) -> None:
     """Kill one run 1-3 times at seeded random moments (resumes included), then resume it to the end."""
-    from edgeft.train.loop import RUN_FILE
+    from edgeft.training.loop import RUN_FILE
 
     rng = random.Random(seed)
     run_dir = job.root / f"killed-{seed}"
@@ -508,7 +508,7 @@ def disk_full_case(disk: SmallDisk, operation: str, free: int, args: list[str], 
 def checkpoint_case(disk: SmallDisk, job: TrainJob, reference: Reference, free: int) -> DiskFullCase:
     """A run killed after its first checkpoint resumes on a full disk; after freeing space it resumes
     to exactly the reference result."""
-    from edgeft.train import checkpoints
+    from edgeft.training import checkpoints
 
     run_dir = disk.path / "run"
     shutil.rmtree(run_dir, ignore_errors=True)

@@ -778,7 +778,7 @@ class DataTarget:
 
     def check(self, kind: str, example: tuple) -> Outcome:
         from edgeft.data.records import read_records
-        from edgeft.train.examples import ExampleSet
+        from edgeft.training.examples import ExampleSet
 
         content, task, options, expected = example
         data = task.manifest({"npz": "tensor", "images": "image"}.get(kind, "text"))
@@ -855,13 +855,13 @@ class ManifestTarget:
         import onnxruntime as ort
 
         if which == "bundle":
-            from edgeft.deploy.bundle import Bundle
+            from edgeft.deployment.bundle import Bundle
 
-            return [Bundle(folder).predict(["turn on the lights", "play some music"])]
+            return [Bundle(folder).scores(["turn on the lights", "play some music"])]
         from edgeft.backends.select import open_trainer
         from edgeft.data.records import read_records
         from edgeft.manifest import check_fields, load_manifest
-        from edgeft.train.examples import ExampleSet
+        from edgeft.training.examples import ExampleSet
 
         manifest = check_fields(load_manifest(folder, kind="artifacts"))
         examples = ExampleSet(read_records(self.data_csv, manifest.data), manifest)

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from edgeft.train.evaluate import evaluate_folder
-from edgeft.train.loop import DataOptions, TrainConfig, train
+from edgeft.training.evaluate import evaluate_folder
+from edgeft.training.loop import DataOptions, TrainConfig, train
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("EDGEFT_BANKING77") or REPO.parent / "shared" / "data" / "banking77")

@@ -186,7 +186,7 @@ def job(artifacts, root) -> TrainJob:
 
 
 def first_checkpoint(run_dir: Path):
-    from edgeft.train import checkpoints
+    from edgeft.training import checkpoints
 
     return lambda: bool(checkpoints.listed(run_dir))
 

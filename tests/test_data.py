@@ -139,7 +139,7 @@ def test_a_file_with_another_separator_gets_a_hint_about_it(here, name, content,
 
 
 def test_predict_tells_texts_from_files_by_an_explicit_rule(here):
-    from edgeft.deploy.bundle import read_items
+    from edgeft.deployment.bundle import read_items
 
     write(here, "notes.txt", "turn on\n\nplay music\n")
     write(here, "rows.csv", "text,label\nturn on,x\n,y\nplay, loud,z\n")

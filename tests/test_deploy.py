@@ -14,12 +14,12 @@ import pytest
 from onnx import helper, numpy_helper
 
 from conftest import cli_calls, run_device_side
-from edgeft.deploy.bundle import Bundle
-from edgeft.deploy.pipeline import DeployOptions, deploy
-from edgeft.deploy.quantize import weight_only
+from edgeft.deployment.bundle import Bundle
+from edgeft.deployment.pipeline import DeployOptions, deploy
+from edgeft.deployment.quantize import weight_only
 from edgeft.devices import list_profiles
 from edgeft.errors import EdgeftError
-from edgeft.train.loop import DataOptions, TrainConfig, train
+from edgeft.training.loop import DataOptions, TrainConfig, train
 from test_train import LABELS, dataset, write_csv, write_image_folder
 
 
@@ -46,7 +46,7 @@ def test_every_profile_deploys_and_predicts(bundles):
         bundle = Bundle(Path(report["bundle"]))  # verifies every sha256
         assert bundle.manifest.data["device"] == name
         assert set(bundle.manifest.data["files"]) >= {"model", "tokenizer", "labels", "profile", "report", "report_text"}
-        probs = bundle.predict(["turn on the lights", "play some music please", "will it rain"])
+        probs = bundle.scores(["turn on the lights", "play some music please", "will it rain"])
         assert probs.shape == (3, 3) and np.allclose(probs.sum(axis=1), 1.0, atol=1e-5)
         assert report["accuracy_drop"] <= report["max_accuracy_drop"] + 1e-9
         assert report["attempts"][-1]["accepted"] and report["chosen"] == report["attempts"][-1]["step"]
@@ -98,7 +98,7 @@ def test_tables_are_read_as_int8_rows_and_shared_tables_stay_fp32():
 
 
 def test_guard_sizes_and_pools_its_check():
-    from edgeft.deploy.guard import examples_needed, pooled, quality_drop
+    from edgeft.deployment.guard import examples_needed, pooled, quality_drop
 
     assert examples_needed("classification", 1.0) == 500 and examples_needed("classification", 2.5) == 200
     assert examples_needed("classification", 0.0) == 0 and examples_needed("regression", 1.0) == 0
@@ -132,14 +132,14 @@ def test_every_quantization_mode_deploys_a_fused_transformer(text_run, tmp_path,
     expected = {("static", "qdq"): "QuantizeLinear", ("static", "qoperator"): "QLinearMatMul",
                 ("fp16", "qdq"): "Cast", ("none", "qdq"): "Attention"}[(mode, fmt)]
     assert expected in ops
-    probs = Bundle(tmp_path / "bundle").predict(["turn on the lights", "will it rain"])
+    probs = Bundle(tmp_path / "bundle").scores(["turn on the lights", "will it rain"])
     assert probs.shape == (2, 3) and np.allclose(probs.sum(axis=1), 1.0, atol=1e-3)
 
 
 def test_accuracy_guard_falls_back_with_zero_tolerance(export_cache, tmp_path):
-    from edgeft.deploy.guard import head_node_patterns, ladder
-    from edgeft.deploy.inference_model import build_inference_model
-    from edgeft.deploy.runtime import make_session
+    from edgeft.deployment.guard import head_node_patterns, ladder
+    from edgeft.deployment.inference_model import build_inference_model
+    from edgeft.deployment.runtime import make_session
     from edgeft.devices import load_profile
 
     artifacts = export_cache(model="models:mlp", inputs=["x:float32:batch,8"], train="last:1", dropout=False).folder
@@ -179,7 +179,7 @@ def test_evaluate_a_bundle_with_onnxruntime_alone(text_run, bundles):
     out = run_device_side(f"""
 import json
 from pathlib import Path
-from edgeft.train.evaluate import evaluate_folder
+from edgeft.training.evaluate import evaluate_folder
 print(json.dumps(evaluate_folder(Path({report["bundle"]!r}), Path({str(val_csv)!r}))))
 """)
     assert out.returncode == 0, out.stderr
@@ -286,7 +286,7 @@ def test_image_model_deploys_and_predicts_from_image_files(tiny_vit, export_cach
     report = deploy(DeployOptions(source=tmp_path / "run", device="raspberry-pi-5", output=tmp_path / "bundle"))
     bundle = Bundle(tmp_path / "bundle")
     assert "preprocessor_config" in bundle.manifest.data["files"] and report["bundle_model"]["size_mb"] > 0
-    probs = bundle.predict([str(tmp_path / "imgs" / "dark" / "0.png"), str(tmp_path / "imgs" / "bright" / "0.png")])
+    probs = bundle.scores([str(tmp_path / "imgs" / "dark" / "0.png"), str(tmp_path / "imgs" / "bright" / "0.png")])
     assert probs.argmax(axis=1).tolist() == [0, 1]
     out = subprocess.run([sys.executable, "-m", "edgeft", "predict", str(tmp_path / "bundle"),
                           str(tmp_path / "imgs" / "bright" / "3.png"), "--json"], capture_output=True, text=True)

@@ -31,7 +31,7 @@ def data_target(tmp_path_factory) -> DataTarget:
 
 @pytest.fixture(scope="module")
 def manifest_target(tiny_bert, export_cache, tmp_path_factory) -> ManifestTarget:
-    from edgeft.deploy.pipeline import DeployOptions, deploy
+    from edgeft.deployment.pipeline import DeployOptions, deploy
 
     root = tmp_path_factory.mktemp("fuzz-manifests")
     artifacts = export_cache(model=str(tiny_bert), label_names=LABELS, train="last:1").folder
@@ -70,7 +70,7 @@ def test_images_at_the_decompression_bomb_limits_are_refused_naming_the_file(tmp
     from PIL import Image
 
     from edgeft.data.records import read_records
-    from edgeft.train.examples import ExampleSet
+    from edgeft.training.examples import ExampleSet
     from edgeft.manifest import Manifest
     from test_data import manifest, write_tokenizer
 

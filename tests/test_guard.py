@@ -18,9 +18,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edgeft.deploy.bundle import Bundle
-from edgeft.deploy.guard import head_node_patterns, ladder
-from edgeft.deploy.pipeline import DeployOptions, deploy
+from edgeft.deployment.bundle import Bundle
+from edgeft.deployment.guard import head_node_patterns, ladder
+from edgeft.deployment.pipeline import DeployOptions, deploy
 from edgeft.devices import list_profiles, load_profile
 
 PROFILE = "the profile's recipe"
@@ -94,8 +94,8 @@ def test_head_patterns_match_the_head_of_a_model():
 ])
 def test_the_guard_chooses_the_first_step_within_a_non_zero_tolerance(export_cache, tmp_path, factory, loss,
                                                                       device, chosen):
-    from edgeft.deploy.inference_model import build_inference_model
-    from edgeft.deploy.runtime import make_session
+    from edgeft.deployment.inference_model import build_inference_model
+    from edgeft.deployment.runtime import make_session
 
     tolerance = 5.0  # points of accuracy, or percent of RMSE
     manifest = export_cache(model=factory, inputs=["x:float32:batch,4,8"], train="last:1", loss=loss,
@@ -135,9 +135,9 @@ def test_a_small_validation_set_is_topped_up_and_the_guard_judges_the_pooled_exa
     examples of the run join the check. Here the validation examples lack the outlier that breaks
     activation quantization, so on them alone the profile's recipe looks lossless; the pooled
     check sees the damage and falls back to weight-only int8."""
-    from edgeft.deploy.inference_model import build_inference_model
-    from edgeft.deploy.runtime import make_session
-    from edgeft.train.loop import DataOptions, TrainConfig, train
+    from edgeft.deployment.inference_model import build_inference_model
+    from edgeft.deployment.runtime import make_session
+    from edgeft.training.loop import DataOptions, TrainConfig, train
 
     manifest = export_cache(model="models:input_outlier", inputs=["x:float32:batch,4,8"], train="last:1",
                             dropout=False).manifest

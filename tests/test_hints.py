@@ -42,7 +42,7 @@ def run(artifacts, data, root) -> Path:
 
 
 def test_the_hint_for_a_regex_that_matches_nothing_names_a_command_that_lists_the_names(tiny_onnx, root):
-    from edgeft.export.onnx_source import parameter_order
+    from edgeft.exporting.onnx_source import parameter_order
     from edgeft.selection import select_trainable
 
     import onnx
@@ -78,8 +78,8 @@ def test_list_parameters_prints_every_whole_name_and_writes_nothing(tiny_bert, r
 
 def test_deploy_takes_another_checkpoint_as_its_hint_says(run, root):
     from edgeft.backends.state import verify_checkpoint
-    from edgeft.train import checkpoints
-    from edgeft.train.evaluate import checkpoint_parameters
+    from edgeft.training import checkpoints
+    from edgeft.training.evaluate import checkpoint_parameters
 
     step = checkpoints.listed(run)[0]
     (step / "trainable.npz").write_bytes((step / "trainable.npz").read_bytes() + b"x")  # damage it: see the hint

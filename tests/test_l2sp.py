@@ -17,7 +17,7 @@ from edgeft.backends.ort_training import OrtTrainer
 from edgeft.backends.portable import PortableTrainer
 from edgeft.errors import EdgeftError
 from edgeft.manifest import check_fields, load_manifest
-from edgeft.train.loop import DataOptions, TrainConfig, train
+from edgeft.training.loop import DataOptions, TrainConfig, train
 from test_cli import run
 from test_portable import TEXTS, _assert_gradients_match, _forward_weights
 from test_train import LABELS, dataset, write_csv
@@ -50,7 +50,7 @@ def test_gradients_match_pytorch_autograd_with_the_penalty(l2sp_artifacts, tiny_
     import torch
     from transformers import AutoModel
 
-    from edgeft.export.hf_source import MeanPoolClassifier
+    from edgeft.exporting.hf_source import MeanPoolClassifier
 
     manifest = l2sp_artifacts.manifest
     batch = text_batch(manifest.folder, TEXTS)

@@ -28,8 +28,8 @@ def pytorch_reference(minilm_last1):
     """PyTorch autograd's loss and gradients on the same batch and weights."""
     import torch
 
-    from edgeft.export.builtin import builtin_path
-    from edgeft.export.hf_source import MeanPoolClassifier
+    from edgeft.exporting.builtin import builtin_path
+    from edgeft.exporting.hf_source import MeanPoolClassifier
     from transformers import AutoModel
 
     result = minilm_last1

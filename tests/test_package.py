@@ -58,7 +58,7 @@ def package(tiny_bert, export_cache, data):
 
 @pytest.fixture(scope="module")
 def package_run(package, data, tmp_path_factory):
-    from edgeft.train.loop import DataOptions, TrainConfig, train
+    from edgeft.training.loop import DataOptions, TrainConfig, train
 
     run = tmp_path_factory.mktemp("package-run") / "run"
     summary = train(package.folder, DataOptions(train=data[0], val=data[1]), run,
@@ -97,7 +97,7 @@ def _regression_guard(export_cache, folder: Path, noise: float):
     import onnxruntime as ort
 
     from edgeft.data.records import read_records
-    from edgeft.train.examples import ExampleSet
+    from edgeft.training.examples import ExampleSet
 
     manifest = export_cache(model="models:mlp4", inputs=["x:float32:batch,8"], train="last:1", loss="mse").manifest
     rng = np.random.default_rng(0)
@@ -117,7 +117,7 @@ def test_the_prefix_guard_walks_the_ladder_to_the_first_recipe_within_tolerance(
     int8. With none, the probes fit exactly and any quantization shows: no quantized prefix holds,
     and it stays fp32, saying so."""
     from edgeft.devices import load_profile
-    from edgeft.package.prefix import prepare_prefix
+    from edgeft.packaging.prefix import prepare_prefix
 
     manifest, guard = _regression_guard(export_cache, tmp_path, noise)
     (tmp_path / "int4.toml").write_text(PROFILE_INT4)
@@ -137,7 +137,7 @@ def test_the_prefix_guard_walks_the_ladder_to_the_first_recipe_within_tolerance(
 
 def test_a_profile_recipe_within_tolerance_is_taken_first(export_cache, tmp_path):
     from edgeft.devices import load_profile
-    from edgeft.package.prefix import prepare_prefix
+    from edgeft.packaging.prefix import prepare_prefix
 
     manifest, guard = _regression_guard(export_cache, tmp_path, 0.1)
     (tmp_path / "int8.toml").write_text(PROFILE_INT4.replace('weight_type = "int4"', 'weight_type = "int8"'))
@@ -155,9 +155,9 @@ def test_training_on_the_package_uses_its_quantized_prefix(package, package_run)
 
 def test_deploy_from_the_package_reuses_its_prefix_and_matches_the_runs_evaluation(package, package_run, data,
                                                                                    tmp_path):
-    from edgeft.deploy.bundle import Bundle
-    from edgeft.deploy.pipeline import DeployOptions, deploy
-    from edgeft.train.evaluate import evaluate_folder
+    from edgeft.deployment.bundle import Bundle
+    from edgeft.deployment.pipeline import DeployOptions, deploy
+    from edgeft.training.evaluate import evaluate_folder
 
     run, _ = package_run
     report = deploy(DeployOptions(source=run, output=tmp_path / "bundle"))
@@ -171,12 +171,12 @@ def test_deploy_from_the_package_reuses_its_prefix_and_matches_the_runs_evaluati
     trained = evaluate_folder(run, data[1])
     assert abs(on_val["accuracy"] - trained["accuracy"]) <= 1 / 30 + 1e-9  # one flip at most on 30 examples
     assert report["bundle_model"]["metrics"]["accuracy"] == pytest.approx(on_val["accuracy"])
-    scores = Bundle(tmp_path / "bundle").predict(["turn on the lights", "will it rain"])
+    scores = Bundle(tmp_path / "bundle").scores(["turn on the lights", "will it rain"])
     assert np.asarray(scores).shape == (2, len(LABELS))
 
 
 def test_deploy_refuses_another_device_for_a_package_run(package_run, tmp_path):
-    from edgeft.deploy.pipeline import DeployOptions, deploy
+    from edgeft.deployment.pipeline import DeployOptions, deploy
 
     with pytest.raises(EdgeftError, match="prepared for that profile") as info:
         deploy(DeployOptions(source=package_run[0], device="raspberry-pi-5", output=tmp_path / "b"))
@@ -185,7 +185,7 @@ def test_deploy_refuses_another_device_for_a_package_run(package_run, tmp_path):
 
 
 def test_ort_training_and_device_cannot_be_combined(tiny_onnx, tmp_path):
-    from edgeft.export.build import ExportOptions, export_artifacts
+    from edgeft.exporting.build import ExportOptions, export_artifacts
 
     with pytest.raises(EdgeftError) as info:
         export_artifacts(ExportOptions(model=str(tiny_onnx), output=tmp_path / "p", device="x86-64-avx2",

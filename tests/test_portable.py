@@ -21,7 +21,7 @@ from edgeft.backends.portable import PortableTrainer
 from edgeft.backends.select import open_trainer
 from edgeft.backends.state import read_state
 from edgeft.manifest import TAIL_PREFIX
-from edgeft.train.loop import DataOptions, TrainConfig, train
+from edgeft.training.loop import DataOptions, TrainConfig, train
 from test_train import LABELS, dataset, held_out_rows, write_csv
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -68,7 +68,7 @@ def test_tiny_bert_gradients_match_pytorch_autograd(bert_artifacts, tiny_bert):
     import torch
     from transformers import AutoModel
 
-    from edgeft.export.hf_source import MeanPoolClassifier
+    from edgeft.exporting.hf_source import MeanPoolClassifier
 
     batch = text_batch(bert_artifacts.folder, TEXTS)
     batch["labels"] = np.array([0, 1, 2, 2, 0, 1], dtype=np.int64)

@@ -61,7 +61,7 @@ def val_csv(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def bundle(artifacts, val_csv, tmp_path_factory) -> Path:
-    from edgeft.deploy.pipeline import DeployOptions, deploy
+    from edgeft.deployment.pipeline import DeployOptions, deploy
 
     output = tmp_path_factory.mktemp("bundle") / "bundle"
     return Path(deploy(DeployOptions(source=artifacts, device="raspberry-pi-5", val=val_csv, output=output))["bundle"])
@@ -81,7 +81,7 @@ def test_sigkill_at_random_moments_never_loses_work(job, reference, backend, tmp
 
 
 def test_a_run_killed_between_the_renames_of_a_replace_gets_its_best_checkpoint_back(tmp_path):
-    from edgeft.train import checkpoints
+    from edgeft.training import checkpoints
 
     run = tmp_path / "run"
     (run / ".best.old-4242").mkdir(parents=True)  # the previous best, moved aside; the new one never arrived
@@ -136,7 +136,7 @@ def test_full_disk_during_deploy(disk, artifacts, bundle, val_csv, tmp_path):
 
 
 def test_every_tampered_or_truncated_artifact_file_is_refused_before_use(artifacts, tmp_path):
-    from edgeft.train.loop import DataOptions, TrainConfig, train
+    from edgeft.training.loop import DataOptions, TrainConfig, train
 
     folder = tmp_path / "copy"
     shutil.copytree(artifacts, folder)
@@ -158,7 +158,7 @@ def test_every_tampered_or_truncated_artifact_file_is_refused_before_use(artifac
 
 
 def test_every_tampered_or_truncated_bundle_file_is_refused_before_use(bundle, tmp_path):
-    from edgeft.deploy.bundle import Bundle
+    from edgeft.deployment.bundle import Bundle
 
     folder = tmp_path / "copy"
     shutil.copytree(bundle, folder)
@@ -175,8 +175,8 @@ def test_every_tampered_or_truncated_bundle_file_is_refused_before_use(bundle, t
 
 
 def test_a_damaged_run_record_or_checkpoint_state_is_a_clear_error(job, reference, tmp_path):
-    from edgeft.train import checkpoints
-    from edgeft.train.loop import DataOptions, TrainConfig, train
+    from edgeft.training import checkpoints
+    from edgeft.training.loop import DataOptions, TrainConfig, train
 
     run = tmp_path / "run"
     config = TrainConfig(epochs=1, batch_size=8, checkpoint_every=2, seed=5)
@@ -247,7 +247,7 @@ def test_npz_with_a_pickled_object_is_refused_without_unpickling(tmp_path):
 def test_pickled_pytorch_weights_are_not_executed(tiny_bert, tmp_path):
     import torch
 
-    from edgeft.export.build import ExportOptions, export_artifacts
+    from edgeft.exporting.build import ExportOptions, export_artifacts
 
     folder = tmp_path / "model"
     shutil.copytree(tiny_bert, folder)
@@ -322,8 +322,8 @@ def test_nan_or_infinite_inputs_are_refused_naming_the_example(mlp_artifacts, tm
 
 
 def test_a_diverging_learning_rate_stops_the_run_and_keeps_the_last_good_checkpoint(mlp_artifacts, tmp_path):
-    from edgeft.train import checkpoints
-    from edgeft.train.evaluate import checkpoint_parameters
+    from edgeft.training import checkpoints
+    from edgeft.training.evaluate import checkpoint_parameters
 
     rng = np.random.default_rng(0)
     np.savez(tmp_path / "d.npz", x=rng.standard_normal((64, 8)).astype(np.float32),

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from edgeft.errors import EdgeftError
-from edgeft.train import checkpoints
-from edgeft.train.loop import DataOptions, TrainConfig, train
+from edgeft.training import checkpoints
+from edgeft.training.loop import DataOptions, TrainConfig, train
 from test_train import LABELS, dataset, write_csv
 
 CONFIG = TrainConfig(epochs=2, batch_size=8, lr=3e-3, seed=0, checkpoint_every=3, keep=10)
@@ -38,8 +38,8 @@ def test_run_record_holds_paths_relative_to_the_run_and_data_hashes(project):
 
 
 def test_a_copied_run_evaluates_deploys_and_resumes_from_another_directory(project, tmp_path, monkeypatch):
-    from edgeft.deploy.pipeline import DeployOptions, deploy
-    from edgeft.train.evaluate import evaluate_folder
+    from edgeft.deployment.pipeline import DeployOptions, deploy
+    from edgeft.training.evaluate import evaluate_folder
 
     moved = tmp_path / "elsewhere" / "copy"
     shutil.copytree(project, moved)
@@ -72,7 +72,7 @@ def test_resume_refuses_changed_data_even_under_the_same_name(project):
 
 
 def test_deploy_says_when_the_runs_data_is_gone(project, tmp_path):
-    from edgeft.deploy.pipeline import DeployOptions, deploy
+    from edgeft.deployment.pipeline import DeployOptions, deploy
 
     (project / "data" / "val.csv").unlink()
     with pytest.raises(EdgeftError, match="validation data is not where it was") as info:

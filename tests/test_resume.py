@@ -20,8 +20,8 @@ from typing import Any
 import pytest
 
 from conftest import ORT, BLOCK_HEAVY, TESTS
-from edgeft.train import checkpoints
-from edgeft.train.loop import DataOptions, Reporter, TrainConfig, train
+from edgeft.training import checkpoints
+from edgeft.training.loop import DataOptions, Reporter, TrainConfig, train
 from reliability_faults import checkpoint_marks, differences, resume_problems, resumed_at, run_result, wait_for
 from test_train import LABELS, dataset, write_csv
 
@@ -55,7 +55,7 @@ def setup(tiny_bert, export_cache, tmp_path_factory) -> tuple[Path, DataOptions]
 def _killed_run(artifacts: Path, options: DataOptions, run_dir: Path, backend: str) -> None:
     """Train in another process and SIGKILL it once KILL_AFTER checkpoints are on disk."""
     code = BLOCK_HEAVY + (
-        "from pathlib import Path\nfrom edgeft.train.loop import DataOptions, TrainConfig, train\n"
+        "from pathlib import Path\nfrom edgeft.training.loop import DataOptions, TrainConfig, train\n"
         f"train(Path({str(artifacts)!r}), DataOptions(train=Path({str(options.train)!r})), Path({str(run_dir)!r}), "
         f"TrainConfig(**{asdict(CONFIG)!r}), threads=1, backend={backend!r})\n")
     process = subprocess.Popen([sys.executable, "-c", code], cwd=TESTS, stdout=subprocess.DEVNULL,

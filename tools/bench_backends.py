@@ -28,10 +28,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from edgeft.export.build import ExportOptions, export_artifacts  # noqa: E402
+from edgeft.exporting.build import ExportOptions, export_artifacts  # noqa: E402
 from edgeft.labels import read_label_file  # noqa: E402
-from edgeft.train.evaluate import evaluate_folder  # noqa: E402
-from edgeft.train.loop import DataOptions, TrainConfig, train  # noqa: E402
+from edgeft.training.evaluate import evaluate_folder  # noqa: E402
+from edgeft.training.loop import DataOptions, TrainConfig, train  # noqa: E402
 
 BACKENDS = ("ort-training", "portable")
 

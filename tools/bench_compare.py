@@ -10,7 +10,7 @@ of the training data). Reported: wall time of training (the frozen-prefix pass i
 examples per second, peak resident memory, test accuracy, and ratios to PyTorch.
 
 Usage: python tools/bench_compare.py [--data ../shared/data/banking77] [--epochs 5] [--threads 2]
-       [--train head last:1] [--device auto] [--out artifacts/bench]
+       [--train head last:1] [--device auto] [--ways edgeft-cache edgeft-package] [--out artifacts/bench]
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ sys.path.insert(0, str(ROOT))
 from tools.bench_train import dataset, guard_sample  # noqa: E402
 
 LR = {"head": 1e-2, "last:1": 2e-4}
+WAYS = {"edgeft-no-cache": ["--no-cache"], "edgeft-cache": [], "edgeft-package": []}  # way -> train options
 
 
 def run_json(command: list[str]) -> dict:
@@ -45,6 +46,8 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--out", type=Path, default=ROOT / "artifacts" / "bench")
+    parser.add_argument("--ways", nargs="+", choices=WAYS, default=list(WAYS),
+                        help="edgeft ways to run (PyTorch eager, the baseline, always runs)")
     args = parser.parse_args()
     train_csv, test_csv, names, label_column, name = dataset(args.data)
     python, rows = sys.executable, []
@@ -65,8 +68,8 @@ def main() -> None:
         torch_row = run_json([python, "tools/torch_baseline.py", str(artifacts), str(train_csv), str(test_csv),
                               "--label-column", label_column, *common])
         results = {"pytorch-eager": torch_row}
-        for way, folder, extra in (("edgeft-no-cache", artifacts, ["--no-cache"]), ("edgeft-cache", artifacts, []),
-                                   ("edgeft-package", package, [])):
+        for way in args.ways:
+            folder, extra = package if way == "edgeft-package" else artifacts, WAYS[way]
             run_dir = args.out / f"compare-run-{tag}-{way}"
             summary = run_json([python, "-m", "edgeft", "train", str(folder), str(train_csv), "--label-column",
                                 label_column, "--val-fraction", "0", "--run-dir", str(run_dir), "--force", "--json",

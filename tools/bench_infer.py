@@ -36,7 +36,7 @@ BATCHES = (1, 32)
 
 
 class _TorchSession:
-    """A PyTorch module behind the ``run(None, feed)`` call that edgeft.deploy.measure times."""
+    """A PyTorch module behind the ``run(None, feed)`` call that edgeft.deployment.measure times."""
 
     def __init__(self, model) -> None:
         import torch
@@ -55,12 +55,12 @@ class _TorchSession:
 def worker(args: argparse.Namespace) -> None:
     """Measure one way; print one JSON object."""
     from edgeft.data.records import read_records
-    from edgeft.deploy.bundle import Bundle
-    from edgeft.deploy.measure import latency, peak_rss_mb, sample_feed
-    from edgeft.deploy.runtime import InferenceStepper, make_session
+    from edgeft.deployment.bundle import Bundle
+    from edgeft.deployment.measure import latency, peak_rss_mb, sample_feed
+    from edgeft.deployment.runtime import InferenceStepper, make_session
     from edgeft.manifest import load_manifest
-    from edgeft.train.evaluate import checkpoint_parameters, evaluate, resolve_model
-    from edgeft.train.examples import ExampleSet
+    from edgeft.training.evaluate import checkpoint_parameters, evaluate, resolve_model
+    from edgeft.training.examples import ExampleSet
 
     bundle = load_manifest(args.bundle, kind="bundle")
     artifacts, checkpoint = resolve_model(args.run)
@@ -119,9 +119,9 @@ def main() -> None:
     if not (args.run / "run.json").is_file():
         sys.exit(f"{args.run} is not a run folder: run tools/bench_train.py --train head first")
 
-    from edgeft.deploy.inference_model import build_inference_model
-    from edgeft.deploy.pipeline import DeployOptions, auto_device, deploy
-    from edgeft.train.evaluate import checkpoint_parameters, resolve_model
+    from edgeft.deployment.inference_model import build_inference_model
+    from edgeft.deployment.pipeline import DeployOptions, auto_device, deploy
+    from edgeft.training.evaluate import checkpoint_parameters, resolve_model
 
     on_banking = (args.data / "test.csv").is_file()
     test = args.data / "test.csv" if on_banking else ROOT / "edgeft" / "examples" / "smart_home" / "test.csv"

@@ -84,7 +84,7 @@ def gemm_gflops(m: int, k: int, n: int, threads: int, seconds: float = 1.5, cons
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
-    from edgeft.deploy.runtime import make_session
+    from edgeft.deployment.runtime import make_session
 
     rng = np.random.default_rng(0)
     weights = rng.standard_normal((k, n), dtype=np.float32)

@@ -25,10 +25,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from edgeft.export.build import ExportOptions, export_artifacts  # noqa: E402
+from edgeft.exporting.build import ExportOptions, export_artifacts  # noqa: E402
 from edgeft.labels import read_label_file  # noqa: E402
-from edgeft.train.evaluate import evaluate_folder  # noqa: E402
-from edgeft.train.loop import DataOptions, TrainConfig, train  # noqa: E402
+from edgeft.training.evaluate import evaluate_folder  # noqa: E402
+from edgeft.training.loop import DataOptions, TrainConfig, train  # noqa: E402
 
 RECIPES = {  # hyper-parameters per trainable set (tuned on the validation split, not on test)
     "head": dict(lr=1e-2, batch_size=32, weight_decay=0.0, warmup=0.0, schedule="linear"),

@@ -55,8 +55,8 @@ class Fixtures:
 
     def __init__(self, work: Path) -> None:
         from conftest import make_tiny_bert
-        from edgeft.deploy.pipeline import DeployOptions, deploy
-        from edgeft.export.build import ExportOptions, export_artifacts
+        from edgeft.deployment.pipeline import DeployOptions, deploy
+        from edgeft.exporting.build import ExportOptions, export_artifacts
         from test_train import LABELS, dataset, write_csv
 
         self.work = work
@@ -96,7 +96,7 @@ def run_kills(fixtures: Fixtures, kills: int, seed: int, backends: list[str]) ->
 
 def run_disk_full(fixtures: Fixtures, job: Any, reference: Any, mechanism: str | None) -> dict[str, Any]:
     from reliability_faults import SmallDisk, checkpoint_case, disk_full_case, free_levels
-    from edgeft.train import checkpoints
+    from edgeft.training import checkpoints
 
     cases = []
     with SmallDisk(fixtures.work / "disk-full", mechanism=mechanism) as disk:

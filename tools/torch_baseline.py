@@ -36,8 +36,8 @@ def load_model(manifest, parameters: dict | None = None):  # -> MeanPoolClassifi
     from onnx import numpy_helper
     from transformers import AutoModel
 
-    from edgeft.export.builtin import builtin_path
-    from edgeft.export.hf_source import MeanPoolClassifier
+    from edgeft.exporting.builtin import builtin_path
+    from edgeft.exporting.hf_source import MeanPoolClassifier
 
     labels = manifest.data["labels"]["names"]
     backbone = AutoModel.from_pretrained(builtin_path("minilm"), local_files_only=True, attn_implementation="eager")
@@ -70,10 +70,10 @@ def main() -> None:
 
     from edgeft.data.batching import length_bucketed_batches, sequential_batches
     from edgeft.data.records import read_records
-    from edgeft.deploy.measure import peak_rss_mb
+    from edgeft.deployment.measure import peak_rss_mb
     from edgeft.manifest import load_manifest
-    from edgeft.train.examples import ExampleSet
-    from edgeft.train.schedule import learning_rate
+    from edgeft.training.examples import ExampleSet
+    from edgeft.training.schedule import learning_rate
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)

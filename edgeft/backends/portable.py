@@ -1,6 +1,6 @@
 """The portable training backend: training steps as plain ONNX graphs on any onnxruntime.
 
-Runs the graphs export writes (see :mod:`edgeft.export.portable`) in ordinary
+Runs the graphs export writes (see :mod:`edgeft.exporting.portable`) in ordinary
 ``onnxruntime.InferenceSession``s, so it needs no training build: it trains on Linux aarch64
 (Raspberry Pi, Jetson), on Windows and on any onnxruntime release. It has the interface of
 :class:`edgeft.backends.ort_training.OrtTrainer` and the same semantics: gradients of

@@ -46,19 +46,21 @@ def command(source: Path, device: str, output: Path | None, val: Path | None, ch
       edgeft deploy artifacts/minilm --val data/val.csv --device x86-64-avx2
       edgeft deploy artifacts/runs/minilm --checkpoint artifacts/runs/minilm/checkpoints/step-00000300
     """
-    from edgeft.deploy.pipeline import DeployOptions, deploy
+    from edgeft import api
     from edgeft.ortcompat import runtime_logs
     from edgeft.report import stderr, stdout
 
-    options = DeployOptions(source=source, device=device, output=output, val=val, max_drop=max_drop,
-                            sequence=sequence, text_column=text_column, label_column=label_column, force=force,
-                            checkpoint=checkpoint)
+    def run(progress=None) -> dict:
+        return api.deploy(source, device=device, output=output, val=val, max_drop=max_drop, sequence=sequence,
+                          checkpoint=checkpoint, text_column=text_column, label_column=label_column, force=force,
+                          progress=progress).report
+
     with runtime_logs(shown=verbose):
         if as_json:
-            click.echo(json.dumps(deploy(options), indent=2))
+            click.echo(json.dumps(run(), indent=2))
             return
         with stderr.status("deploying") as status:
-            report = deploy(options, progress=lambda text: status.update(f"{text}..."))
+            report = run(lambda text: status.update(f"{text}..."))
     from rich.markdown import Markdown
 
     stdout.print(Markdown((Path(report["bundle"]) / "REPORT.md").read_text(encoding="utf-8")))

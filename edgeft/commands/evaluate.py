@@ -38,11 +38,11 @@ def command(model: Path, data: Path, checkpoint: Path | None, batch_size: int, t
     """
     from rich.table import Table
 
+    from edgeft import api
     from edgeft.report import stdout
-    from edgeft.train.evaluate import evaluate_folder
 
-    result = evaluate_folder(model, data, checkpoint, batch_size, threads, text_column, label_column, strict,
-                             backend=backend)
+    result = api.evaluate(model, data, checkpoint=checkpoint, batch_size=batch_size, threads=threads,
+                          text_column=text_column, label_column=label_column, strict=strict, backend=backend).record
     if as_json:
         click.echo(json.dumps(result, indent=2))
         return

@@ -77,27 +77,33 @@ def command(model: str | None, output: Path | None, name: str | None, train: str
       edgeft export --labels labels.txt --device raspberry-pi-5 --guard-data train.csv
       edgeft export ./my-bert --list-parameters --train 'layer\\.11\\.'   # check a regex first
     """
-    from edgeft.export.build import ExportOptions, export_artifacts
-    from edgeft.labels import read_label_file
+    from edgeft import api
     from edgeft.report import parameter_table, stderr, stdout
 
-    options = ExportOptions(
-        model=model, output=output, name=name, train=train, loss=loss, optimizer=optimizer,
-        label_names=read_label_file(labels_file) if labels_file else [], num_labels=num_labels,
-        max_length=max_length, inputs=list(inputs), modality=modality, seed=seed, dropout=not no_dropout,
-        l2sp=l2sp, force=force, formats=formats or ("portable",), device=device, guard_data=guard_data,
-        max_drop=max_drop, text_column=text_column, label_column=label_column)
     if (guard_data or max_drop is not None) and device is None:
         raise click.UsageError("--guard-data and --max-drop check a device package's prefix: give --device too.")
     if list_parameters:
-        _list_parameters(options, as_json)
+        from edgeft.exporting.build import ExportOptions
+        from edgeft.labels import read_label_file
+
+        _list_parameters(ExportOptions(model=model, train=train, label_names=read_label_file(labels_file)
+                                       if labels_file else [], num_labels=num_labels, max_length=max_length,
+                                       inputs=list(inputs), modality=modality, seed=seed, dropout=not no_dropout),
+                         as_json)
         return
+
+    def run(progress=None):  # -> ExportResult
+        return api.export(model, labels=labels_file, num_labels=num_labels, train=train, output=output, device=device,
+                          guard_data=guard_data, loss=loss, optimizer=optimizer, max_length=max_length, inputs=inputs,
+                          modality=modality, formats=formats or ("portable",), dropout=not no_dropout, l2sp=l2sp,
+                          seed=seed, max_drop=max_drop, text_column=text_column, label_column=label_column,
+                          force=force, name=name, progress=progress).built
+
     if as_json:
-        result = export_artifacts(options)
-        click.echo(json.dumps(result.summary(), indent=2))
+        click.echo(json.dumps(run().summary(), indent=2))
         return
     with stderr.status("exporting") as status:
-        result = export_artifacts(options, progress=lambda text: status.update(f"{text}..."))
+        result = run(lambda text: status.update(f"{text}..."))
     stdout.print(parameter_table([(t.name, t.numel, t.trainable) for t in result.tensors],
                                  title=f"Parameters of {result.manifest.data['name']} (--train {train})",
                                  detailed=verbose))
@@ -118,7 +124,7 @@ def _list_parameters(options, as_json: bool) -> None:  # options: ExportOptions
     from rich.markup import escape
     from rich.table import Table
 
-    from edgeft.export.parameters import list_parameters
+    from edgeft.exporting.parameters import list_parameters
     from edgeft.report import stderr, stdout
 
     listing = list_parameters(options)

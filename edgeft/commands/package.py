@@ -33,12 +33,12 @@ def command(artifacts: Path, device: str, output: Path | None, guard_data: Path 
       edgeft package artifacts/minilm --device raspberry-pi-5 --guard-data data/train.csv
       edgeft package artifacts/minilm --device stm32mp25 -o packages/stm32
     """
-    from edgeft.package.writer import make_package
+    from edgeft import api
     from edgeft.report import stderr, stdout
 
-    def build(progress=None):
-        return make_package(artifacts, device, output, guard_data, max_drop, force, text_column, label_column,
-                            progress=progress)
+    def build(progress=None):  # -> PackageResult
+        return api.package(artifacts, device=device, guard_data=guard_data, output=output, max_drop=max_drop,
+                           text_column=text_column, label_column=label_column, force=force, progress=progress).built
 
     if as_json:
         click.echo(json.dumps(build().summary(), indent=2))

@@ -34,11 +34,10 @@ def command(bundle: Path, inputs: tuple[str, ...], as_text: bool, as_file: bool,
       edgeft predict artifacts/bundles/smart-home --text "open report.csv"
       edgeft predict artifacts/bundles/sensor-model readings.npz
     """
-    import numpy as np
     from rich.markup import escape
     from rich.table import Table
 
-    from edgeft.deploy.bundle import Bundle, read_items
+    from edgeft.deployment.bundle import Bundle, read_items
     from edgeft.errors import EdgeftError
     from edgeft.report import stdout
 
@@ -52,17 +51,18 @@ def command(bundle: Path, inputs: tuple[str, ...], as_text: bool, as_file: bool,
     for place in skipped:  # a note, on stderr: stdout holds the predictions
         click.echo(f"  • skipped {place}", err=True)
     if model.manifest.data["modality"] == "tensor":
-        items, values = model.predict_npz(items)
+        places, values = model.predict_npz(items)
+        predictions = [model.prediction(place, row) for place, row in zip(places, values)]
     else:
-        values = model.predict(items)
+        predictions = model.predict(items)
     results = []
-    for item, row in zip(items, values):
-        if model.task == "regression":
-            results.append({"input": item, "values": [round(float(v), 6) for v in row]})
+    for p in predictions:
+        if p.values is not None:
+            results.append({"input": p.input, "values": [round(v, 6) for v in p.values]})
             continue
-        order = np.argsort(-row)[:top_k] if model.task == "classification" else np.flatnonzero(row > 0.5)
-        top = [{"label": model.labels[i], "score": round(float(row[i]), 6)} for i in order]
-        results.append({"input": item, "label": top[0]["label"] if top else None, "top": top})
+        top = p.top(top_k) if model.task == "classification" else list(p.scores.items())
+        results.append({"input": p.input, "label": p.label,
+                        "top": [{"label": label, "score": round(score, 6)} for label, score in top]})
     if as_json:
         click.echo(json.dumps(results, indent=2))  # a list, whatever the number of inputs
         return

@@ -71,21 +71,22 @@ def command(artifacts: Path, data: Path, val: Path | None, val_fraction: float, 
       edgeft train artifacts/minilm few.csv --l2sp 0.1   # few examples: stay near the pretrained weights
       edgeft train artifacts/minilm data.csv --backend portable   # plain onnxruntime, e.g. aarch64
     """
+    from edgeft import api
     from edgeft.progress import RichReporter, summary_table
     from edgeft.report import stdout
-    from edgeft.train.loop import DataOptions, TrainConfig, train
+    from edgeft.training.loop import TrainConfig
 
     config = TrainConfig(epochs=epochs, max_steps=max_steps, batch_size=batch_size, lr=lr, schedule=schedule,
                          warmup=warmup, weight_decay=weight_decay, l2sp=l2sp, accumulate=accumulate, seed=seed,
                          patience=patience,
                          metric=metric, checkpoint_every=checkpoint_every, cache=not no_cache, cache_mb=cache_mb,
                          bucket=not no_bucket, micro_batch_tokens=micro_batch_tokens, val_fraction=val_fraction)
-    options = DataOptions(train=data, val=val, text_column=text_column, label_column=label_column, strict=strict)
     folder = run_dir or Path("artifacts") / "runs" / Path(artifacts).resolve().name
     reporter = None if as_json else RichReporter()
     try:
-        summary = train(artifacts, options, folder, config, threads=threads, resume=resume, force=force,
-                        reporter=reporter, backend=backend)
+        summary = api.train(artifacts, data, val=val, run_dir=folder, config=config, threads=threads, backend=backend,
+                            resume=resume, force=force, text_column=text_column, label_column=label_column,
+                            strict=strict, progress=reporter).summary
     except KeyboardInterrupt:
         raise _interrupted(folder) from None
     finally:
@@ -100,8 +101,8 @@ def command(artifacts: Path, data: Path, val: Path | None, val_fraction: float, 
 def _interrupted(folder: Path):  # -> Interrupted
     """What Ctrl-C kept: the run's finished checkpoints, and how to continue from the last one."""
     from edgeft.errors import Interrupted
-    from edgeft.train import checkpoints
-    from edgeft.train.loop import RUN_FILE
+    from edgeft.training import checkpoints
+    from edgeft.training.loop import RUN_FILE
 
     if not (folder / RUN_FILE).is_file():
         return Interrupted("Interrupted before training started.", where=str(folder),

@@ -23,11 +23,11 @@ import onnx
 
 from edgeft import __version__
 from edgeft.errors import EdgeftError
-from edgeft.export.builtin import BUILTIN_MODELS, DEFAULT_MODEL, builtin_path
-from edgeft.export.ort_artifacts import ORT_FORMAT, require_training_api, write_ort_training
-from edgeft.export.portable import export_portable
-from edgeft.export.tail import PREFIX_FILE, build_tail
-from edgeft.export.source import LoadedModel, sample_array
+from edgeft.exporting.builtin import BUILTIN_MODELS, DEFAULT_MODEL, builtin_path
+from edgeft.exporting.ort_artifacts import ORT_FORMAT, require_training_api, write_ort_training
+from edgeft.exporting.portable import export_portable
+from edgeft.exporting.tail import PREFIX_FILE, build_tail
+from edgeft.exporting.source import LoadedModel, sample_array
 from edgeft.fsutil import staged_folder
 from edgeft.manifest import TAIL_PREFIX, Manifest, write_manifest
 from edgeft.ortcompat import runtime_versions
@@ -119,7 +119,7 @@ def load_source(options: ExportOptions) -> tuple[LoadedModel, str]:
     """Resolve the model argument to a loaded model and a default name."""
     ref = options.model or DEFAULT_MODEL
     if ref in BUILTIN_MODELS:
-        from edgeft.export.hf_source import load_text
+        from edgeft.exporting.hf_source import load_text
 
         loaded = load_text(builtin_path(ref), options.label_names, options.num_labels, options.max_length,
                            options.seed)
@@ -129,13 +129,13 @@ def load_source(options: ExportOptions) -> tuple[LoadedModel, str]:
     if path.suffix == ".onnx" or path.is_file() and not ref.endswith(".py"):
         if not path.is_file():
             raise EdgeftError(f"The model file {ref} does not exist.", where=ref, hint="check the path.")
-        from edgeft.export.onnx_source import load_onnx
+        from edgeft.exporting.onnx_source import load_onnx
 
         loaded = load_onnx(path, options.label_names, options.num_labels)
         loaded.source["file"] = path.name
         return loaded, path.stem
     if path.is_dir():
-        from edgeft.export.hf_source import detect_modality, load_image, load_text
+        from edgeft.exporting.hf_source import detect_modality, load_image, load_text
 
         modality = options.modality or detect_modality(path)
         if modality == "image":
@@ -145,7 +145,7 @@ def load_source(options: ExportOptions) -> tuple[LoadedModel, str]:
         loaded.source["folder"] = path.resolve().name
         return loaded, path.resolve().name
     if ":" in ref and not path.exists():
-        from edgeft.export.torch_source import load_torch
+        from edgeft.exporting.torch_source import load_torch
 
         loaded = load_torch(ref, options.inputs, options.label_names, options.num_labels, options.seed)
         return loaded, re.sub(r"\W+", "-", ref.rpartition(":")[2]).strip("-") or "model"
@@ -157,7 +157,7 @@ def load_source(options: ExportOptions) -> tuple[LoadedModel, str]:
 def _forward_graph(loaded: LoadedModel, spec: str, dropout: bool) -> tuple[onnx.ModelProto, list[str], list[str]]:
     """The forward ONNX graph, the parameter names in forward order, and the trainable ones."""
     if loaded.module is not None:
-        from edgeft.export.torch_export import export_onnx, forward_order, set_export_modes
+        from edgeft.exporting.torch_export import export_onnx, forward_order, set_export_modes
 
         order = forward_order(loaded.module, loaded.sample)
         trainable = select_trainable(order, spec)
@@ -166,7 +166,7 @@ def _forward_graph(loaded: LoadedModel, spec: str, dropout: bool) -> tuple[onnx.
         axes[loaded.output] = {0: "batch"}
         model = export_onnx(loaded.module, loaded.sample, [loaded.output], axes)
         return model, order, trainable
-    from edgeft.export.onnx_source import parameter_order
+    from edgeft.exporting.onnx_source import parameter_order
 
     order = parameter_order(loaded.onnx_model)
     return loaded.onnx_model, order, select_trainable(order, spec)
@@ -221,8 +221,8 @@ def _reference_loss(forward: Path, batch: dict[str, np.ndarray], manifest: Manif
     """The loss of the full forward graph (dropout off) on ``batch``, computed with plain onnxruntime."""
     import onnxruntime as ort
 
-    from edgeft.deploy.inference_model import drop_dropout
-    from edgeft.deploy.runtime import loss_value
+    from edgeft.deployment.inference_model import drop_dropout
+    from edgeft.deployment.runtime import loss_value
 
     model = onnx.load(str(forward))
     drop_dropout(model)
@@ -338,7 +338,7 @@ def export_artifacts(options: ExportOptions, progress: Callable[[str], None] | N
     name = options.name or default_name
     profile = None
     if options.device is not None:  # a device package: check the profile before the slow part
-        from edgeft.deploy.pipeline import auto_device
+        from edgeft.deployment.pipeline import auto_device
         from edgeft.devices import load_profile
 
         if ORT_FORMAT in formats:
@@ -370,7 +370,7 @@ def export_artifacts(options: ExportOptions, progress: Callable[[str], None] | N
         with tempfile.TemporaryDirectory(prefix="edgeft-export-") as tmp:
             artifacts = _write_artifacts(Path(tmp) / name, options, loaded, name, forward, order, trainable, frozen,
                                          formats, l2sp, step)
-            from edgeft.package.writer import make_package
+            from edgeft.packaging.writer import make_package
 
             package = make_package(artifacts.folder, str(profile.path), dest, options.guard_data, options.max_drop,
                                    options.force, options.text_column, options.label_column, options.extra, step)

@@ -8,6 +8,7 @@ and one JSON line of metrics per epoch in the run folder.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import shutil
@@ -23,18 +24,20 @@ from edgeft.data.batching import length_bucketed_batches, token_pieces
 from edgeft.data.records import Records, read_records
 from edgeft.data.split import stratified_split
 from edgeft.errors import EdgeftError
-from edgeft.fsutil import atomic_write_text, sha256_file, write_failed
+from edgeft.fsutil import atomic_write_bytes, atomic_write_text, sha256_file, write_failed
 from edgeft.manifest import MANIFEST_NAME, TAIL_PREFIX, TRAINABLE_KINDS, Manifest, check_fields, load_manifest
-from edgeft.deploy.measure import peak_rss_mb
+from edgeft.deployment.measure import peak_rss_mb
 from edgeft.outputs import check_output
-from edgeft.train import checkpoints, metrics
-from edgeft.train.cache import CachedExamples
-from edgeft.train.evaluate import Examples, evaluate
-from edgeft.train.record import RUN_FILE, RunRecord
-from edgeft.train.examples import ExampleSet
-from edgeft.train.schedule import learning_rate
+from edgeft.reporter import Reporter
+from edgeft.training import checkpoints, metrics
+from edgeft.training.cache import CachedExamples
+from edgeft.training.evaluate import Examples, evaluate
+from edgeft.training.record import RUN_FILE, RunRecord
+from edgeft.training.examples import ExampleSet
+from edgeft.training.schedule import learning_rate
 
 METRICS_FILE = "metrics.jsonl"
+KEPT_DATA = "data"  # the run's own copy of data given in memory
 SUMMARY_FILE = "summary.json"
 
 
@@ -49,14 +52,14 @@ class TrainConfig:
     schedule: str = "linear"
     warmup: float = 0.1  # fraction of all optimizer steps
     weight_decay: float = 0.01
-    l2sp: float | None = None  # L2-SP strength; None: the export's (see edgeft.export.l2sp)
+    l2sp: float | None = None  # L2-SP strength; None: the export's (see edgeft.exporting.l2sp)
     accumulate: int = 1
     seed: int = 0
     patience: int | None = None
     metric: str | None = None
     checkpoint_every: int | None = None
     cache: bool = True
-    cache_mb: int = 128  # beyond it the cache is a file read per batch (see edgeft.train.cache)
+    cache_mb: int = 128  # beyond it the cache is a file read per batch (see edgeft.training.cache)
     bucket: bool = True
     micro_batch_tokens: int = 768  # a batch padded beyond this runs in pieces (same update, less memory; 0: never)
     keep: int = 2
@@ -72,20 +75,17 @@ class DataOptions:
     text_column: str = "text"
     label_column: str = "label"
     strict: bool = False
+    keep_in_run: bool = False  # copy the files into the run folder's data/ (data given in memory through the API)
 
     def __post_init__(self) -> None:  # str paths too
         self.train = Path(self.train)
         self.val = Path(self.val) if self.val is not None else None
 
-
-class Reporter:
-    """Progress events; the CLI draws a progress bar, the API default stays silent."""
-
-    def message(self, text: str) -> None: ...
-    def start(self, total_steps: int, done_steps: int, epochs: int) -> None: ...
-    def step(self, step: int, loss: float, examples_per_second: float, lr: float) -> None: ...
-    def epoch(self, record: dict[str, Any]) -> None: ...
-    def finish(self) -> None: ...
+    def kept(self, run_dir: Path) -> DataOptions:
+        """Where the run keeps its copies of the files (``keep_in_run``), named as the run refers to them."""
+        return dataclasses.replace(self, train=run_dir / KEPT_DATA / f"train{self.train.suffix}",
+                                   val=run_dir / KEPT_DATA / f"val{self.val.suffix}" if self.val is not None else None,
+                                   keep_in_run=False)
 
 
 @dataclass
@@ -136,9 +136,22 @@ def load_examples(manifest: Manifest, data: DataOptions, config: TrainConfig,
 
 
 def _run_record(manifest: Manifest, data: DataOptions, config: TrainConfig, run_dir: Path) -> RunRecord:
-    return RunRecord.create(run_dir, manifest.folder, sha256_file(manifest.folder / MANIFEST_NAME), data.train,
-                            data.val, {"text_column": data.text_column, "label_column": data.label_column},
-                            asdict(config))
+    kept = data.kept(run_dir) if data.keep_in_run else data
+    return RunRecord.create(run_dir, manifest.folder, sha256_file(manifest.folder / MANIFEST_NAME), kept.train,
+                            kept.val, {"text_column": data.text_column, "label_column": data.label_column},
+                            asdict(config), hashed=(data.train, data.val))
+
+
+def _keep_data(data: DataOptions, run_dir: Path) -> None:
+    """Copy data given in memory into the run folder, where the run record says it is."""
+    kept = data.kept(run_dir)
+    try:
+        for source, target in ((data.train, kept.train), (data.val, kept.val)):
+            if source is not None:
+                target.parent.mkdir(exist_ok=True)
+                atomic_write_bytes(target, source.read_bytes())
+    except OSError as exc:
+        raise write_failed(run_dir / KEPT_DATA, exc) from exc
 
 
 def _prepare_run_dir(run_dir: Path, record: RunRecord, resume: bool, force: bool) -> None:
@@ -210,6 +223,8 @@ def train(artifacts: Path, data: DataOptions, run_dir: Path, config: TrainConfig
     train_set, val_set = load_examples(manifest, data, config, reporter)
     record = _run_record(manifest, data, config, run_dir)
     _prepare_run_dir(run_dir, record, resume, force)
+    if data.keep_in_run and not resume:
+        _keep_data(data, run_dir)
     latest = checkpoints.latest(run_dir) if resume else None
     state = RunState(**checkpoints.load_state(latest)) if latest else RunState()
     use_cache = config.cache and bool(manifest.data.get("cache", {}).get("available"))

@@ -13,7 +13,7 @@ import onnx
 from onnx import helper
 
 from edgeft.errors import EdgeftError
-from edgeft.export.source import InputSpec, LoadedModel
+from edgeft.exporting.source import InputSpec, LoadedModel
 
 _FLOAT_TYPES = {onnx.TensorProto.FLOAT}
 

@@ -15,19 +15,19 @@ from typing import Any
 import numpy as np
 
 from edgeft import __version__
-from edgeft.deploy.guard import examples_needed, head_node_patterns, ladder, pooled, quality_drop
-from edgeft.deploy.inference_model import build_inference_model
-from edgeft.deploy.measure import latency, sample_feed
-from edgeft.deploy.quantize import quantize
-from edgeft.deploy.runtime import InferenceStepper, make_session, session_config
+from edgeft.deployment.guard import examples_needed, head_node_patterns, ladder, pooled, quality_drop
+from edgeft.deployment.inference_model import build_inference_model
+from edgeft.deployment.measure import latency, sample_feed
+from edgeft.deployment.quantize import quantize
+from edgeft.deployment.runtime import InferenceStepper, make_session, session_config
 from edgeft.devices import DeviceProfile, load_profile
 from edgeft.errors import EdgeftError
 from edgeft.fsutil import staged_folder
 from edgeft.manifest import Manifest, write_manifest
 from edgeft.ortcompat import runtime_versions, usable_threads
 from edgeft.outputs import check_output, output_check
-from edgeft.train.evaluate import Examples, checkpoint_parameters, evaluate, resolve_model
-from edgeft.train.examples import ExampleSet
+from edgeft.training.evaluate import Examples, checkpoint_parameters, evaluate, resolve_model
+from edgeft.training.examples import ExampleSet
 
 REPORT_JSON = "report.json"
 REPORT_MD = "REPORT.md"
@@ -51,14 +51,15 @@ class DeployOptions:
 
 
 def _run_record(source: Path):  # -> RunRecord | None
-    from edgeft.train.record import RUN_FILE, RunRecord
+    from edgeft.training.record import RUN_FILE, RunRecord
 
     return RunRecord.read(source) if (source / RUN_FILE).is_file() else None
 
 
 def _validation(manifest: Manifest, options: DeployOptions, run) -> tuple[ExampleSet, ExampleSet | None]:
     """Validation examples (--val, or the run's), and training examples for calibration."""
-    from edgeft.train.loop import DataOptions, TrainConfig, load_examples, Reporter
+    from edgeft.reporter import Reporter
+    from edgeft.training.loop import DataOptions, TrainConfig, load_examples
 
     recorded = run.data if run is not None else {}
     columns = dict(text_column=recorded.get("text_column", options.text_column),
@@ -163,8 +164,8 @@ class _PackageTail:
 
     def __init__(self, manifest: Manifest, trained: dict[str, np.ndarray], profile: DeviceProfile, work: Path,
                  threads: int | None) -> None:
-        from edgeft.deploy.inference_model import fold_constants
-        from edgeft.deploy.tail_model import join_prefix_and_tail, tail_inference_model
+        from edgeft.deployment.inference_model import fold_constants
+        from edgeft.deployment.tail_model import join_prefix_and_tail, tail_inference_model
 
         self.manifest, self.threads, self._join = manifest, threads, join_prefix_and_tail
         cache = manifest.data["cache"]
@@ -184,7 +185,7 @@ class _PackageTail:
         self._cached: list[Any] = []
 
     def examples(self, examples: ExampleSet) -> Examples:
-        from edgeft.train.cache import CachedExamples
+        from edgeft.training.cache import CachedExamples
 
         cached = CachedExamples(examples, self.manifest, self.threads, budget_bytes=1 << 40)
         self._cached.append(cached)
@@ -303,6 +304,7 @@ def deploy(options: DeployOptions, progress: Callable[[str], None] | None = None
             report["package"] = {"name": manifest.data["name"], "prefix": manifest.data["prefix"]["chosen"],
                                  "prefix_recipe": manifest.data["prefix"]["recipe_summary"]}
         shutil.rmtree(work)
+        report["seconds"] = round(time.perf_counter() - started, 2)
         (stage / REPORT_JSON).write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
         (stage / REPORT_MD).write_text(render_report(report), encoding="utf-8")
         files.update({"report": REPORT_JSON, "report_text": REPORT_MD})
@@ -313,7 +315,6 @@ def deploy(options: DeployOptions, progress: Callable[[str], None] | None = None
                      **({"prefix_quantization": manifest.data["prefix"]["recipe"]} if package else {}),
                      "tool": {"edgeft": __version__, **runtime_versions()}, **options.extra})
         write_manifest(stage, data, files)
-    report["seconds"] = round(time.perf_counter() - started, 2)
     return report
 
 

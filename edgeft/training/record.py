@@ -63,11 +63,15 @@ class RunRecord:
 
     @staticmethod
     def create(run_dir: Path, artifacts: Path, manifest_sha256: str, train: Path, val: Path | None,
-               columns: dict[str, str], config: dict[str, Any]) -> RunRecord:
+               columns: dict[str, str], config: dict[str, Any],
+               hashed: tuple[Path, Path | None] | None = None) -> RunRecord:
+        """The record of a new run; ``hashed``: the files to hash when ``train`` / ``val`` are where
+        the run will keep copies of them (not written yet)."""
+        sources = hashed or (train, val)
         data = {"format": RECORD_FORMAT,
                 "artifacts": {**_place(artifacts, run_dir), "manifest_sha256": manifest_sha256},
-                "data": {"train": {**_place(train, run_dir), "sha256": content_sha256(train)},
-                         "val": {**_place(val, run_dir), "sha256": content_sha256(val)} if val else None},
+                "data": {"train": {**_place(train, run_dir), "sha256": content_sha256(sources[0])},
+                         "val": {**_place(val, run_dir), "sha256": content_sha256(sources[1])} if val else None},
                 **columns, "config": config}
         return RunRecord(Path(run_dir), data)
 

@@ -11,7 +11,7 @@ import numpy as np
 from edgeft.data.batching import sequential_batches
 from edgeft.errors import EdgeftError
 from edgeft.manifest import TRAINABLE_KINDS, Manifest, check_fields, load_manifest
-from edgeft.train import metrics
+from edgeft.training import metrics
 
 
 class Examples(Protocol):
@@ -50,7 +50,7 @@ def predict(trainer: Stepper, examples: Examples, batch_size: int) -> tuple[floa
 
 
 def evaluate(trainer: Stepper, examples: Examples, task: str, num_labels: int, batch_size: int) -> dict[str, Any]:
-    """Loss plus the task's metrics (see edgeft.train.metrics)."""
+    """Loss plus the task's metrics (see edgeft.training.metrics)."""
     loss, outputs, labels = predict(trainer, examples, batch_size)
     return {"loss": loss, **metrics.compute(task, outputs, labels, num_labels)}
 
@@ -66,8 +66,8 @@ def checkpoint_parameters(path: Path) -> dict[str, np.ndarray]:
 def resolve_model(path: Path, checkpoint: Path | None = None) -> tuple[Manifest, Path | None]:
     """An artifact folder, or a run folder (its artifacts and best, else latest, checkpoint), and
     the checkpoint to use (``checkpoint`` when given: it must exist)."""
-    from edgeft.train import checkpoints
-    from edgeft.train.record import RUN_FILE, RunRecord
+    from edgeft.training import checkpoints
+    from edgeft.training.record import RUN_FILE, RunRecord
 
     if checkpoint is not None and not Path(checkpoint).exists():
         raise EdgeftError(f"The checkpoint {checkpoint} does not exist.", where=str(checkpoint),
@@ -95,7 +95,7 @@ def evaluate_folder(path: Path, data: Path, checkpoint: Path | None = None, batc
     """``edgeft evaluate``: metrics of an artifact folder, a trained run or a bundle on a data file."""
     from edgeft.backends.select import open_trainer
     from edgeft.data.records import read_records
-    from edgeft.train.examples import ExampleSet
+    from edgeft.training.examples import ExampleSet
 
     if _is_bundle(path):
         if checkpoint is not None:
@@ -130,8 +130,8 @@ def _bundle_stepper(path: Path, threads: int | None) -> tuple[Stepper, Manifest,
     """The deployed (quantized) model of a bundle as an eval stepper, run by onnxruntime alone (the
     figure a fleet owner checks on the device before trusting a bundle); with its manifest, and
     the manifest's fields completed with the labels tensor, which data reading needs."""
-    from edgeft.deploy.bundle import Bundle
-    from edgeft.deploy.runtime import InferenceStepper
+    from edgeft.deployment.bundle import Bundle
+    from edgeft.deployment.runtime import InferenceStepper
     from edgeft.tasks import label_input
 
     bundle = Bundle(path, threads=threads)

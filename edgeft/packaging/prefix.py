@@ -3,8 +3,8 @@
 The frozen part never changes, so it can run quantized while the device trains: the tail then
 learns on exactly the features the deployed bundle will compute, and the frozen-prefix pass runs
 at int8 speed. The recipe follows the profile and falls back like deploy's accuracy guard
-(``edgeft.deploy.guard.ladder``), judged here on features: linear probes fitted on the fp32
-prefix's features (``edgeft.package.probe``) must score within the profile's tolerance on the
+(``edgeft.deployment.guard.ladder``), judged here on features: linear probes fitted on the fp32
+prefix's features (``edgeft.packaging.probe``) must score within the profile's tolerance on the
 candidate's features of the same guard examples as on the fp32 ones. Without guard examples the profile's recipe is taken
 unchecked, and the package says so.
 """
@@ -21,14 +21,14 @@ from typing import Any
 import numpy as np
 import onnx
 
-from edgeft.deploy.guard import ladder, quality_drop
-from edgeft.deploy.inference_model import drop_dropout, fold_constants, fuse_transformer
-from edgeft.deploy.measure import sample_feed
-from edgeft.deploy.quantize import quantize
-from edgeft.deploy.runtime import make_session, session_config
+from edgeft.deployment.guard import ladder, quality_drop
+from edgeft.deployment.inference_model import drop_dropout, fold_constants, fuse_transformer
+from edgeft.deployment.measure import sample_feed
+from edgeft.deployment.quantize import quantize
+from edgeft.deployment.runtime import make_session, session_config
 from edgeft.devices import DeviceProfile
 from edgeft.manifest import Manifest
-from edgeft.package.probe import Probe, pooled_features
+from edgeft.packaging.probe import Probe, pooled_features
 
 
 @dataclass

@@ -14,7 +14,7 @@ from pathlib import Path
 import onnx
 
 from edgeft.errors import EdgeftError
-from edgeft.export.repairs import declare_optional_outputs, lower_ir_versions, rename_label_input
+from edgeft.exporting.repairs import declare_optional_outputs, lower_ir_versions, rename_label_input
 from edgeft.ortcompat import captured_native_output, max_ir_version, quiet_runtime
 
 ARTIFACT_FILES = ("training_model.onnx", "eval_model.onnx", "optimizer_model.onnx")
@@ -47,7 +47,7 @@ def generate(model: onnx.ModelProto, trainable: list[str], frozen: list[str], lo
     from onnxruntime.training import artifacts, onnxblock
     from onnxruntime.training.onnxblock import _graph_utils
 
-    from edgeft.export.l2sp import ort_loss_block
+    from edgeft.exporting.l2sp import ort_loss_block
 
     # onnxblock numbers the names it generates with a process-wide counter; restart it so the
     # same model always gives the same bytes, however many exports ran before in this process

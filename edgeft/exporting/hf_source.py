@@ -8,7 +8,6 @@ new linear head, initialised from a fixed seed so exports are reproducible.
 from __future__ import annotations
 
 import json
-import os
 import re
 import tempfile
 from pathlib import Path
@@ -18,11 +17,8 @@ import torch
 from torch import nn
 
 from edgeft.errors import EdgeftError
-from edgeft.export.source import InputSpec, LoadedModel, Preprocessing
-from edgeft.export.torch_export import PositionalModel
-
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
+from edgeft.exporting.source import InputSpec, LoadedModel, Preprocessing
+from edgeft.exporting.torch_export import PositionalModel
 
 
 class MeanPoolClassifier(nn.Module):

@@ -1,7 +1,7 @@
 """``edgeft export --device`` / ``edgeft package``: a device package from an artifact folder.
 
 A device package holds what one device profile needs to fine-tune and deploy, and nothing else:
-the frozen prefix prepared for the profile (``edgeft.package.prefix``: folded, fused, quantized as
+the frozen prefix prepared for the profile (``edgeft.packaging.prefix``: folded, fused, quantized as
 its recipe says, accuracy-guarded on features), the tail's portable training and eval graphs, the
 optimizer graph, the trainable tensors' initial values (once), labels, the tokenizer or image
 preprocessor config, the profile itself and a manifest (kind ``package``) with the sha256 of every
@@ -54,7 +54,7 @@ def _guard_examples(manifest: Manifest, guard_data: Path | None, columns: dict[s
     if guard_data is None:
         return None
     from edgeft.data.records import read_records
-    from edgeft.train.examples import ExampleSet
+    from edgeft.training.examples import ExampleSet
 
     return ExampleSet(read_records(Path(guard_data), manifest.data, **columns), manifest)
 
@@ -69,8 +69,8 @@ def make_package(artifacts: Path | str, device: str = "auto", output: Path | str
                  progress: Callable[[str], None] | None = None) -> PackageResult:
     """Write the device package of the artifact folder ``artifacts`` for ``device`` (a profile
     name, a .toml path or ``auto``); see the module docstring. Raises EdgeftError on user mistakes."""
-    from edgeft.deploy.pipeline import auto_device
-    from edgeft.package.prefix import prepare_prefix
+    from edgeft.deployment.pipeline import auto_device
+    from edgeft.packaging.prefix import prepare_prefix
 
     started = time.perf_counter()
     step = progress or (lambda _text: None)
@@ -132,7 +132,7 @@ def make_package(artifacts: Path | str, device: str = "auto", output: Path | str
 def _smoke_step(manifest: Manifest) -> None:
     """One portable training step through the package's own prefix: every loss and gradient finite."""
     from edgeft.backends.portable import PortableTrainer
-    from edgeft.deploy.measure import sample_feed
+    from edgeft.deployment.measure import sample_feed
 
     batch = sample_feed(manifest.data, manifest.folder, 2, 16)
     spec = manifest.data["labels"]["input"]

@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from edgeft.errors import EdgeftError
-from edgeft.export.build import ExportOptions, load_source
+from edgeft.exporting.build import ExportOptions, load_source
 from edgeft.report import group_name
 from edgeft.selection import find_blocks, head_names, select_trainable
 
@@ -22,12 +22,12 @@ def list_parameters(options: ExportOptions) -> dict[str, Any]:
 
     loaded, name = load_source(options)
     if loaded.module is not None:
-        from edgeft.export.torch_export import forward_order
+        from edgeft.exporting.torch_export import forward_order
 
         order = forward_order(loaded.module, loaded.sample)
         shapes = {n: list(p.shape) for n, p in loaded.module.named_parameters(remove_duplicate=False)}
     else:
-        from edgeft.export.onnx_source import parameter_order
+        from edgeft.exporting.onnx_source import parameter_order
 
         order = parameter_order(loaded.onnx_model)
         shapes = {i.name: list(i.dims) for i in loaded.onnx_model.graph.initializer}

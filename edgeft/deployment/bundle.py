@@ -2,20 +2,49 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from edgeft.data.records import IMAGE_SUFFIXES, read_texts
-from edgeft.deploy.runtime import make_session, scores
+from edgeft.deployment.runtime import make_session, scores
 from edgeft.errors import EdgeftError
 from edgeft.manifest import check_fields, load_manifest
 
 
-class Bundle:
-    """The bundle's model with its preprocessing; every file's sha256 is checked on load."""
+@dataclass(frozen=True)
+class Prediction:
+    """What a bundle predicts for one input.
 
-    def __init__(self, folder: Path, threads: int | None = None) -> None:
+    ``label`` and ``score``: the top label and its probability (classification), or the first
+    label above 0.5 (multi-label; None when none is); ``scores``: every label's probability, best
+    first (classification), or the labels above 0.5 (multi-label); ``values``: the outputs of a
+    regression model (``label`` and ``score`` are then None).
+    """
+
+    input: str
+    label: str | None
+    score: float | None
+    scores: dict[str, float] = field(default_factory=dict)
+    values: list[float] | None = None
+
+    def top(self, k: int) -> list[tuple[str, float]]:
+        """The ``k`` best labels and their scores."""
+        return list(self.scores.items())[:k]
+
+
+class Bundle:
+    """A deployed bundle: its model with its preprocessing, ready to predict with onnxruntime alone.
+
+    Every file's sha256 is checked on load, so a bundle damaged in transfer is refused before it
+    predicts anything. ``Bundle(path).predict(["turn on the lights"])`` gives :class:`Prediction`
+    objects; :meth:`scores` gives the raw score matrix.
+    """
+
+    def __init__(self, folder: Path | str, threads: int | None = None) -> None:
         self.manifest = check_fields(load_manifest(folder, kind="bundle"))
         data = self.manifest.data
         self.folder = Path(folder)
@@ -31,14 +60,22 @@ class Bundle:
                                    "built with).") from exc
         self.input_names = [i.name for i in self.session.get_inputs()]
 
-    def encode(self, items: list[str]) -> dict[str, np.ndarray]:
+    @property
+    def report(self) -> dict[str, Any]:
+        """The deploy report (``report.json``): the recipe chosen and why, fp32 and quantized
+        accuracy, size and latency."""
+        import json
+
+        return json.loads(self.manifest.path("report").read_text(encoding="utf-8"))
+
+    def encode(self, items: Sequence[str]) -> dict[str, np.ndarray]:
         """Model inputs for texts, or for image paths."""
         data = self.manifest.data
         if data["modality"] == "text":
             from edgeft.data.encode import TextEncoder
 
             encoder = TextEncoder(self.folder, data)
-            return encoder.pad(encoder.encode(items))
+            return encoder.pad(encoder.encode(list(items)))
         if data["modality"] == "image":
             from edgeft.data.encode import ImageEncoder
 
@@ -47,13 +84,36 @@ class Bundle:
         raise EdgeftError("This bundle takes tensors, not texts or images.", where=str(self.folder),
                           hint="give .npz files holding the model's input arrays (see predict_npz).")
 
-    def predict(self, items: list[str], batch_size: int = 32) -> np.ndarray:
+    def predict(self, items: str | Sequence[str] | Mapping[str, np.ndarray], batch_size: int = 32) -> list[Prediction]:
+        """Predictions for texts, image paths, or (for models that take tensors) a mapping of input
+        arrays with the examples on axis 0; one text may be given alone."""
+        if isinstance(items, Mapping):
+            values = self.scores_of_arrays({name: np.asarray(array) for name, array in items.items()}, batch_size)
+            names = [f"[{i}]" for i in range(len(values))]
+        else:
+            names = [items] if isinstance(items, str) else [str(item) for item in items]
+            values = self.scores(names, batch_size)
+        return [self.prediction(name, row) for name, row in zip(names, values)]
+
+    def prediction(self, item: str, row: np.ndarray) -> Prediction:
+        """One row of scores as a :class:`Prediction`, with the bundle's label names."""
+        if self.task == "regression":
+            return Prediction(item, None, None, values=[float(v) for v in row])
+        order = np.argsort(-row, kind="stable")
+        if self.task == "multi-label":
+            order = order[row[order] > 0.5]
+        ranked = {self.labels[i]: float(row[i]) for i in order}
+        best = next(iter(ranked.items()), (None, None))
+        return Prediction(item, best[0], best[1], ranked)
+
+    def scores(self, items: Sequence[str], batch_size: int = 32) -> np.ndarray:
         """Scores per item (a text, or an image path): probabilities (classification,
-        multi-label) or values (regression)."""
+        multi-label) or values (regression), one row per item."""
+        items = list(items)
         outputs = [self._run(self.encode(items[start : start + batch_size])) for start in range(0, len(items), batch_size)]
         return self._scores(outputs)
 
-    def predict_arrays(self, arrays: dict[str, np.ndarray], batch_size: int = 32) -> np.ndarray:
+    def scores_of_arrays(self, arrays: Mapping[str, np.ndarray], batch_size: int = 32) -> np.ndarray:
         """Scores per example of model inputs given as arrays (axis 0 = example), for bundles of
         models that take tensors."""
         count = len(next(iter(arrays.values()))) if arrays else 0
@@ -68,7 +128,7 @@ class Bundle:
 
         places, rows = [], []
         for path in paths:
-            scored = self.predict_arrays(read_input_arrays(Path(path), self.manifest.data))
+            scored = self.scores_of_arrays(read_input_arrays(Path(path), self.manifest.data))
             places += [f"{path}[{i}]" for i in range(len(scored))]
             rows.append(scored)
         return places, np.concatenate(rows) if rows else self._scores([])

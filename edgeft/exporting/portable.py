@@ -42,7 +42,7 @@ from onnx import TensorProto, helper, numpy_helper
 from edgeft.backends.portable import ADAMW, CHECKPOINT, EVAL, GRAD_SUFFIX, OPTIMIZER, STEP, optimizer_io
 from edgeft.backends.state import write_state
 from edgeft.errors import EdgeftError
-from edgeft.export.l2sp import append_penalty
+from edgeft.exporting.l2sp import append_penalty
 from edgeft.manifest import L2SP_INPUT
 
 _ELEMENTWISE = {"Add", "Sub", "Mul", "Div", "Pow", "Max", "Min", "Sum", "Mean", "Where", "Equal", "Less",
@@ -196,7 +196,7 @@ def _add_loss(graph: onnx.GraphProto, names: _Names, loss: str, output: str, num
 
 def prepare(model: onnx.ModelProto, trainable: list[str], loss: str, output: str, num_outputs: int,
             training: bool, l2sp: list[str] | None = None) -> tuple[onnx.ModelProto, dict[str, np.ndarray]]:
-    """Forward graph + loss (+ the L2-SP term over ``l2sp``, see :mod:`edgeft.export.l2sp`) with
+    """Forward graph + loss (+ the L2-SP term over ``l2sp``, see :mod:`edgeft.exporting.l2sp`) with
     the trainable tensors as inputs; also returns their values."""
     prepared = onnx.ModelProto()
     prepared.CopyFrom(model)

@@ -16,8 +16,8 @@ import torch
 from torch import nn
 
 from edgeft.errors import EdgeftError
-from edgeft.export.source import InputSpec, LoadedModel, sample_array
-from edgeft.export.torch_export import PositionalModel
+from edgeft.exporting.source import InputSpec, LoadedModel, sample_array
+from edgeft.exporting.torch_export import PositionalModel
 
 
 def parse_input_spec(text: str) -> InputSpec:

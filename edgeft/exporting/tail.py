@@ -1,6 +1,6 @@
 """The frozen-prefix split at export: ``prefix.onnx`` and the tail graph its training graphs are built on.
 
-The split (see :mod:`edgeft.export.split`) is checked on sample batches: every boundary tensor
+The split (see :mod:`edgeft.exporting.split`) is checked on sample batches: every boundary tensor
 must have the batch on axis 0 and at most one dynamic axis (the sequence, on axis 1) that
 follows the input's sequence length, so cached rows can be stored per example and re-padded.
 """
@@ -13,8 +13,8 @@ from typing import Any
 import numpy as np
 import onnx
 
-from edgeft.export.source import InputSpec, sample_array
-from edgeft.export.split import Split, split_forward
+from edgeft.exporting.source import InputSpec, sample_array
+from edgeft.exporting.split import Split, split_forward
 
 PREFIX_FILE = "prefix.onnx"
 

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from edgeft.data.batching import sequential_batches
-from edgeft.train import metrics
+from edgeft.training import metrics
 
 FOLDS = 5
 

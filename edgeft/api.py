@@ -1,0 +1,294 @@
+"""edgeft's Python API: export, package, train, evaluate, deploy, and predict with a bundle.
+
+The ``edgeft`` CLI is a client of these functions, so a notebook, a CI script and the command
+line share one implementation::
+
+    import edgeft
+
+    artifacts = edgeft.export("minilm", labels=["lights_on", "lights_off"], train="last:1")
+    run = edgeft.train(artifacts, [("turn the lights on", "lights_on"), ...], epochs=5)
+    print(run.after.accuracy, edgeft.evaluate(run, "test.csv").accuracy)
+    bundle = edgeft.deploy(run, device="raspberry-pi-5")
+    print(bundle.predict("lights off please")[0].label)
+
+Paths may be ``str`` or ``Path``. Data may be a file or folder (as the CLI takes it), a list of
+(text, label) pairs, or a mapping of arrays named like the model's inputs plus ``labels``.
+Failures a caller can cause raise :class:`edgeft.EdgeftError` (what, where, what to do). Long
+steps report through ``progress``: None (silent, the default), a callback taking a line of text
+(``progress=print``) or an :class:`edgeft.reporter.Reporter`.
+
+Export needs the host side (torch, transformers: ``pip install 'edgeft[export]'``); everything
+else runs with onnxruntime alone.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import tempfile
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Union
+
+from edgeft.data.inline import Data, is_inline, write_inline
+from edgeft.deployment.bundle import Bundle, Prediction
+from edgeft.errors import EdgeftError
+from edgeft.manifest import Manifest, check_fields, load_manifest
+from edgeft.reporter import Progress, as_reporter
+from edgeft.training.loop import SUMMARY_FILE, DataOptions, TrainConfig
+
+PathLike = Union[str, os.PathLike]
+
+__all__ = ["Artifacts", "Bundle", "Metrics", "Prediction", "Run", "deploy", "evaluate", "export", "package", "train"]
+
+
+@dataclass(frozen=True)
+class Artifacts:
+    """An artifact folder or a device package: what training starts from (verified on open)."""
+
+    path: Path
+    manifest: Manifest = field(repr=False)
+    notes: tuple[str, ...] = ()
+    # what export() or package() reported (an ExportResult: every tensor, repairs, the smoke step's
+    # loss; or a PackageResult), None for a folder opened with Artifacts.open
+    built: Any = field(default=None, repr=False, compare=False)
+
+    @classmethod
+    def open(cls, path: PathLike) -> Artifacts:
+        """Read and verify (manifest fields, every file's sha256) an existing folder."""
+        return cls(Path(path), check_fields(load_manifest(path, kind=("artifacts", "package"))))
+
+    @property
+    def kind(self) -> str:
+        """``artifacts`` (from ``export``) or ``package`` (a device package)."""
+        return self.manifest.kind
+
+    @property
+    def name(self) -> str:
+        return str(self.manifest.data["name"])
+
+    @property
+    def task(self) -> str:
+        return self.manifest.task
+
+    @property
+    def labels(self) -> list[str]:
+        return self.manifest.label_names
+
+    @property
+    def trainable(self) -> list[str]:
+        """The names of the tensors that train, in forward order."""
+        return [t["name"] for t in self.manifest.data["trainable"]["tensors"]]
+
+    @property
+    def device(self) -> str | None:
+        """The profile a device package was prepared for (None for an artifact folder)."""
+        return self.manifest.data["device"]["name"] if self.kind == "package" else None
+
+    def __fspath__(self) -> str:
+        return str(self.path)
+
+
+@dataclass(frozen=True)
+class Metrics:
+    """Evaluation results; the fields that do not apply to the task are None.
+
+    Classification: ``loss``, ``accuracy``, ``macro_f1``, ``confusion`` (rows: true label,
+    columns: predicted). Multi-label: exact-match ``accuracy``, ``micro_f1``, ``macro_f1``.
+    Regression: ``mae``, ``rmse``.
+    """
+
+    loss: float | None = None
+    accuracy: float | None = None
+    macro_f1: float | None = None
+    micro_f1: float | None = None
+    mae: float | None = None
+    rmse: float | None = None
+    confusion: list[list[int]] | None = None
+    examples: int | None = None
+    labels: list[str] | None = None
+    # the whole record as evaluation wrote it (also the model, checkpoint and data evaluated, and
+    # the count of skipped rows: what `edgeft evaluate --json` prints)
+    record: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any] | None) -> Metrics | None:
+        if values is None:
+            return None
+        names = {f.name for f in dataclasses.fields(cls)} - {"record"}
+        return cls(**{name: values[name] for name in names if name in values}, record=dict(values))
+
+
+@dataclass(frozen=True)
+class Run:
+    """A finished training run: its folder, its summary and its best checkpoint."""
+
+    path: Path
+    summary: dict[str, Any] = field(repr=False)
+
+    @classmethod
+    def open(cls, path: PathLike) -> Run:
+        """A run folder written by ``train`` (or ``edgeft train``)."""
+        folder = Path(path)
+        try:
+            summary = json.loads((folder / SUMMARY_FILE).read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise EdgeftError(f"{folder} holds no finished run ({SUMMARY_FILE} cannot be read).", where=str(folder),
+                              hint="give a run folder written by edgeft train (an interrupted run: --resume it).") from exc
+        return cls(folder, summary)
+
+    @property
+    def before(self) -> Metrics | None:
+        """Validation metrics before training (None without validation data)."""
+        return Metrics.from_dict(self.summary.get("before"))
+
+    @property
+    def after(self) -> Metrics | None:
+        """Validation metrics after the last epoch."""
+        return Metrics.from_dict(self.summary.get("after"))
+
+    @property
+    def checkpoint(self) -> Path:
+        """The checkpoint ``evaluate`` and ``deploy`` use: the best on validation, else the last."""
+        return Path(self.summary["checkpoint"])
+
+    @property
+    def history(self) -> list[dict[str, Any]]:
+        """One record per epoch (``metrics.jsonl``), epoch 0 being the validation before training."""
+        from edgeft.training.loop import METRICS_FILE
+
+        text = (self.path / METRICS_FILE).read_text(encoding="utf-8")
+        return [json.loads(line) for line in text.splitlines() if line.strip()]
+
+    def __fspath__(self) -> str:
+        return str(self.path)
+
+
+@contextmanager
+def _data_files(**given: Data | None) -> Iterator[dict[str, Path | None]]:
+    """Each ``given`` data as a path: files as they are, in-memory examples written to a temporary
+    folder for the duration (read by the same readers, with the same checks, as files)."""
+    with tempfile.TemporaryDirectory(prefix="edgeft-data-") as tmp:
+        yield {key: (write_inline(value, Path(tmp), key) if is_inline(value) else
+                     Path(value) if value is not None else None) for key, value in given.items()}
+
+
+def _path(value: PathLike | Artifacts | Run | Bundle) -> Path:
+    return Path(value.folder) if isinstance(value, Bundle) else Path(value)
+
+
+def export(model: PathLike | None = None, *, labels: Sequence[str] | PathLike | None = None,
+           num_labels: int | None = None, train: str = "last:1", output: PathLike | None = None,
+           device: str | None = None, guard_data: Data | None = None, loss: str = "cross-entropy",
+           optimizer: str = "adamw", max_length: int = 128, inputs: Sequence[str] = (), modality: str | None = None,
+           formats: Sequence[str] = ("portable",), dropout: bool = True, l2sp: float | None = None, seed: int = 0,
+           max_drop: float | None = None, text_column: str = "text", label_column: str = "label", force: bool = False,
+           name: str | None = None, progress: Progress = None) -> Artifacts:
+    """Export a pretrained model as training artifacts in which only ``train`` trains.
+
+    ``model``: None or ``"minilm"`` (the built-in all-MiniLM-L6-v2), a transformers folder, an
+    ONNX forward model or ``module:factory`` of a PyTorch module (with ``inputs``). ``labels``: the
+    label names, or a .txt / .json file of them. With ``device`` (a profile name, a profile .toml or
+    ``"auto"``) the result is a device package for it, its quantized prefix checked on
+    ``guard_data``. Output defaults to ``artifacts/NAME`` (``artifacts/NAME-PROFILE``).
+    """
+    from edgeft.exporting.build import ExportOptions, export_artifacts
+    from edgeft.labels import read_label_file
+
+    names = read_label_file(Path(labels)) if isinstance(labels, (str, os.PathLike)) else list(labels or [])
+    reporter = as_reporter(progress)
+    with _data_files(guard=guard_data) as files:
+        options = ExportOptions(model=None if model is None else str(model), output=Path(output) if output else None,
+                                train=train, loss=loss, optimizer=optimizer, label_names=names, num_labels=num_labels,
+                                max_length=max_length, inputs=list(inputs), modality=modality, seed=seed,
+                                dropout=dropout, l2sp=l2sp, formats=tuple(formats), device=device,
+                                guard_data=files["guard"], max_drop=max_drop,
+                                text_column="text" if is_inline(guard_data) else text_column,
+                                label_column="label" if is_inline(guard_data) else label_column, force=force,
+                                name=name)
+        result = export_artifacts(options, reporter.message)
+    return Artifacts(result.folder, result.manifest, tuple(result.notes), result)
+
+
+def package(artifacts: PathLike | Artifacts, *, device: str = "auto", guard_data: Data | None = None,
+            output: PathLike | None = None, max_drop: float | None = None, text_column: str = "text",
+            label_column: str = "label", force: bool = False, progress: Progress = None) -> Artifacts:
+    """A device package for ``device`` from an existing artifact folder (needs no torch)."""
+    from edgeft.packaging.writer import make_package
+
+    with _data_files(guard=guard_data) as files:
+        result = make_package(_path(artifacts), device, output, files["guard"], max_drop, force,
+                              "text" if is_inline(guard_data) else text_column,
+                              "label" if is_inline(guard_data) else label_column,
+                              progress=as_reporter(progress).message)
+    return Artifacts(result.folder, result.manifest, tuple(result.notes), result)
+
+
+def train(artifacts: PathLike | Artifacts, data: Data, *, val: Data | None = None, run_dir: PathLike | None = None,
+          config: TrainConfig | None = None, threads: int | None = None, backend: str = "auto",
+          resume: bool = False, force: bool = False, text_column: str = "text", label_column: str = "label",
+          strict: bool = False, progress: Progress = None, **settings: Any) -> Run:
+    """Fine-tune the trainable layers of ``artifacts`` (a folder or a device package) on ``data``.
+
+    ``settings`` are :class:`edgeft.training.loop.TrainConfig` fields (``epochs``, ``lr``,
+    ``batch_size``, ``patience``, ``val_fraction``, ...), over ``config`` when given. The run folder
+    defaults to ``artifacts/runs/NAME``; data given in memory is kept in it (``data/``), so deploy
+    and ``resume`` find it. Returns the finished :class:`Run`.
+    """
+    from edgeft.training.loop import train as train_loop
+
+    source = _path(artifacts)
+    unknown = sorted(set(settings) - {f.name for f in dataclasses.fields(TrainConfig)})
+    if unknown:
+        raise TypeError(f"train() got unknown setting(s) {', '.join(unknown)}; see edgeft.training.loop.TrainConfig")
+    chosen = dataclasses.replace(config or TrainConfig(), **settings)
+    folder = Path(run_dir) if run_dir is not None else Path("artifacts") / "runs" / source.resolve().name
+    inline = is_inline(data)
+    if is_inline(val) != inline and val is not None:
+        raise EdgeftError("train() takes the training and validation data both in memory or both as files.",
+                          where="val", hint="give val the same way as data.")
+    with _data_files(train=data, val=val) as files:
+        options = DataOptions(train=files["train"], val=files["val"], text_column="text" if inline else text_column,
+                              label_column="label" if inline else label_column, strict=strict, keep_in_run=inline)
+        train_loop(source, options, folder, chosen, threads=threads, resume=resume, force=force,
+                   reporter=as_reporter(progress), backend=backend)
+    return Run.open(folder)
+
+
+def evaluate(model: PathLike | Artifacts | Run | Bundle, data: Data, *, checkpoint: PathLike | None = None,
+             batch_size: int = 32, threads: int | None = None, text_column: str = "text",
+             label_column: str = "label", strict: bool = False, backend: str = "auto") -> Metrics:
+    """Metrics of an artifact folder, a run (its best checkpoint, or ``checkpoint``) or a bundle
+    (the deployed model itself, with onnxruntime alone) on ``data``."""
+    from edgeft.training.evaluate import evaluate_folder
+
+    inline = is_inline(data)
+    with _data_files(data=data) as files:
+        result = evaluate_folder(_path(model), files["data"], Path(checkpoint) if checkpoint else None, batch_size,
+                                 threads, "text" if inline else text_column, "label" if inline else label_column,
+                                 strict, backend)
+    return Metrics.from_dict(result)  # type: ignore[return-value]
+
+
+def deploy(run: PathLike | Run | Artifacts, *, device: str = "auto", output: PathLike | None = None,
+           val: Data | None = None, max_drop: float | None = None, checkpoint: PathLike | None = None,
+           sequence: int = 64, text_column: str = "text", label_column: str = "label", force: bool = False,
+           progress: Progress = None) -> Bundle:
+    """A quantized, accuracy-guarded inference bundle of ``run`` for ``device`` (a profile name, a
+    .toml path or ``"auto"``; a device package's run deploys for its own profile). Output defaults
+    to ``artifacts/bundles/NAME-PROFILE``; the report is ``Bundle.report``. ``sequence``: the
+    token count latency is measured at."""
+    from edgeft.deployment.pipeline import DeployOptions, deploy as deploy_bundle
+
+    inline = is_inline(val)
+    with _data_files(val=val) as files:
+        report = deploy_bundle(DeployOptions(source=_path(run), device=device, output=Path(output) if output else None,
+                                             val=files["val"], text_column="text" if inline else text_column,
+                                             label_column="label" if inline else label_column, max_drop=max_drop,
+                                             sequence=sequence, force=force, checkpoint=Path(checkpoint) if checkpoint else None),
+                               as_reporter(progress).message)
+    return Bundle(report["bundle"])
+
