@@ -22,7 +22,8 @@ __version__ = "0.1.0"
 
 _API = {"export", "package", "train", "evaluate", "deploy", "Artifacts", "Run", "Metrics", "Bundle", "Prediction"}
 
-__all__ = sorted(_API | {"EdgeftError", "__version__"})
+__all__ = ["Artifacts", "Bundle", "EdgeftError", "Metrics", "Prediction", "Run", "__version__", "deploy", "evaluate",
+           "export", "package", "train"]
 
 TYPE_CHECKING = False  # not typing's: importing edgeft imports nothing else
 if TYPE_CHECKING:

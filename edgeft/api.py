@@ -33,12 +33,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Union
 
+from edgeft.backends.select import open_trainer
+from edgeft.data.examples import DataOptions, ExampleSet
 from edgeft.data.inline import Data, is_inline, write_inline
+from edgeft.data.records import read_records
 from edgeft.deployment.bundle import Bundle, Prediction
+from edgeft.deployment.runtime import InferenceStepper
 from edgeft.errors import EdgeftError
-from edgeft.manifest import Manifest, check_fields, load_manifest
+from edgeft.evaluation.evaluate import Stepper, checkpoint_parameters, evaluate as evaluate_examples, resolve_model
+from edgeft.manifest import MANIFEST_NAME, Manifest, check_fields, load_manifest
 from edgeft.reporter import Progress, as_reporter
-from edgeft.training.loop import SUMMARY_FILE, DataOptions, TrainConfig
+from edgeft.tasks import label_input
+from edgeft.training.loop import METRICS_FILE, SUMMARY_FILE, TrainConfig
 
 PathLike = Union[str, os.PathLike]
 
@@ -158,8 +164,6 @@ class Run:
     @property
     def history(self) -> list[dict[str, Any]]:
         """One record per epoch (``metrics.jsonl``), epoch 0 being the validation before training."""
-        from edgeft.training.loop import METRICS_FILE
-
         text = (self.path / METRICS_FILE).read_text(encoding="utf-8")
         return [json.loads(line) for line in text.splitlines() if line.strip()]
 
@@ -263,11 +267,9 @@ def evaluate(model: PathLike | Artifacts | Run | Bundle, data: Data, *, checkpoi
              label_column: str = "label", strict: bool = False, backend: str = "auto") -> Metrics:
     """Metrics of an artifact folder, a run (its best checkpoint, or ``checkpoint``) or a bundle
     (the deployed model itself, with onnxruntime alone) on ``data``."""
-    from edgeft.training.evaluate import evaluate_folder
-
     inline = is_inline(data)
     with _data_files(data=data) as files:
-        result = evaluate_folder(_path(model), files["data"], Path(checkpoint) if checkpoint else None, batch_size,
+        result = _evaluate_folder(_path(model), files["data"], Path(checkpoint) if checkpoint else None, batch_size,
                                  threads, "text" if inline else text_column, "label" if inline else label_column,
                                  strict, backend)
     return Metrics.from_dict(result)  # type: ignore[return-value]
@@ -292,3 +294,44 @@ def deploy(run: PathLike | Run | Artifacts, *, device: str = "auto", output: Pat
                                as_reporter(progress).message)
     return Bundle(report["bundle"])
 
+
+def _evaluate_folder(path: Path, data: Path, checkpoint: Path | None = None, batch_size: int = 32,
+                    threads: int | None = None, text_column: str = "text", label_column: str = "label",
+                    strict: bool = False, backend: str = "auto") -> dict[str, Any]:
+    """Metrics of an artifact folder, a trained run or a bundle on a data file, as a dict."""
+    if _is_bundle(path):
+        if checkpoint is not None:
+            raise EdgeftError("--checkpoint does not apply to a bundle: it holds one model.", where=str(path),
+                              hint="leave out --checkpoint, or evaluate the run folder the bundle was deployed from.")
+        stepper, manifest, spec = _bundle_stepper(path, threads)
+    else:
+        manifest, checkpoint = resolve_model(path, checkpoint)
+        spec = manifest.data
+        stepper = open_trainer(manifest, backend, threads=threads)
+        if checkpoint is not None:
+            stepper.load_parameters(checkpoint_parameters(Path(checkpoint)))
+    records = read_records(data, spec, text_column=text_column, label_column=label_column, strict=strict)
+    result = evaluate_examples(stepper, ExampleSet(records, manifest), manifest.data["task"],
+                      len(manifest.data["labels"]["names"]), batch_size)
+    return {"model": str(path), "checkpoint": str(checkpoint) if checkpoint else None, "data": str(data),
+            "examples": len(records), "skipped": len(records.skipped), "labels": manifest.data["labels"]["names"],
+            **result}
+
+
+def _is_bundle(path: Path) -> bool:
+    """Whether ``path`` holds a bundle (a cheap look at its manifest; loading it checks the rest)."""
+    try:
+        return json.loads((Path(path) / MANIFEST_NAME).read_text(encoding="utf-8")).get("kind") == "bundle"
+    except (OSError, ValueError, AttributeError, RecursionError):
+        return False  # not readable as a bundle: resolve_model says what is wrong
+
+
+def _bundle_stepper(path: Path, threads: int | None) -> tuple[Stepper, Manifest, dict[str, Any]]:
+    """The deployed (quantized) model of a bundle as an eval stepper, run by onnxruntime alone (the
+    figure a fleet owner checks on the device before trusting a bundle); with its manifest, and
+    the manifest's fields completed with the labels tensor, which data reading needs."""
+    bundle = Bundle(path, threads=threads)
+    spec = bundle.manifest.data
+    width = int(spec["output"]["shape"][-1])
+    readable = {**spec, "labels": {**spec["labels"], "input": label_input(spec["loss"], width)}}
+    return InferenceStepper(bundle.session, bundle.manifest), bundle.manifest, readable

@@ -134,8 +134,8 @@ def failed_cleanly(out: subprocess.CompletedProcess) -> str:
 
 def run_result(run_dir: Path) -> dict[str, Any]:
     """What a finished run produced: final and best weights, metrics history, summary."""
-    from edgeft.training import checkpoints
-    from edgeft.training.evaluate import checkpoint_parameters
+    from edgeft.run import checkpoints
+    from edgeft.evaluation.evaluate import checkpoint_parameters
     from edgeft.training.loop import METRICS_FILE, SUMMARY_FILE
 
     latest = checkpoints.latest(run_dir)
@@ -175,8 +175,8 @@ def differences(expected: dict[str, Any], got: dict[str, Any]) -> list[str]:
 
 def damaged_checkpoints(run_dir: Path) -> list[str]:
     """Checkpoints listed in a run folder that do not load (ORT checkpoint and loop state)."""
-    from edgeft.training import checkpoints
-    from edgeft.training.evaluate import checkpoint_parameters
+    from edgeft.run import checkpoints
+    from edgeft.evaluation.evaluate import checkpoint_parameters
 
     folders = checkpoints.listed(run_dir)
     if (run_dir / checkpoints.BEST / checkpoints.STATE).is_file():
@@ -215,14 +215,14 @@ class TrainJob:
 def checkpoint_marks(run_dir: Path) -> dict[str, tuple[int, dict[str, str]]]:
     """Each step checkpoint of a run: the folder's inode (a rewrite renames a new folder into
     place) and the sha256 of its files."""
-    from edgeft.training import checkpoints
+    from edgeft.run import checkpoints
 
     return {folder.name: (folder.stat().st_ino, snapshot(folder)) for folder in checkpoints.listed(run_dir)}
 
 
 def resumed_at(run_dir: Path) -> tuple[str, int]:
     """Where ``--resume`` must continue: the newest checkpoint's name and step ("the start", 0 if none)."""
-    from edgeft.training import checkpoints
+    from edgeft.run import checkpoints
 
     latest = checkpoints.latest(run_dir)
     if latest is None:
@@ -508,7 +508,7 @@ def disk_full_case(disk: SmallDisk, operation: str, free: int, args: list[str], 
 def checkpoint_case(disk: SmallDisk, job: TrainJob, reference: Reference, free: int) -> DiskFullCase:
     """A run killed after its first checkpoint resumes on a full disk; after freeing space it resumes
     to exactly the reference result."""
-    from edgeft.training import checkpoints
+    from edgeft.run import checkpoints
 
     run_dir = disk.path / "run"
     shutil.rmtree(run_dir, ignore_errors=True)

@@ -778,7 +778,7 @@ class DataTarget:
 
     def check(self, kind: str, example: tuple) -> Outcome:
         from edgeft.data.records import read_records
-        from edgeft.training.examples import ExampleSet
+        from edgeft.data.examples import ExampleSet
 
         content, task, options, expected = example
         data = task.manifest({"npz": "tensor", "images": "image"}.get(kind, "text"))
@@ -861,7 +861,7 @@ class ManifestTarget:
         from edgeft.backends.select import open_trainer
         from edgeft.data.records import read_records
         from edgeft.manifest import check_fields, load_manifest
-        from edgeft.training.examples import ExampleSet
+        from edgeft.data.examples import ExampleSet
 
         manifest = check_fields(load_manifest(folder, kind="artifacts"))
         examples = ExampleSet(read_records(self.data_csv, manifest.data), manifest)

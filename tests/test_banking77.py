@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from edgeft.training.evaluate import evaluate_folder
+from edgeft.api import evaluate as evaluate_model
 from edgeft.training.loop import DataOptions, TrainConfig, train
 
 REPO = Path(__file__).resolve().parents[1]
@@ -61,10 +61,10 @@ def sample(tmp_path_factory) -> tuple[list[str], Path, Path]:
 def test_the_head_learns_banking_intents_from_ten_queries_each(sample, export_cache, tmp_path):
     intents, train_csv, test_csv = sample
     artifacts = export_cache(label_names=intents, train="head").folder  # the built-in MiniLM
-    before = evaluate_folder(artifacts, test_csv, label_column="category", threads=2)
+    before = evaluate_model(artifacts, test_csv, label_column="category", threads=2).record
     summary = train(artifacts, DataOptions(train=train_csv, label_column="category"), tmp_path / "run",
                     TrainConfig(epochs=30, batch_size=16, lr=1e-2, val_fraction=0, seed=0), threads=2)
-    after = evaluate_folder(tmp_path / "run", test_csv, label_column="category", threads=2)
+    after = evaluate_model(tmp_path / "run", test_csv, label_column="category", threads=2).record
     assert summary["train_examples"] == INTENTS * PER_INTENT
     assert after["examples"] == before["examples"] == INTENTS * TEST_PER_INTENT
     assert before["accuracy"] <= 0.3  # a new head: about chance

@@ -186,7 +186,7 @@ def job(artifacts, root) -> TrainJob:
 
 
 def first_checkpoint(run_dir: Path):
-    from edgeft.training import checkpoints
+    from edgeft.run import checkpoints
 
     return lambda: bool(checkpoints.listed(run_dir))
 

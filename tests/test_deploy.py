@@ -179,8 +179,8 @@ def test_evaluate_a_bundle_with_onnxruntime_alone(text_run, bundles):
     out = run_device_side(f"""
 import json
 from pathlib import Path
-from edgeft.training.evaluate import evaluate_folder
-print(json.dumps(evaluate_folder(Path({report["bundle"]!r}), Path({str(val_csv)!r}))))
+from edgeft.api import evaluate as evaluate_model
+print(json.dumps(evaluate_model(Path({report["bundle"]!r}), Path({str(val_csv)!r})).record))
 """)
     assert out.returncode == 0, out.stderr
     result = json.loads(out.stdout.strip().splitlines()[-1])

@@ -11,7 +11,7 @@ from conftest import HEAVY, cli_calls, run_device_side
 DEVICE_MODULES = ["edgeft", "edgeft.cli", "edgeft.manifest", "edgeft.fsutil", "edgeft.selection", "edgeft.tasks",
                   "edgeft.labels", "edgeft.ortcompat", "edgeft.report", "edgeft.backends.ort_training",
                   "edgeft.backends.portable", "edgeft.backends.state", "edgeft.backends.select",
-                  "edgeft.progress", "edgeft.training.loop", "edgeft.training.cache", "edgeft.training.evaluate",
+                  "edgeft.progress", "edgeft.training.loop", "edgeft.data.cache", "edgeft.evaluation.evaluate",
                   "edgeft.commands.inspect", "edgeft.commands.train", "edgeft.commands.evaluate"]
 
 

@@ -70,7 +70,7 @@ def test_images_at_the_decompression_bomb_limits_are_refused_naming_the_file(tmp
     from PIL import Image
 
     from edgeft.data.records import read_records
-    from edgeft.training.examples import ExampleSet
+    from edgeft.data.examples import ExampleSet
     from edgeft.manifest import Manifest
     from test_data import manifest, write_tokenizer
 

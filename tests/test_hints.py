@@ -78,8 +78,8 @@ def test_list_parameters_prints_every_whole_name_and_writes_nothing(tiny_bert, r
 
 def test_deploy_takes_another_checkpoint_as_its_hint_says(run, root):
     from edgeft.backends.state import verify_checkpoint
-    from edgeft.training import checkpoints
-    from edgeft.training.evaluate import checkpoint_parameters
+    from edgeft.run import checkpoints
+    from edgeft.evaluation.evaluate import checkpoint_parameters
 
     step = checkpoints.listed(run)[0]
     (step / "trainable.npz").write_bytes((step / "trainable.npz").read_bytes() + b"x")  # damage it: see the hint

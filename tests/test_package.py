@@ -97,7 +97,7 @@ def _regression_guard(export_cache, folder: Path, noise: float):
     import onnxruntime as ort
 
     from edgeft.data.records import read_records
-    from edgeft.training.examples import ExampleSet
+    from edgeft.data.examples import ExampleSet
 
     manifest = export_cache(model="models:mlp4", inputs=["x:float32:batch,8"], train="last:1", loss="mse").manifest
     rng = np.random.default_rng(0)
@@ -157,7 +157,7 @@ def test_deploy_from_the_package_reuses_its_prefix_and_matches_the_runs_evaluati
                                                                                    tmp_path):
     from edgeft.deployment.bundle import Bundle
     from edgeft.deployment.pipeline import DeployOptions, deploy
-    from edgeft.training.evaluate import evaluate_folder
+    from edgeft.api import evaluate as evaluate_model
 
     run, _ = package_run
     report = deploy(DeployOptions(source=run, output=tmp_path / "bundle"))
@@ -167,8 +167,8 @@ def test_deploy_from_the_package_reuses_its_prefix_and_matches_the_runs_evaluati
     prefix_weights = {i.name: i.raw_data for i in prefix.graph.initializer}
     assert all(prefix_weights[i.name] == i.raw_data for i in model.graph.initializer if i.name in prefix_weights)
     assert len(prefix_weights) > 10 and set(prefix_weights) <= {i.name for i in model.graph.initializer}
-    on_val = evaluate_folder(tmp_path / "bundle", data[1])
-    trained = evaluate_folder(run, data[1])
+    on_val = evaluate_model(tmp_path / "bundle", data[1]).record
+    trained = evaluate_model(run, data[1]).record
     assert abs(on_val["accuracy"] - trained["accuracy"]) <= 1 / 30 + 1e-9  # one flip at most on 30 examples
     assert report["bundle_model"]["metrics"]["accuracy"] == pytest.approx(on_val["accuracy"])
     scores = Bundle(tmp_path / "bundle").scores(["turn on the lights", "will it rain"])

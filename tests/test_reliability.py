@@ -81,7 +81,7 @@ def test_sigkill_at_random_moments_never_loses_work(job, reference, backend, tmp
 
 
 def test_a_run_killed_between_the_renames_of_a_replace_gets_its_best_checkpoint_back(tmp_path):
-    from edgeft.training import checkpoints
+    from edgeft.run import checkpoints
 
     run = tmp_path / "run"
     (run / ".best.old-4242").mkdir(parents=True)  # the previous best, moved aside; the new one never arrived
@@ -175,7 +175,7 @@ def test_every_tampered_or_truncated_bundle_file_is_refused_before_use(bundle, t
 
 
 def test_a_damaged_run_record_or_checkpoint_state_is_a_clear_error(job, reference, tmp_path):
-    from edgeft.training import checkpoints
+    from edgeft.run import checkpoints
     from edgeft.training.loop import DataOptions, TrainConfig, train
 
     run = tmp_path / "run"
@@ -322,8 +322,8 @@ def test_nan_or_infinite_inputs_are_refused_naming_the_example(mlp_artifacts, tm
 
 
 def test_a_diverging_learning_rate_stops_the_run_and_keeps_the_last_good_checkpoint(mlp_artifacts, tmp_path):
-    from edgeft.training import checkpoints
-    from edgeft.training.evaluate import checkpoint_parameters
+    from edgeft.run import checkpoints
+    from edgeft.evaluation.evaluate import checkpoint_parameters
 
     rng = np.random.default_rng(0)
     np.savez(tmp_path / "d.npz", x=rng.standard_normal((64, 8)).astype(np.float32),

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from edgeft.errors import EdgeftError
-from edgeft.training import checkpoints
+from edgeft.run import checkpoints
 from edgeft.training.loop import DataOptions, TrainConfig, train
 from test_train import LABELS, dataset, write_csv
 
@@ -39,14 +39,14 @@ def test_run_record_holds_paths_relative_to_the_run_and_data_hashes(project):
 
 def test_a_copied_run_evaluates_deploys_and_resumes_from_another_directory(project, tmp_path, monkeypatch):
     from edgeft.deployment.pipeline import DeployOptions, deploy
-    from edgeft.training.evaluate import evaluate_folder
+    from edgeft.api import evaluate as evaluate_model
 
     moved = tmp_path / "elsewhere" / "copy"
     shutil.copytree(project, moved)
     shutil.rmtree(project)  # the recorded absolute paths are gone: only the relative ones can work
     monkeypatch.chdir(tmp_path)
     run = moved / "runs" / "a"
-    result = evaluate_folder(run, moved / "data" / "val.csv")
+    result = evaluate_model(run, moved / "data" / "val.csv").record
     assert result["examples"] == 12 and result["checkpoint"].startswith(str(run))
     report = deploy(DeployOptions(source=run, device="x86-64-avx2", output=tmp_path / "bundle", max_drop=100))
     assert report["validation_examples"] == 12  # the run's own validation data, found next to the run

@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 
 from conftest import ORT, BLOCK_HEAVY, TESTS
-from edgeft.training import checkpoints
+from edgeft.run import checkpoints
 from edgeft.training.loop import DataOptions, Reporter, TrainConfig, train
 from reliability_faults import checkpoint_marks, differences, resume_problems, resumed_at, run_result, wait_for
 from test_train import LABELS, dataset, write_csv

@@ -17,7 +17,7 @@ import pytest
 from conftest import cli_calls, run_device_side
 from edgeft.errors import EdgeftError
 from edgeft.manifest import TAIL_PREFIX
-from edgeft.training.evaluate import checkpoint_parameters
+from edgeft.evaluation.evaluate import checkpoint_parameters
 from edgeft.training.loop import DataOptions, TrainConfig, train
 
 TESTS = Path(__file__).resolve().parent
@@ -118,8 +118,8 @@ def test_cache_and_full_graph_give_the_same_loss(bert_artifacts, text_data):
     from edgeft.backends.portable import PortableTrainer
     from edgeft.data.records import read_records
     from edgeft.manifest import load_manifest
-    from edgeft.training.cache import CachedExamples
-    from edgeft.training.examples import ExampleSet
+    from edgeft.data.cache import CachedExamples
+    from edgeft.data.examples import ExampleSet
 
     manifest = load_manifest(bert_artifacts)
     examples = ExampleSet(read_records(text_data[0], manifest.data), manifest)
@@ -144,8 +144,8 @@ def test_cache_and_full_graph_give_the_same_loss(bert_artifacts, text_data):
 def test_spilled_cache_gives_the_same_batches_as_the_in_memory_one(tiny_bert, export_cache, text_data, tmp_path,
                                                                    train_spec):
     from edgeft.data.records import read_records
-    from edgeft.training.cache import CachedExamples
-    from edgeft.training.examples import ExampleSet
+    from edgeft.data.cache import CachedExamples
+    from edgeft.data.examples import ExampleSet
 
     manifest = export_cache(model=str(tiny_bert), label_names=LABELS, train=train_spec, dropout=False).manifest
     examples = ExampleSet(read_records(text_data[0], manifest.data), manifest)
@@ -289,11 +289,11 @@ def test_train_and_evaluate_run_without_heavy_packages(bert_artifacts, text_data
 
 
 def test_evaluate_run_folder_matches_summary(bert_artifacts, text_data, tmp_path):
-    from edgeft.training.evaluate import evaluate_folder
+    from edgeft.api import evaluate as evaluate_model
 
     summary = train(bert_artifacts, DataOptions(train=text_data[0], val=text_data[1]), tmp_path / "run",
                     TrainConfig(epochs=2, batch_size=8, lr=3e-3), threads=1)
-    result = evaluate_folder(tmp_path / "run", text_data[1], threads=1)
+    result = evaluate_model(tmp_path / "run", text_data[1], threads=1).record
     best = max(summary["after"]["accuracy"], summary["best"]["accuracy"])
     assert result["accuracy"] == pytest.approx(best)
     assert np.array(result["confusion"]).sum() == 30
@@ -341,7 +341,7 @@ def test_a_checkpoint_without_its_hash_record_is_refused_unless_it_predates_it(b
     """Deleting sha256.json must not hide an edited trainable.npz; a checkpoint written before
     edgeft recorded hashes (state.json without the format marker) is still read, and said so."""
     from edgeft.backends.state import FORMAT_KEY
-    from edgeft.training import checkpoints
+    from edgeft.run import checkpoints
 
     train_csv, val_csv = text_data
     options, config = DataOptions(train=train_csv, val=val_csv), TrainConfig(epochs=2, batch_size=8)
@@ -387,7 +387,7 @@ def test_a_long_batch_run_in_pieces_gives_the_same_update(bert_artifacts, text_d
     """--micro-batch-tokens: batches padded beyond the budget run piece by piece with their gradients
     weighted by each piece's share, so the weights equal those of whole batches (dropout off)."""
     from edgeft.backends.state import read_state
-    from edgeft.training import checkpoints
+    from edgeft.run import checkpoints
 
     options = DataOptions(train=text_data[0], val=text_data[1])
     runs = {}

@@ -30,7 +30,7 @@ sys.path.insert(0, str(ROOT))
 
 from edgeft.exporting.build import ExportOptions, export_artifacts  # noqa: E402
 from edgeft.labels import read_label_file  # noqa: E402
-from edgeft.training.evaluate import evaluate_folder  # noqa: E402
+from edgeft.api import evaluate as evaluate_model  # noqa: E402
 from edgeft.training.loop import DataOptions, TrainConfig, train  # noqa: E402
 
 BACKENDS = ("ort-training", "portable")
@@ -84,7 +84,7 @@ def main() -> None:
             summary = train(exported.folder, DataOptions(train=train_csv, label_column=column), run_dir, config,
                             threads=args.threads, force=True, backend=backend)
             wall, cpu = time.perf_counter() - start, _cpu_seconds() - cpu
-            test = evaluate_folder(run_dir, test_csv, threads=args.threads, label_column=column, backend=backend)
+            test = evaluate_model(run_dir, test_csv, threads=args.threads, label_column=column, backend=backend).record
             runs.append({"backend": backend, "repeat": repeat, "wall_s": round(wall, 2), "cpu_s": round(cpu, 2),
                          "loop_s": summary["seconds"],
                          "val_accuracy": summary["best"].get("accuracy"), "test_accuracy": round(test["accuracy"], 4),

@@ -56,11 +56,12 @@ def worker(args: argparse.Namespace) -> None:
     """Measure one way; print one JSON object."""
     from edgeft.data.records import read_records
     from edgeft.deployment.bundle import Bundle
-    from edgeft.deployment.measure import latency, peak_rss_mb, sample_feed
+    from edgeft.deployment.measure import latency, sample_feed
+    from edgeft.machine import peak_rss_mb
     from edgeft.deployment.runtime import InferenceStepper, make_session
     from edgeft.manifest import load_manifest
-    from edgeft.training.evaluate import checkpoint_parameters, evaluate, resolve_model
-    from edgeft.training.examples import ExampleSet
+    from edgeft.evaluation.evaluate import checkpoint_parameters, evaluate, resolve_model
+    from edgeft.data.examples import ExampleSet
 
     bundle = load_manifest(args.bundle, kind="bundle")
     artifacts, checkpoint = resolve_model(args.run)
@@ -120,8 +121,9 @@ def main() -> None:
         sys.exit(f"{args.run} is not a run folder: run tools/bench_train.py --train head first")
 
     from edgeft.deployment.inference_model import build_inference_model
-    from edgeft.deployment.pipeline import DeployOptions, auto_device, deploy
-    from edgeft.training.evaluate import checkpoint_parameters, resolve_model
+    from edgeft.deployment.pipeline import DeployOptions, deploy
+    from edgeft.machine import auto_device
+    from edgeft.evaluation.evaluate import checkpoint_parameters, resolve_model
 
     on_banking = (args.data / "test.csv").is_file()
     test = args.data / "test.csv" if on_banking else ROOT / "edgeft" / "examples" / "smart_home" / "test.csv"

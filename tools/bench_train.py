@@ -27,7 +27,7 @@ sys.path.insert(0, str(ROOT))
 
 from edgeft.exporting.build import ExportOptions, export_artifacts  # noqa: E402
 from edgeft.labels import read_label_file  # noqa: E402
-from edgeft.training.evaluate import evaluate_folder  # noqa: E402
+from edgeft.api import evaluate as evaluate_model  # noqa: E402
 from edgeft.training.loop import DataOptions, TrainConfig, train  # noqa: E402
 
 RECIPES = {  # hyper-parameters per trainable set (tuned on the validation split, not on test)
@@ -93,7 +93,7 @@ def main() -> None:
             run = args.out / f"run-{tag}{'-package' if extra else ''}"
             summary = train(exported.folder, DataOptions(train=train_csv, label_column=label_column), run, config,
                             threads=args.threads, force=True)
-            test = evaluate_folder(run, test_csv, threads=args.threads, label_column=label_column)
+            test = evaluate_model(run, test_csv, threads=args.threads, label_column=label_column).record
             prefix = exported.manifest.data.get("prefix") or {}
             results.append({"dataset": name, "train": spec, "way": way, "epochs": summary["epochs"],
                             "export_s": round(export_s, 1), "train_s": summary["seconds"],
@@ -103,8 +103,8 @@ def main() -> None:
                             "prefix": prefix.get("recipe_summary", "fp32"), "prefix_chosen": prefix.get("chosen"),
                             "size_mb": (exported.manifest.data.get("size") or {}).get("package_mb")})
             print(json.dumps(results[-1]), flush=True)
-    print(f"\n| data | --train | way (frozen prefix) | epochs | frozen-prefix pass s | train s | test acc | test macro-F1 |"
-          f"\n|---|---|---|---|---|---|---|---|")
+    print("\n| data | --train | way (frozen prefix) | epochs | frozen-prefix pass s | train s | test acc | test macro-F1 |"
+          "\n|---|---|---|---|---|---|---|---|")
     for r in results:
         print(f"| {r['dataset']} | {r['train']} | {r['way']} ({r['prefix']}) | {r['epochs']} | {r['cache_s']:.1f} | "
               f"{r['train_s']:.1f} | {100 * r['test_accuracy']:.2f}% | {100 * r['test_macro_f1']:.2f}% |")

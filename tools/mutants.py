@@ -61,7 +61,7 @@ class Mutant:
     more: tuple[tuple[str, str], ...] = ()
 
 
-LOOP, CHECKPOINTS, STATE = "edgeft/training/loop.py", "edgeft/training/checkpoints.py", "edgeft/backends/state.py"
+LOOP, CHECKPOINTS, STATE = "edgeft/training/loop.py", "edgeft/run/checkpoints.py", "edgeft/backends/state.py"
 GUARD, PIPELINE = "edgeft/deployment/guard.py", "edgeft/deployment/pipeline.py"
 RESUME_LINE = "    latest = checkpoints.latest(run_dir) if resume else None\n"
 STEP_CHECKPOINT = "                    checkpoint(checkpoints.step_folder(run_dir, state.step))\n"

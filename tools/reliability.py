@@ -96,7 +96,7 @@ def run_kills(fixtures: Fixtures, kills: int, seed: int, backends: list[str]) ->
 
 def run_disk_full(fixtures: Fixtures, job: Any, reference: Any, mechanism: str | None) -> dict[str, Any]:
     from reliability_faults import SmallDisk, checkpoint_case, disk_full_case, free_levels
-    from edgeft.training import checkpoints
+    from edgeft.run import checkpoints
 
     cases = []
     with SmallDisk(fixtures.work / "disk-full", mechanism=mechanism) as disk:

@@ -70,9 +70,9 @@ def main() -> None:
 
     from edgeft.data.batching import length_bucketed_batches, sequential_batches
     from edgeft.data.records import read_records
-    from edgeft.deployment.measure import peak_rss_mb
+    from edgeft.machine import peak_rss_mb
     from edgeft.manifest import load_manifest
-    from edgeft.training.examples import ExampleSet
+    from edgeft.data.examples import ExampleSet
     from edgeft.training.schedule import learning_rate
 
     torch.set_num_threads(args.threads)

@@ -18,16 +18,23 @@ from edgeft.errors import EdgeftError
 from edgeft.fsutil import atomic_write_bytes
 from edgeft.manifest import L2SP_INPUT, Manifest
 from edgeft.ortcompat import quiet_runtime, session_options, training_api
+from edgeft.ortimport import skip_ortmodule
+
+# Before anything here imports onnxruntime: its training build would otherwise import torch (see
+# edgeft.ortimport). A no-op with plain onnxruntime, and once onnxruntime is imported.
+skip_ortmodule()
 
 
 class OrtTrainer:
     """Train / eval / optimizer sessions of one artifact set (``prefix`` selects e.g. the tail).
 
     ``checkpoint`` is an ORT checkpoint file, edgeft's ``.npz`` state (e.g. written by the
-    portable backend) or a run checkpoint folder holding either.
+    portable backend) or a run checkpoint folder holding either. Implements
+    :class:`edgeft.backends.trainer.Trainer`.
     """
 
     backend = "ort-training"
+    weighted_steps = False  # whole batches only (see train_step)
 
     def __init__(self, manifest: Manifest, threads: int | None = None, checkpoint: Path | None = None,
                  prefix: str = "", optimizer_model: Path | None = None, l2sp: float | None = None) -> None:
@@ -97,8 +104,11 @@ class OrtTrainer:
                               hint="check that the data matches the model's inputs in the manifest.")
         return [np.ascontiguousarray(batch[n]) for n in self.input_names]
 
-    def train_step(self, batch: Mapping[str, np.ndarray]) -> tuple[float, np.ndarray]:
-        """Forward + backward on one batch (gradients accumulate); returns (loss, outputs)."""
+    def train_step(self, batch: Mapping[str, np.ndarray], weight: float = 1.0) -> tuple[float, np.ndarray]:
+        """Forward + backward on one batch (gradients accumulate); returns (loss, outputs). ORT's
+        training graph cannot scale its gradients, so ``weight`` must be 1 (``weighted_steps``)."""
+        if weight != 1.0:
+            raise ValueError("ONNX Runtime's training API takes whole batches (weighted_steps is False)")
         self.module.train()
         loss, outputs = self.module(*self._feed(batch, training=True))
         return float(loss), outputs

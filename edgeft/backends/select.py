@@ -10,16 +10,15 @@ from __future__ import annotations
 
 import functools
 from pathlib import Path
-from typing import Union
 
 from edgeft.backends.ort_training import OrtTrainer, with_weight_decay
 from edgeft.backends.portable import PortableTrainer, available
+from edgeft.backends.trainer import Trainer
 from edgeft.errors import EdgeftError
 from edgeft.manifest import Manifest
 from edgeft.ortcompat import TRAINING_INSTALL_HINT
 
 BACKENDS = ("auto", "ort-training", "portable")
-Trainer = Union[OrtTrainer, PortableTrainer]
 
 
 @functools.lru_cache(maxsize=1)

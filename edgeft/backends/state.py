@@ -30,7 +30,7 @@ FORMAT = "edgeft-trainable-1"
 STATE_FILE = "trainable.npz"  # inside a run checkpoint folder
 ORT_FILE = "checkpoint"  # ONNX Runtime's checkpoint inside a run checkpoint folder
 HASHES_FILE = "sha256.json"  # inside a run checkpoint folder: the sha256 of every other file, written last
-LOOP_FILE = "state.json"  # inside a run checkpoint folder: the loop position (edgeft.training.checkpoints)
+LOOP_FILE = "state.json"  # inside a run checkpoint folder: the loop position (edgeft.run.checkpoints)
 # A key of state.json, written since checkpoints record their hashes (format 2). A run checkpoint
 # whose state.json lacks it predates the record (format 1) and is the only kind read without one.
 FORMAT_KEY, CHECKPOINT_FORMAT = "checkpoint_format", 2

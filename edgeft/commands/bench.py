@@ -30,7 +30,8 @@ def command(bundle: Path, batches: tuple[int, ...], sequence: int, threads: int 
     from rich.table import Table
 
     from edgeft.deployment.bundle import Bundle
-    from edgeft.deployment.measure import latency, peak_rss_mb, sample_feed
+    from edgeft.deployment.measure import latency, sample_feed
+    from edgeft.machine import peak_rss_mb
     from edgeft.report import stdout
 
     model = Bundle(bundle, threads=threads)

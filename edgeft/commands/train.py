@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 
 from edgeft.commands.common import data_options
+from edgeft.training.schedule import SCHEDULES
 
 
 @click.command(name="train", context_settings={"max_content_width": 100})
@@ -21,7 +22,7 @@ from edgeft.commands.common import data_options
 @click.option("--max-steps", type=click.IntRange(min=1), help="Stop after this many optimizer steps.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=16, show_default=True)
 @click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=1e-3, show_default=True, help="Peak learning rate.")
-@click.option("--schedule", type=click.Choice(["linear", "cosine", "constant"]), default="linear", show_default=True)
+@click.option("--schedule", type=click.Choice(SCHEDULES), default="linear", show_default=True)
 @click.option("--warmup", type=click.FloatRange(0, 1), default=0.1, show_default=True, help="Warm-up share of all steps.")
 @click.option("--weight-decay", type=click.FloatRange(min=0), default=0.01, show_default=True, help="AdamW decoupled weight decay.")
 @click.option("--l2sp", type=click.FloatRange(min=0),
@@ -101,7 +102,7 @@ def command(artifacts: Path, data: Path, val: Path | None, val_fraction: float, 
 def _interrupted(folder: Path):  # -> Interrupted
     """What Ctrl-C kept: the run's finished checkpoints, and how to continue from the last one."""
     from edgeft.errors import Interrupted
-    from edgeft.training import checkpoints
+    from edgeft.run import checkpoints
     from edgeft.training.loop import RUN_FILE
 
     if not (folder / RUN_FILE).is_file():

@@ -1,31 +1,12 @@
-"""Latency and memory measured the same way for deploy reports and ``edgeft bench``."""
+"""Latency measured the same way for deploy reports and ``edgeft bench``, and the sample inputs it runs on."""
 
 from __future__ import annotations
 
-import resource
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-
-
-def peak_rss_mb() -> float:
-    """Peak resident memory of this process so far, in MiB.
-
-    Linux: ``VmHWM``, the high-water mark of this program's own memory. ``ru_maxrss`` is not
-    used there because it carries over through fork and exec, so a worker started by a large
-    parent would report the parent's peak.
-    """
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return peak / (2**20 if sys.platform == "darwin" else 2**10)
 
 
 def latency(session: Any, feed: dict[str, np.ndarray], warmup: int = 5, iterations: int = 50,

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from edgeft import __version__
+from edgeft.data.records import read_records
 from edgeft.deployment.guard import examples_needed, head_node_patterns, ladder, pooled, quality_drop
 from edgeft.deployment.inference_model import build_inference_model
 from edgeft.deployment.measure import latency, sample_feed
@@ -23,11 +24,15 @@ from edgeft.deployment.runtime import InferenceStepper, make_session, session_co
 from edgeft.devices import DeviceProfile, load_profile
 from edgeft.errors import EdgeftError
 from edgeft.fsutil import staged_folder
+from edgeft.machine import auto_device
 from edgeft.manifest import Manifest, write_manifest
 from edgeft.ortcompat import runtime_versions, usable_threads
 from edgeft.outputs import check_output, output_check
-from edgeft.training.evaluate import Examples, checkpoint_parameters, evaluate, resolve_model
-from edgeft.training.examples import ExampleSet
+from edgeft.reporter import Reporter
+from edgeft.run.record import RUN_FILE, RunRecord
+from edgeft.data.cache import CachedExamples
+from edgeft.data.examples import DataOptions, ExampleSet, load_examples
+from edgeft.evaluation.evaluate import Examples, checkpoint_parameters, evaluate, resolve_model
 
 REPORT_JSON = "report.json"
 REPORT_MD = "REPORT.md"
@@ -50,29 +55,21 @@ class DeployOptions:
     extra: dict[str, Any] = dataclasses.field(default_factory=dict)  # more manifest fields, e.g. a build key
 
 
-def _run_record(source: Path):  # -> RunRecord | None
-    from edgeft.training.record import RUN_FILE, RunRecord
-
+def _run_record(source: Path) -> RunRecord | None:
     return RunRecord.read(source) if (source / RUN_FILE).is_file() else None
 
 
-def _validation(manifest: Manifest, options: DeployOptions, run) -> tuple[ExampleSet, ExampleSet | None]:
+def _validation(manifest: Manifest, options: DeployOptions, run: RunRecord | None) -> tuple[ExampleSet, ExampleSet | None]:
     """Validation examples (--val, or the run's), and training examples for calibration."""
-    from edgeft.reporter import Reporter
-    from edgeft.training.loop import DataOptions, TrainConfig, load_examples
-
     recorded = run.data if run is not None else {}
     columns = dict(text_column=recorded.get("text_column", options.text_column),
                    label_column=recorded.get("label_column", options.label_column))
     train_file = run.data_file("train") if run is not None else None
     if options.val is not None:
-        from edgeft.data.records import read_records
-
         val = ExampleSet(read_records(options.val, manifest.data, **columns), manifest)
         train = None
         if train_file is not None:
-            train, _ = load_examples(manifest, DataOptions(train=train_file, **columns),
-                                     TrainConfig(val_fraction=0), Reporter())
+            train, _ = load_examples(manifest, DataOptions(train=train_file, **columns), 0, 0, Reporter())
         return val, train
     if run is None:
         raise EdgeftError("deploy needs labelled validation data to check the quantized model's accuracy.",
@@ -84,8 +81,7 @@ def _validation(manifest: Manifest, options: DeployOptions, run) -> tuple[Exampl
                               hint="pass --val FILE with labelled validation data for the accuracy check.")
     config = dict(recorded.get("config", {}))
     data = DataOptions(train=train_file, val=run.data_file("val"), **columns)
-    train, val = load_examples(manifest, data, TrainConfig(seed=config.get("seed", 0),
-                                                           val_fraction=config.get("val_fraction", 0.1)), Reporter())
+    train, val = load_examples(manifest, data, config.get("val_fraction", 0.1), config.get("seed", 0), Reporter())
     if val is None:
         raise EdgeftError("The run has no validation data to check the quantized model with.", where=str(options.source),
                           hint="pass --val FILE.")
@@ -108,23 +104,6 @@ def _calibration(train: ExampleSet | None, count: int, wrap: Callable[[ExampleSe
     order = np.random.default_rng(0).permutation(len(train))[:count]
     sample = wrap(ExampleSet(train.records.subset(order), train.manifest))
     return [sample.inputs(np.arange(i, min(i + 8, len(order)))) for i in range(0, len(order), 8)]
-
-
-def auto_device() -> str:
-    """The built-in profile that fits this machine's CPU."""
-    import platform
-
-    machine = platform.machine().lower()
-    if machine in ("x86_64", "amd64"):
-        try:
-            flags = Path("/proc/cpuinfo").read_text()
-        except OSError:
-            flags = ""
-        return "x86-64-avx512-vnni" if "avx512_vnni" in flags else "x86-64-avx2"
-    if machine in ("arm64", "aarch64"):
-        return "apple-m-series" if platform.system() == "Darwin" else "generic-arm64"
-    raise EdgeftError(f"No built-in device profile fits this machine ({machine}).", where="--device auto",
-                      hint="pass --device NAME (see edgeft devices) or the path of your own profile.")
 
 
 def _size_mb(path: Path) -> float:
@@ -185,7 +164,6 @@ class _PackageTail:
         self._cached: list[Any] = []
 
     def examples(self, examples: ExampleSet) -> Examples:
-        from edgeft.training.cache import CachedExamples
 
         cached = CachedExamples(examples, self.manifest, self.threads, budget_bytes=1 << 40)
         self._cached.append(cached)

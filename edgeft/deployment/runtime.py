@@ -52,7 +52,7 @@ def loss_value(task: str, outputs: np.ndarray, labels: np.ndarray, loss: str) ->
 
 
 class InferenceStepper:
-    """Gives an InferenceSession the ``eval_step`` of a trainer, for edgeft.training.evaluate."""
+    """Gives an InferenceSession the ``eval_step`` of a trainer, for edgeft.evaluation.evaluate."""
 
     def __init__(self, session: Any, manifest: Manifest) -> None:
         self.session = session

@@ -338,7 +338,7 @@ def export_artifacts(options: ExportOptions, progress: Callable[[str], None] | N
     name = options.name or default_name
     profile = None
     if options.device is not None:  # a device package: check the profile before the slow part
-        from edgeft.deployment.pipeline import auto_device
+        from edgeft.machine import auto_device
         from edgeft.devices import load_profile
 
         if ORT_FORMAT in formats:

@@ -163,8 +163,7 @@ def load_text(folder: Path, label_names: list[str], num_labels: int | None, max_
               InputSpec("attention_mask", "int64", ["batch", "sequence"])]
     preprocessing = Preprocessing(
         kind="tokenizer",
-        settings={"file": "tokenizer.json", "max_length": limit, "pad_token_id": int(tokenizer.pad_token_id or 0),
-                  "lowercase_hint": bool(getattr(tokenizer, "do_lower_case", False))},
+        settings={"file": "tokenizer.json", "max_length": limit, "pad_token_id": int(tokenizer.pad_token_id or 0)},
         files={"tokenizer.json": tokenizer_json})
     return LoadedModel(inputs=inputs, output="logits", num_outputs=count,
                        source={"kind": "transformers", "model_type": config.model_type,

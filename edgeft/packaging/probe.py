@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from edgeft.data.batching import sequential_batches
-from edgeft.training import metrics
+from edgeft.evaluation import metrics
 
 FOLDS = 5
 

@@ -54,7 +54,7 @@ def _guard_examples(manifest: Manifest, guard_data: Path | None, columns: dict[s
     if guard_data is None:
         return None
     from edgeft.data.records import read_records
-    from edgeft.training.examples import ExampleSet
+    from edgeft.data.examples import ExampleSet
 
     return ExampleSet(read_records(Path(guard_data), manifest.data, **columns), manifest)
 
@@ -69,7 +69,7 @@ def make_package(artifacts: Path | str, device: str = "auto", output: Path | str
                  progress: Callable[[str], None] | None = None) -> PackageResult:
     """Write the device package of the artifact folder ``artifacts`` for ``device`` (a profile
     name, a .toml path or ``auto``); see the module docstring. Raises EdgeftError on user mistakes."""
-    from edgeft.deployment.pipeline import auto_device
+    from edgeft.machine import auto_device
     from edgeft.packaging.prefix import prepare_prefix
 
     started = time.perf_counter()

@@ -8,7 +8,6 @@ and one JSON line of metrics per epoch in the run folder.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import math
 import shutil
@@ -21,23 +20,21 @@ import numpy as np
 
 from edgeft.backends.select import Trainer, check_l2sp, open_trainer, resolve_backend
 from edgeft.data.batching import length_bucketed_batches, token_pieces
-from edgeft.data.records import Records, read_records
-from edgeft.data.split import stratified_split
+from edgeft.data.cache import CachedExamples
+from edgeft.data.examples import KEPT_DATA, DataOptions, load_examples
 from edgeft.errors import EdgeftError
+from edgeft.evaluation import metrics
+from edgeft.evaluation.evaluate import Examples, evaluate
 from edgeft.fsutil import atomic_write_bytes, atomic_write_text, sha256_file, write_failed
+from edgeft.machine import peak_rss_mb
 from edgeft.manifest import MANIFEST_NAME, TAIL_PREFIX, TRAINABLE_KINDS, Manifest, check_fields, load_manifest
-from edgeft.deployment.measure import peak_rss_mb
 from edgeft.outputs import check_output
 from edgeft.reporter import Reporter
-from edgeft.training import checkpoints, metrics
-from edgeft.training.cache import CachedExamples
-from edgeft.training.evaluate import Examples, evaluate
-from edgeft.training.record import RUN_FILE, RunRecord
-from edgeft.training.examples import ExampleSet
-from edgeft.training.schedule import learning_rate
+from edgeft.run import checkpoints
+from edgeft.run.record import RUN_FILE, RunRecord
+from edgeft.training.schedule import SCHEDULES, learning_rate
 
 METRICS_FILE = "metrics.jsonl"
-KEPT_DATA = "data"  # the run's own copy of data given in memory
 SUMMARY_FILE = "summary.json"
 
 
@@ -59,33 +56,11 @@ class TrainConfig:
     metric: str | None = None
     checkpoint_every: int | None = None
     cache: bool = True
-    cache_mb: int = 128  # beyond it the cache is a file read per batch (see edgeft.training.cache)
+    cache_mb: int = 128  # beyond it the cache is a file read per batch (see edgeft.data.cache)
     bucket: bool = True
     micro_batch_tokens: int = 768  # a batch padded beyond this runs in pieces (same update, less memory; 0: never)
     keep: int = 2
     val_fraction: float = 0.1
-
-
-@dataclass
-class DataOptions:
-    """Where the data is and how to read it."""
-
-    train: Path
-    val: Path | None = None
-    text_column: str = "text"
-    label_column: str = "label"
-    strict: bool = False
-    keep_in_run: bool = False  # copy the files into the run folder's data/ (data given in memory through the API)
-
-    def __post_init__(self) -> None:  # str paths too
-        self.train = Path(self.train)
-        self.val = Path(self.val) if self.val is not None else None
-
-    def kept(self, run_dir: Path) -> DataOptions:
-        """Where the run keeps its copies of the files (``keep_in_run``), named as the run refers to them."""
-        return dataclasses.replace(self, train=run_dir / KEPT_DATA / f"train{self.train.suffix}",
-                                   val=run_dir / KEPT_DATA / f"val{self.val.suffix}" if self.val is not None else None,
-                                   keep_in_run=False)
 
 
 @dataclass
@@ -104,35 +79,6 @@ class RunState:
     examples_seen: int = 0
     loss_sum: float = 0.0  # training loss of the current epoch so far, so a resumed epoch reports the same mean
     loss_count: int = 0
-
-
-def _read(path: Path, manifest: Manifest, data: DataOptions, reporter: Reporter) -> Records:
-    records = read_records(path, manifest.data, text_column=data.text_column, label_column=data.label_column,
-                           strict=data.strict)
-    if records.skipped:
-        reporter.message(f"skipped {len(records.skipped)} row(s) of {path} with missing values:")
-        for place in records.skipped[:5]:
-            reporter.message(f"  {place}")
-        if len(records.skipped) > 5:
-            reporter.message(f"  ... and {len(records.skipped) - 5} more (use --strict to refuse them)")
-    return records
-
-
-def load_examples(manifest: Manifest, data: DataOptions, config: TrainConfig,
-                  reporter: Reporter) -> tuple[ExampleSet, ExampleSet | None]:
-    """Training and validation examples (validation from --val or a seeded stratified split)."""
-    records = _read(data.train, manifest, data, reporter)
-    if data.val is not None:
-        val_records: Records | None = _read(data.val, manifest, data, reporter)
-    elif config.val_fraction > 0 and len(records) >= 10:
-        train_idx, val_idx = stratified_split(records.labels, config.val_fraction, config.seed)
-        skipped = records.skipped
-        records, val_records = records.subset(train_idx), records.subset(val_idx)
-        records.skipped = skipped  # the file's skipped rows, listed once, with the training part
-        reporter.message(f"validation: {len(val_records)} examples split from the training data (seed {config.seed})")
-    else:
-        val_records = None
-    return ExampleSet(records, manifest), (ExampleSet(val_records, manifest) if val_records is not None else None)
 
 
 def _run_record(manifest: Manifest, data: DataOptions, config: TrainConfig, run_dir: Path) -> RunRecord:
@@ -215,12 +161,15 @@ def train(artifacts: Path, data: DataOptions, run_dir: Path, config: TrainConfig
     if metric not in metrics.HIGHER_IS_BETTER:
         raise EdgeftError(f"Unknown metric {metric!r}.", where="--metric",
                           hint=f"use one of {', '.join(metrics.HIGHER_IS_BETTER)}.")
+    if config.schedule not in SCHEDULES:
+        raise EdgeftError(f"Unknown learning-rate schedule {config.schedule!r}.", where="--schedule",
+                          hint=f"use one of {', '.join(SCHEDULES)}.")
     chosen = resolve_backend(backend, manifest)
     if manifest.data["optimizer"] == "sgd" and config.weight_decay:
         raise EdgeftError("ONNX Runtime's SGD optimizer has no weight decay.", where="--weight-decay",
                           hint="pass --weight-decay 0, or export with --optimizer adamw.")
     check_l2sp(manifest, config.l2sp)
-    train_set, val_set = load_examples(manifest, data, config, reporter)
+    train_set, val_set = load_examples(manifest, data, config.val_fraction, config.seed, reporter)
     record = _run_record(manifest, data, config, run_dir)
     _prepare_run_dir(run_dir, record, resume, force)
     if data.keep_in_run and not resume:
@@ -281,7 +230,7 @@ def train(artifacts: Path, data: DataOptions, run_dir: Path, config: TrainConfig
         window_start, window_examples = time.perf_counter(), 0
         for index in range(state.batch, len(order)):
             pieces = token_pieces(order[index], examples.lengths, config.micro_batch_tokens) \
-                if getattr(trainer, "weighted_steps", False) else [order[index]]
+                if trainer.weighted_steps else [order[index]]
             loss = 0.0
             for piece in pieces:
                 batch = examples.inputs(piece)

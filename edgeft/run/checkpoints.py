@@ -19,6 +19,7 @@ from typing import Any
 
 from edgeft.backends.state import (CHECKPOINT_FORMAT, FORMAT_KEY, LOOP_FILE, ORT_FILE, STATE_FILE,
                                   verify_checkpoint, write_hashes)
+from edgeft.backends.trainer import Trainer
 from edgeft.errors import EdgeftError
 from edgeft.fsutil import staged_folder
 
@@ -29,7 +30,7 @@ ORT_CHECKPOINT = ORT_FILE
 STATE_NPZ = STATE_FILE
 
 
-def save(folder: Path, trainer: Any, state: dict[str, Any], force: bool = False) -> Path:
+def save(folder: Path, trainer: Trainer, state: dict[str, Any], force: bool = False) -> Path:
     """Write ``folder`` (the trainer's state with optimizer moments, state.json, then the hashes) atomically."""
     with staged_folder(folder, force=force) as stage:
         trainer.save_checkpoint(stage)

@@ -19,7 +19,7 @@ import numpy as np
 
 from edgeft.data.batching import sequential_batches
 from edgeft.manifest import Manifest
-from edgeft.training.examples import ExampleSet
+from edgeft.data.examples import ExampleSet
 
 
 class _Store:
