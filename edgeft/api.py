@@ -199,7 +199,7 @@ def export(model: PathLike | None = None, *, labels: Sequence[str] | PathLike | 
     ``"auto"``) the result is a device package for it, its quantized prefix checked on
     ``guard_data``. Output defaults to ``artifacts/NAME`` (``artifacts/NAME-PROFILE``).
     """
-    from edgeft.exporting.build import ExportOptions, export_artifacts
+    from edgeft.exporting.artifacts import ExportOptions, export_artifacts
     from edgeft.labels import read_label_file
 
     names = read_label_file(Path(labels)) if isinstance(labels, (str, os.PathLike)) else list(labels or [])

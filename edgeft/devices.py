@@ -8,7 +8,9 @@ goals). Every field is checked; each problem is one :class:`EdgeftError` naming 
 dotted field, what was found and what is allowed.
 
 Only the standard library is used (``tomllib``, or ``tomli`` on Python < 3.11), so listing and
-validating profiles works on any device.
+validating profiles works on any device. The module is long (over 400 lines) because the
+schema (the field table), its checker and the dataclasses it fills are kept together: a new
+profile field is one entry here, and its error messages come with it.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from edgeft.errors import EdgeftError
+from edgeft.ortcompat import GRAPH_OPTIMIZATIONS
 
 try:
     import tomllib
@@ -43,7 +46,6 @@ MODES = ("dynamic", "static", "weight-only", "fp16", "none")
 FORMATS = ("qoperator", "qdq")
 WEIGHT_TYPES = ("int8", "uint8", "int4")
 ACTIVATION_TYPES = ("uint8", "int8")
-GRAPH_OPTIMIZATIONS = ("disable", "basic", "extended", "all")
 # Operators ONNX Runtime's quantizer handles; only used to catch a wrong spelling ("Matmul").
 KNOWN_OP_TYPES = ("MatMul", "Gemm", "Conv", "ConvTranspose", "Attention", "Gather", "GatherElements",
                   "EmbedLayerNormalization", "LSTM", "Transpose", "Add", "Mul", "Relu", "Clip", "LeakyRelu",

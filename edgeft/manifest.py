@@ -18,6 +18,7 @@ import numpy as np
 
 from edgeft.errors import EdgeftError
 from edgeft.fsutil import atomic_write_text, sha256_file
+from edgeft.ortcompat import GRAPH_OPTIMIZATIONS
 
 MANIFEST_NAME = "manifest.json"
 RUN_FILE = "run.json"  # the record of a training run (edgeft.training.loop), which has no manifest
@@ -358,7 +359,7 @@ def check_fields(manifest: Manifest) -> Manifest:
         prefix = data.get("prefix")
         if prefix is not None:
             prefix = check.get("prefix", dict)
-            check.choice("prefix.graph_optimization", ("disable", "basic", "extended", "all"), prefix,
+            check.choice("prefix.graph_optimization", GRAPH_OPTIMIZATIONS, prefix,
                          "graph_optimization")
             _session_config(check, "prefix.session_config", check.get("prefix.session_config", dict, prefix,
                                                                       "session_config"))
@@ -366,7 +367,7 @@ def check_fields(manifest: Manifest) -> Manifest:
         if data.get("threads") is not None:
             check.count("threads")
         if "graph_optimization" in data:
-            check.choice("graph_optimization", ("disable", "basic", "extended", "all"))
+            check.choice("graph_optimization", GRAPH_OPTIMIZATIONS)
         if "session_config" in data:
             _session_config(check, "session_config", check.get("session_config", dict))
     return manifest

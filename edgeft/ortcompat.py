@@ -20,6 +20,9 @@ from collections.abc import Iterator
 
 from edgeft.errors import EdgeftError
 
+# ONNX Runtime's graph optimization levels, as profiles and manifests name them
+GRAPH_OPTIMIZATIONS = ("disable", "basic", "extended", "all")
+
 # How to get ONNX Runtime's training API (the optional ort-training extra), said wherever it is missing.
 TRAINING_INSTALL_HINT = (
     "install ONNX Runtime's training build in place of onnxruntime, as the README's \"ONNX Runtime's "

@@ -113,7 +113,7 @@ ORT = pytest.param("ort-training", marks=pytest.mark.ort_training)
 @pytest.fixture(scope="session")
 def export_cache(tmp_path_factory):
     """Export once per distinct option set and reuse the folder across tests (read-only use)."""
-    from edgeft.exporting.build import ExportOptions, export_artifacts
+    from edgeft.exporting.artifacts import ExportOptions, export_artifacts
 
     cache: dict[str, object] = {}
     root = tmp_path_factory.mktemp("exports")

@@ -958,7 +958,8 @@ class ProfileTarget:
 def known_profile(draw, base: dict[str, Any]) -> tuple[bytes, dict[str, Any]]:
     """A valid profile: ``base`` with every number, flag and choice drawn from its allowed values,
     and what ``load_profile(...).as_dict()`` must give for it."""
-    from edgeft.devices import FORMAT_VERSION, GRAPH_OPTIMIZATIONS
+    from edgeft.devices import FORMAT_VERSION
+    from edgeft.ortcompat import GRAPH_OPTIMIZATIONS
 
     data = copy.deepcopy(base)
     data["description"] = draw(TEXT.filter(lambda t: bool(t.strip())))  # a blank one is refused

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from edgeft.build import read_build_file, run_builds
+from edgeft.buildfile import read_build_file, run_builds
 from edgeft.errors import EdgeftError
 from edgeft.verify import verify_folder
 

@@ -154,7 +154,7 @@ def test_ort_training_format_adds_onnx_runtimes_artifacts(tiny_bert, export_cach
 
 def test_ort_training_format_without_the_api_is_a_clear_error(tiny_onnx, tmp_path):
     from edgeft.errors import EdgeftError
-    from edgeft.exporting.build import ExportOptions, export_artifacts
+    from edgeft.exporting.artifacts import ExportOptions, export_artifacts
     from edgeft.ortcompat import has_training_api
 
     if has_training_api():

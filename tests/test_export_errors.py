@@ -10,7 +10,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from edgeft.errors import EdgeftError
-from edgeft.exporting.build import ExportOptions, export_artifacts
+from edgeft.exporting.artifacts import ExportOptions, export_artifacts
 
 
 def no_partials(parent: Path) -> bool:

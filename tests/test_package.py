@@ -185,7 +185,7 @@ def test_deploy_refuses_another_device_for_a_package_run(package_run, tmp_path):
 
 
 def test_ort_training_and_device_cannot_be_combined(tiny_onnx, tmp_path):
-    from edgeft.exporting.build import ExportOptions, export_artifacts
+    from edgeft.exporting.artifacts import ExportOptions, export_artifacts
 
     with pytest.raises(EdgeftError) as info:
         export_artifacts(ExportOptions(model=str(tiny_onnx), output=tmp_path / "p", device="x86-64-avx2",

@@ -247,7 +247,7 @@ def test_npz_with_a_pickled_object_is_refused_without_unpickling(tmp_path):
 def test_pickled_pytorch_weights_are_not_executed(tiny_bert, tmp_path):
     import torch
 
-    from edgeft.exporting.build import ExportOptions, export_artifacts
+    from edgeft.exporting.artifacts import ExportOptions, export_artifacts
 
     folder = tmp_path / "model"
     shutil.copytree(tiny_bert, folder)

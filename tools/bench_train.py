@@ -25,7 +25,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from edgeft.exporting.build import ExportOptions, export_artifacts  # noqa: E402
+from edgeft.exporting.artifacts import ExportOptions, export_artifacts  # noqa: E402
 from edgeft.labels import read_label_file  # noqa: E402
 from edgeft.api import evaluate as evaluate_model  # noqa: E402
 from edgeft.training.loop import DataOptions, TrainConfig, train  # noqa: E402

@@ -56,7 +56,7 @@ class Fixtures:
     def __init__(self, work: Path) -> None:
         from conftest import make_tiny_bert
         from edgeft.deployment.pipeline import DeployOptions, deploy
-        from edgeft.exporting.build import ExportOptions, export_artifacts
+        from edgeft.exporting.artifacts import ExportOptions, export_artifacts
         from test_train import LABELS, dataset, write_csv
 
         self.work = work

@@ -29,7 +29,7 @@ def command(build_file: Path, only: tuple[str, ...], force: bool, report: Path |
     """
     from rich.table import Table
 
-    from edgeft.build import run_builds
+    from edgeft.buildfile import run_builds
     from edgeft.fsutil import atomic_write_text
     from edgeft.report import stderr, stdout
 

@@ -83,7 +83,7 @@ def command(model: str | None, output: Path | None, name: str | None, train: str
     if (guard_data or max_drop is not None) and device is None:
         raise click.UsageError("--guard-data and --max-drop check a device package's prefix: give --device too.")
     if list_parameters:
-        from edgeft.exporting.build import ExportOptions
+        from edgeft.exporting.artifacts import ExportOptions
         from edgeft.labels import read_label_file
 
         _list_parameters(ExportOptions(model=model, train=train, label_names=read_label_file(labels_file)

@@ -12,13 +12,13 @@ import codecs
 import csv
 import io
 import json
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from edgeft.data.label_values import LabelReader
 from edgeft.errors import EdgeftError
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp")
@@ -63,7 +63,7 @@ def read_records(path: Path | str, manifest: dict[str, Any], text_column: str = 
     """
     path = Path(path)
     modality = manifest["modality"]
-    labels = _LabelReader(manifest)
+    labels = LabelReader(manifest)
     if not path.exists():
         raise EdgeftError(f"The data path {path} does not exist.", where=str(path), hint="check the path.")
     if path.is_dir():
@@ -275,7 +275,7 @@ def _json_rows(path: Path, text_column: str, label_column: str | None) -> list[R
     return rows
 
 
-def _read_image_folder(folder: Path, labels: _LabelReader, strict: bool) -> Records:
+def _read_image_folder(folder: Path, labels: LabelReader, strict: bool) -> Records:
     """Images under one subfolder per class; the subfolder's name is the label."""
     if labels.task != "classification":
         raise EdgeftError(f"An image folder gives one class per image, but this model is {labels.task}.",
@@ -308,13 +308,14 @@ def _is_image(path: Path) -> bool:
     return path.suffix.lower() in IMAGE_SUFFIXES
 
 
-def _read_npz(path: Path, manifest: dict[str, Any], labels: _LabelReader) -> Records:
+def _read_npz(path: Path, manifest: dict[str, Any], labels: LabelReader) -> Records:
     """Model inputs and labels stored as arrays, checked against the manifest's names, dtypes and shapes."""
     arrays = _load_npz(path)
     label_name = manifest["labels"]["input"]["name"]
     inputs = _checked_inputs(path, arrays, manifest, [label_name])
     count = len(arrays[label_name])
-    return Records(source=str(path), arrays=inputs, labels=labels.from_array(path, arrays[label_name]),
+    checked = _checked_array(path, labels.array_shape(arrays[label_name]), labels.spec)
+    return Records(source=str(path), arrays=inputs, labels=labels.from_array(str(path), checked),
                    places=[f"{path}[{i}]" for i in range(count)])
 
 
@@ -389,110 +390,3 @@ def _checked_array(path: Path, values: np.ndarray, spec: dict[str, Any]) -> np.n
                           where=str(path), hint=f"store {name!r} as {dtype}.")
     with np.errstate(over="ignore", invalid="ignore"):  # overflow becomes inf, which the callers refuse
         return values.astype(dtype, copy=False)
-
-
-class _LabelReader:
-    """Turns one example's label, as written in the data, into the value the model's loss takes."""
-
-    def __init__(self, manifest: dict[str, Any]) -> None:
-        self.task: str = manifest["task"]
-        self.names: list[str] = list(manifest["labels"]["names"])
-        self.spec: dict[str, Any] = manifest["labels"]["input"]
-        self.width = int(manifest["output"]["shape"][-1])
-        self.index = {name: i for i, name in enumerate(self.names)}
-        # Models exported without label names accept plain class numbers too.
-        self.numbered = self.names == [f"LABEL_{i}" for i in range(len(self.names))]
-
-    def _hint(self) -> str:
-        shown = ", ".join(repr(name) for name in self.names[:5])
-        more = f", ... ({len(self.names)} in all)" if len(self.names) > 5 else ""
-        numbers = f", or a class number 0..{len(self.names) - 1}" if self.numbered else ""
-        return f"use one of the model's labels: {shown}{more}{numbers}."
-
-    def class_index(self, raw: str, place: str, what: str = "label") -> int:
-        name = raw.strip()
-        if name in self.index:
-            return self.index[name]
-        if self.numbered and re.fullmatch(r"\d+", name) and int(name) < len(self.names):
-            return int(name)
-        raise EdgeftError(f"{place}: unknown {what} {name!r}.", where=place, hint=self._hint())
-
-    def _names(self, raw: str, place: str) -> np.ndarray:
-        hot = np.zeros(len(self.names), dtype=np.float32)
-        for part in re.split(r"[|;]", raw):
-            if part.strip():
-                hot[self.class_index(part, place)] = 1.0
-        return hot
-
-    def _floats(self, values: list[Any], place: str) -> np.ndarray:
-        if len(values) != self.width:
-            raise EdgeftError(f"{place} gives {len(values)} target value(s), but the model predicts {self.width}.",
-                              where=place, hint=f"give {self.width} number(s) per example.")
-        try:
-            numbers = [float(v) for v in values]
-        except (ValueError, OverflowError) as exc:  # OverflowError: an integer beyond any float
-            raise EdgeftError(f"The target in {place} is not a number: {exc}.", where=place,
-                              hint="write numbers such as 0.5 or -3e2.") from exc
-        with np.errstate(over="ignore"):
-            targets = np.array(numbers, dtype=np.float32)
-        if not np.isfinite(targets).all():  # also catches 1e39, finite in Python but not in float32
-            raise EdgeftError(f"The target in {place} is NaN or infinite (or too large for float32).", where=place,
-                              hint="give finite numbers (at most about 3.4e38), or remove the row.")
-        return targets
-
-    def from_text(self, raw: str, place: str) -> Any:
-        """A CSV/TSV cell: a label name; names split by | or ; (multi-label); numbers split by spaces or commas."""
-        if self.task == "classification":
-            return self.class_index(raw, place)
-        if self.task == "multi-label":
-            return self._names(raw, place)
-        return self._floats(re.split(r"[\s,]+", raw.strip()), place)
-
-    def from_json(self, value: Any, place: str) -> Any:
-        """A JSONL value: a name or class number; a list of names (multi-label); a number or list of numbers."""
-        if isinstance(value, str):
-            return self.from_text(value, place)
-        if self.task == "regression":
-            items = value if isinstance(value, list) else [value]
-            if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in items):
-                raise EdgeftError(f"The target in {place} must be a number or a list of numbers.", where=place,
-                                  hint='write e.g. 0.5 or [0.5, 1.0].')
-            return self._floats(items, place)
-        names = value if self.task == "multi-label" and isinstance(value, list) else [value]
-        if not all(isinstance(v, (str, int)) and not isinstance(v, bool) for v in names):
-            raise EdgeftError(f"The label in {place} must be a label name or class number, not {value!r}.",
-                              where=place, hint=self._hint())
-        indices = [self.class_index(str(v), place) for v in names]
-        if self.task == "classification":
-            return indices[0]
-        hot = np.zeros(len(self.names), dtype=np.float32)
-        hot[indices] = 1.0
-        return hot
-
-    def from_array(self, path: Path, values: np.ndarray) -> np.ndarray:
-        """npz labels: class numbers for classification, [N, K] 0/1 or targets otherwise."""
-        if self.task == "regression" and self.width == 1 and values.ndim == 1:
-            values = values[:, None]  # a plain target vector for a single-output regressor
-        labels = _checked_array(path, values, self.spec)
-        if self.task == "classification":
-            bad = np.flatnonzero((labels < 0) | (labels >= len(self.names)))
-            if bad.size:
-                raise EdgeftError(f"Label {labels[bad[0]]} at {path}[{bad[0]}] is not a class number "
-                                  f"0..{len(self.names) - 1}.", where=f"{path}[{bad[0]}]", hint=self._hint())
-            return labels
-        bad = np.flatnonzero(~np.isfinite(labels).all(axis=1))
-        if bad.size:
-            raise EdgeftError(f"The labels at {path}[{bad[0]}] are NaN or infinite.", where=f"{path}[{bad[0]}]",
-                              hint="give finite numbers.")
-        if self.task == "multi-label":
-            bad = np.flatnonzero(((labels < 0) | (labels > 1)).any(axis=1))
-            if bad.size:
-                raise EdgeftError(f"The multi-label targets at {path}[{bad[0]}] are outside 0..1.",
-                                  where=f"{path}[{bad[0]}]", hint="give 1 for each label that applies, else 0.")
-        return labels
-
-    def stack(self, values: list[Any]) -> np.ndarray:
-        """The labels tensor of the examples read: int64 [N], or float32 [N, K]."""
-        if self.task == "classification":
-            return np.array(values, dtype=np.int64)
-        return np.stack(values).astype(np.float32, copy=False)

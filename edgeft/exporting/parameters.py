@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from edgeft.errors import EdgeftError
-from edgeft.exporting.build import ExportOptions, load_source
+from edgeft.exporting.artifacts import ExportOptions, load_source
 from edgeft.report import group_name
 from edgeft.selection import find_blocks, head_names, select_trainable
 

@@ -39,10 +39,14 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from edgeft.backends.portable import ADAMW, CHECKPOINT, EVAL, GRAD_SUFFIX, OPTIMIZER, STEP, optimizer_io
+from edgeft.backends.portable import ADAMW, CHECKPOINT, EVAL, GRAD_SUFFIX, OPTIMIZER, STEP
 from edgeft.backends.state import write_state
 from edgeft.errors import EdgeftError
+from edgeft.exporting.graph_tools import Names, const, prune
 from edgeft.exporting.l2sp import append_penalty
+from edgeft.exporting.losses import add_loss
+from edgeft.exporting.optimizers import build_optimizer
+from edgeft.exporting.simplify import agree, simplify
 from edgeft.manifest import L2SP_INPUT
 
 _ELEMENTWISE = {"Add", "Sub", "Mul", "Div", "Pow", "Max", "Min", "Sum", "Mean", "Where", "Equal", "Less",
@@ -50,29 +54,6 @@ _ELEMENTWISE = {"Add", "Sub", "Mul", "Div", "Pow", "Max", "Min", "Sum", "Mean", 
 
 
 # --- the forward graph, prepared for differentiation ----------------------------------------
-
-class _Names:
-    """Fresh tensor names that cannot collide with the graph's own."""
-
-    def __init__(self, model: onnx.ModelProto) -> None:
-        g = model.graph
-        self.taken = {i.name for i in g.input} | {i.name for i in g.initializer} | {o.name for o in g.output}
-        self.taken |= {o for n in g.node for o in n.output} | {i for n in g.node for i in n.input}
-
-    def __call__(self, stem: str) -> str:
-        name, count = stem, 0
-        while name in self.taken:
-            count += 1
-            name = f"{stem}_{count}"
-        self.taken.add(name)
-        return name
-
-
-def _const(graph: onnx.GraphProto, names: _Names, stem: str, value: np.ndarray) -> str:
-    name = names(stem)
-    graph.initializer.append(numpy_helper.from_array(np.asarray(value), name))
-    return name
-
 
 def _shapes(model: onnx.ModelProto) -> dict[str, list[int | None]]:
     """Every tensor's inferred shape (None for a symbolic dimension), where its rank is known."""
@@ -89,7 +70,7 @@ def _ranks(model: onnx.ModelProto) -> dict[str, int]:
     return {name: len(shape) for name, shape in _shapes(model).items()}
 
 
-def _flatten_linear(model: onnx.ModelProto, names: _Names) -> int:
+def _flatten_linear(model: onnx.ModelProto, names: Names) -> int:
     """MatMul(X[..., K], W[K, N]) -> Reshape(MatMul(Reshape(X, [-1, K]), W), [..., N]).
 
     The values do not change; the reverse rule of the 2-D product is one GEMM per gradient.
@@ -106,7 +87,7 @@ def _flatten_linear(model: onnx.ModelProto, names: _Names) -> int:
         k_dim, n_dim = names(f"{stem}.k"), names(f"{stem}.n")
         lead, flat_shape, out_shape = names(f"{stem}.lead"), names(f"{stem}.flat_shape"), names(f"{stem}.shape")
         flat, product = names(f"{stem}.flat"), names(f"{stem}.2d")
-        minus_one = _const(graph, names, f"{stem}.minus_one", np.array([-1], np.int64))
+        minus_one = const(graph, names, f"{stem}.minus_one", np.array([-1], np.int64))
         nodes += [
             helper.make_node("Shape", [w], [k_dim], start=0, end=1),
             helper.make_node("Shape", [w], [n_dim], start=1),
@@ -123,7 +104,7 @@ def _flatten_linear(model: onnx.ModelProto, names: _Names) -> int:
     return count
 
 
-def _masked_dropout(graph: onnx.GraphProto, names: _Names, training: bool) -> int:
+def _masked_dropout(graph: onnx.GraphProto, names: Names, training: bool) -> int:
     """Dropout(x) -> x * Dropout(ones like x): the same mask and scale, and a product onnx-ad
     differentiates; without ``training`` the Dropout nodes become identities."""
     nodes, count = [], 0
@@ -143,7 +124,7 @@ def _masked_dropout(graph: onnx.GraphProto, names: _Names, training: bool) -> in
                                            value=helper.make_tensor("v", TensorProto.BOOL, [1], [True]))]
             continue
         ratio = node.input[1] if len(node.input) > 1 and node.input[1] else \
-            _const(graph, names, f"{y}.ratio", np.array(0.5, np.float32))
+            const(graph, names, f"{y}.ratio", np.array(0.5, np.float32))
         shape, ones, scale = names(f"{y}.shape"), names(f"{y}.ones"), names(f"{y}.scale")
         outputs = [scale] + ([node.output[1]] if len(node.output) > 1 and node.output[1] else [])
         seed = [a for a in node.attribute if a.name == "seed"]
@@ -158,42 +139,6 @@ def _masked_dropout(graph: onnx.GraphProto, names: _Names, training: bool) -> in
     return count
 
 
-def _add_loss(graph: onnx.GraphProto, names: _Names, loss: str, output: str, num_outputs: int) -> None:
-    """``loss`` (a scalar) from ``output`` and ``labels``, as ORT's loss blocks define it (mean reduction)."""
-    if loss == "cross-entropy":
-        graph.input.append(helper.make_tensor_value_info("labels", TensorProto.INT64, ["batch"]))
-        axis = _const(graph, names, "loss.axis", np.array([1], np.int64))
-        logp, target, picked, mean = (names(f"loss.{s}") for s in ("log_prob", "target", "picked", "mean"))
-        graph.node.extend([helper.make_node("LogSoftmax", [output], [logp], axis=1),
-                           helper.make_node("Unsqueeze", ["labels", axis], [target]),
-                           helper.make_node("GatherElements", [logp, target], [picked], axis=1),
-                           helper.make_node("ReduceMean", [picked], [mean], keepdims=0),
-                           helper.make_node("Neg", [mean], ["loss"])])
-    else:
-        graph.input.append(helper.make_tensor_value_info("labels", TensorProto.FLOAT, ["batch", num_outputs]))
-        if loss == "bce":  # ORT: -(log(sigmoid(x)) * y + log(1 - sigmoid(x)) * (1 - y))
-            one = _const(graph, names, "loss.one", np.array(1.0, np.float32))
-            sig, lsig, pos, rest, lrest, neg_y, negs, total, elem = (names(f"loss.{s}") for s in (
-                "sigmoid", "log_sigmoid", "positive", "one_minus_sigmoid", "log_rest", "one_minus_y", "negative",
-                "sum", "elementwise"))
-            graph.node.extend([helper.make_node("Sigmoid", [output], [sig]),
-                               helper.make_node("Log", [sig], [lsig]),
-                               helper.make_node("Mul", [lsig, "labels"], [pos]),
-                               helper.make_node("Sub", [one, sig], [rest]),
-                               helper.make_node("Log", [rest], [lrest]),
-                               helper.make_node("Sub", [one, "labels"], [neg_y]),
-                               helper.make_node("Mul", [lrest, neg_y], [negs]),
-                               helper.make_node("Add", [pos, negs], [total]),
-                               helper.make_node("Neg", [total], [elem])])
-        else:
-            diff, elem = names("loss.difference"), names("loss.elementwise")
-            graph.node.append(helper.make_node("Sub", [output, "labels"], [diff]))
-            graph.node.append(helper.make_node("Mul", [diff, diff], [elem]) if loss == "mse"
-                              else helper.make_node("Abs", [diff], [elem]))
-        graph.node.append(helper.make_node("ReduceMean", [elem], ["loss"], keepdims=0))
-    graph.output.insert(0, helper.make_tensor_value_info("loss", TensorProto.FLOAT, []))
-
-
 def prepare(model: onnx.ModelProto, trainable: list[str], loss: str, output: str, num_outputs: int,
             training: bool, l2sp: list[str] | None = None) -> tuple[onnx.ModelProto, dict[str, np.ndarray]]:
     """Forward graph + loss (+ the L2-SP term over ``l2sp``, see :mod:`edgeft.exporting.l2sp`) with
@@ -201,7 +146,7 @@ def prepare(model: onnx.ModelProto, trainable: list[str], loss: str, output: str
     prepared = onnx.ModelProto()
     prepared.CopyFrom(model)
     graph = prepared.graph
-    names = _Names(prepared)
+    names = Names(prepared)
     if "loss" in names.taken or "labels" in names.taken:
         raise EdgeftError("The model already has a tensor named 'loss' or 'labels'.", where="forward graph",
                           hint="rename that tensor in the model.")
@@ -219,7 +164,7 @@ def prepare(model: onnx.ModelProto, trainable: list[str], loss: str, output: str
     _masked_dropout(graph, names, training)
     if training:
         _flatten_linear(prepared, names)
-    _add_loss(graph, names, loss, output, num_outputs)
+    add_loss(graph, names, loss, output, num_outputs)
     if l2sp is not None:
         task = names("loss.task")
         for node in graph.node:
@@ -230,33 +175,13 @@ def prepare(model: onnx.ModelProto, trainable: list[str], loss: str, output: str
 
 # --- clean-up of the emitted graphs ---------------------------------------------------------
 
-def _prune(model: onnx.ModelProto) -> None:
-    """Drop nodes no output needs, then initializers and inputs nothing reads (inputs a user
-    feeds are kept: the model inputs, labels and the trainable tensors)."""
-    graph = model.graph
-    needed = {o.name for o in graph.output}
-    kept = []
-    for node in reversed(graph.node):
-        if any(o in needed for o in node.output):
-            kept.append(node)
-            needed.update(i for i in node.input if i)
-            for attr in node.attribute:  # subgraphs read outer names
-                for sub in ([attr.g] if attr.type == onnx.AttributeProto.GRAPH else list(attr.graphs)):
-                    needed.update(i for n in sub.node for i in n.input)
-    del graph.node[:]
-    graph.node.extend(reversed(kept))
-    inits = [i for i in graph.initializer if i.name in needed]
-    del graph.initializer[:]
-    graph.initializer.extend(inits)
-
-
 def _full_rank_scalars(model: onnx.ModelProto) -> int:
     """Give single-element operands of elementwise ops the rank of the node's output (exact; see
     the module docstring). Constants are reshaped in place, computed values through a Reshape."""
     graph = model.graph
     shapes = _shapes(model)
     inits = {i.name: i for i in graph.initializer}
-    names = _Names(model)
+    names = Names(model)
     reshaped: dict[tuple[str, int], str] = {}
     nodes, count = [], 0
     for node in graph.node:
@@ -304,9 +229,9 @@ def _skip_identities(model: onnx.ModelProto) -> None:
 
 def _finish(model: onnx.ModelProto, ir_version: int, stem: str) -> onnx.ModelProto:
     _skip_identities(model)
-    _prune(model)
+    prune(model)
     _full_rank_scalars(model)
-    _prune(model)
+    prune(model)
     taken = {node.name for node in model.graph.node}
     for index, node in enumerate(model.graph.node):
         if not node.name:
@@ -336,67 +261,6 @@ def _finish(model: onnx.ModelProto, ir_version: int, stem: str) -> onnx.ModelPro
 Feeds = Callable[[dict[str, int]], dict[str, np.ndarray]]
 PROBE_SIZES = ({"batch": 2, "*": 5}, {"batch": 3, "*": 7})
 CHECK_SIZES = ({"batch": 1, "*": 3}, {"batch": 4, "*": 2})
-
-
-def _session(model: onnx.ModelProto):  # -> onnxruntime.InferenceSession, nothing fused or folded
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    return ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
-
-
-def _observed_shapes(model: onnx.ModelProto, feeds: list[dict[str, np.ndarray]]) -> list[dict[str, tuple[int, ...]]]:
-    probe = onnx.ModelProto()
-    probe.CopyFrom(model)
-    known = {o.name for o in probe.graph.output}
-    for node in probe.graph.node:
-        for name in node.output:
-            if name and name not in known:
-                probe.graph.output.append(onnx.ValueInfoProto(name=name))
-                known.add(name)
-    session = _session(probe)
-    names = [o.name for o in session.get_outputs()]
-    return [{n: np.shape(v) for n, v in zip(names, session.run(None, feed))} for feed in feeds]
-
-
-def _simplify(model: onnx.ModelProto, feeds: list[dict[str, np.ndarray]]) -> tuple[onnx.ModelProto, int]:
-    observed = _observed_shapes(model, feeds)
-    simplified = onnx.ModelProto()
-    simplified.CopyFrom(model)
-    graph = simplified.graph
-    names = _Names(simplified)
-    nodes, count = [], 0
-
-    def same(a: str, b: str) -> bool:
-        return all(a in run and b in run and run[a] == run[b] for run in observed)
-
-    for node in graph.node:
-        x = node.input[0] if node.input else ""
-        if node.op_type in ("ReduceSum", "Expand", "Reshape") and x and same(x, node.output[0]):
-            nodes.append(helper.make_node("Identity", [x], [node.output[0]], name=node.name))
-            count += 1
-            continue
-        if node.op_type == "Transpose" and all(x in run for run in observed):
-            perm = list(helper.get_attribute_value(node.attribute[0])) if node.attribute else None
-            rank = len(observed[0][x])
-            perm = perm if perm is not None else list(reversed(range(rank)))
-            ones = [axis for axis in range(rank) if all(run[x][axis] == 1 for run in observed)]
-            kept = [axis for axis in perm if axis not in ones]
-            if ones and kept == sorted(kept):
-                squeezed, axes_in, axes_out = names(f"{node.output[0]}.squeezed"), names("axes"), names("axes")
-                graph.initializer.append(numpy_helper.from_array(np.array(ones, np.int64), axes_in))
-                graph.initializer.append(numpy_helper.from_array(
-                    np.array([i for i, axis in enumerate(perm) if axis in ones], np.int64), axes_out))
-                nodes += [helper.make_node("Squeeze", [x, axes_in], [squeezed]),
-                          helper.make_node("Unsqueeze", [squeezed, axes_out], [node.output[0]], name=node.name)]
-                count += 1
-                continue
-        nodes.append(node)
-    del graph.node[:]
-    graph.node.extend(nodes)
-    _prune(simplified)
-    return simplified, count
 
 
 def _sample_feeds(model: onnx.ModelProto, feeds: Feeds, values: dict[str, np.ndarray], loss: str,
@@ -455,30 +319,13 @@ def build_step(model: onnx.ModelProto, trainable: list[str], loss: str, output: 
     step = _finish(derived, ir_version, "portable_step")
     if feeds is not None:
         try:
-            simplified, count = _simplify(step, _sample_feeds(step, feeds, values, loss, num_outputs, PROBE_SIZES))
+            simplified, count = simplify(step, _sample_feeds(step, feeds, values, loss, num_outputs, PROBE_SIZES))
             check = _sample_feeds(step, feeds, values, loss, num_outputs, CHECK_SIZES)
-            if count and _agree(step, simplified, check):
+            if count and agree(step, simplified, check):
                 step = _finish(simplified, ir_version, "portable_step")
         except Exception:  # noqa: BLE001 -- a speed-up only: the unsimplified graph is exact
             pass
     return step, values
-
-
-def _agree(a: onnx.ModelProto, b: onnx.ModelProto, feeds: list[dict[str, np.ndarray]]) -> bool:
-    """Both graphs give the same outputs (ORT's random seed reset before each run: the same
-    dropout masks)."""
-    import onnxruntime as ort
-
-    first, second = _session(a), _session(b)
-    for feed in feeds:
-        ort.set_seed(7)
-        x_out = first.run(None, feed)
-        ort.set_seed(7)
-        y_out = second.run(None, feed)
-        for x, y in zip(x_out, y_out):
-            if np.shape(x) != np.shape(y) or not np.allclose(x, y, rtol=1e-5, atol=1e-7):
-                return False
-    return True
 
 
 def build_eval(model: onnx.ModelProto, trainable: list[str], loss: str, output: str, num_outputs: int,
@@ -489,73 +336,6 @@ def build_eval(model: onnx.ModelProto, trainable: list[str], loss: str, output: 
     del prepared.graph.output[:]
     prepared.graph.output.extend([outputs["loss"], outputs[output]])
     return _finish(prepared, ir_version, "portable_eval")
-
-
-# --- the optimizer -------------------------------------------------------------------------
-
-def build_optimizer(optimizer: str, shapes: list[list[int]], ir_version: int, opset: int = 17) -> onnx.ModelProto:
-    """One optimizer step over every trainable tensor, as ORT's optimizers compute it.
-
-    AdamW (ORT ``AdamWOptimizer``, ``adam_mode=1``, bias correction on): ``m1 = b1 m1 + (1-b1) g``,
-    ``m2 = b2 m2 + (1-b2) g^2``, ``p -= lr sqrt(1-b2^t)/(1-b1^t) m1 / (sqrt(m2) + eps)``, then
-    ``p -= lr wd p`` (one pass: ``p *= 1 - lr wd``). SGD: ``p -= lr g``. ``step`` is the 1-based number of this update.
-    """
-    names = [f"{i}" for i in range(len(shapes))]
-    inputs, outputs = optimizer_io(optimizer, names)
-    value_infos = [helper.make_tensor_value_info("learning_rate", TensorProto.FLOAT, []),
-                   helper.make_tensor_value_info("step", TensorProto.INT64, []),
-                   helper.make_tensor_value_info("weight_decay", TensorProto.FLOAT, [])]
-    for name in inputs[3:]:
-        value_infos.append(helper.make_tensor_value_info(name, TensorProto.FLOAT, shapes[int(name.split(".")[1])]))
-    out_infos = [helper.make_tensor_value_info(n, TensorProto.FLOAT, shapes[int(n.split(".")[1])]) for n in outputs]
-    inits, nodes = [], []
-
-    def const(name: str, value: float) -> str:
-        inits.append(numpy_helper.from_array(np.array(value, np.float32), name))
-        return name
-
-    if optimizer == "adamw":
-        b1, b2 = const("beta1", ADAMW["beta1"]), const("beta2", ADAMW["beta2"])
-        one, eps = const("one", 1.0), const("epsilon", ADAMW["epsilon"])
-        c1, c2 = const("one_minus_beta1", 1.0 - ADAMW["beta1"]), const("one_minus_beta2", 1.0 - ADAMW["beta2"])
-        nodes += [helper.make_node("Cast", ["step"], ["step_f"], to=TensorProto.FLOAT),
-                  helper.make_node("Pow", [b1, "step_f"], ["b1_t"]),
-                  helper.make_node("Pow", [b2, "step_f"], ["b2_t"]),
-                  helper.make_node("Sub", [one, "b1_t"], ["correction1"]),
-                  helper.make_node("Sub", [one, "b2_t"], ["correction2"]),
-                  helper.make_node("Sqrt", ["correction2"], ["sqrt_correction2"]),
-                  helper.make_node("Mul", ["learning_rate", "sqrt_correction2"], ["lr_scaled"]),
-                  helper.make_node("Div", ["lr_scaled", "correction1"], ["lr_corrected"]),
-                  helper.make_node("Mul", ["learning_rate", "weight_decay"], ["decay"]),
-                  helper.make_node("Sub", [one, "decay"], ["keep"])]
-        for i in names:
-            p, g, m1, m2 = f"param.{i}", f"grad.{i}", f"m1.{i}", f"m2.{i}"
-            nodes += [helper.make_node("Mul", [b1, m1], [f"a.{i}"]),
-                      helper.make_node("Mul", [c1, g], [f"b.{i}"]),
-                      helper.make_node("Add", [f"a.{i}", f"b.{i}"], [f"new_m1.{i}"]),
-                      helper.make_node("Mul", [g, g], [f"g2.{i}"]),
-                      helper.make_node("Mul", [b2, m2], [f"c.{i}"]),
-                      helper.make_node("Mul", [c2, f"g2.{i}"], [f"d.{i}"]),
-                      helper.make_node("Add", [f"c.{i}", f"d.{i}"], [f"new_m2.{i}"]),
-                      helper.make_node("Sqrt", [f"new_m2.{i}"], [f"root.{i}"]),
-                      helper.make_node("Add", [f"root.{i}", eps], [f"denom.{i}"]),
-                      helper.make_node("Div", [f"new_m1.{i}", f"denom.{i}"], [f"ratio.{i}"]),
-                      helper.make_node("Mul", ["lr_corrected", f"ratio.{i}"], [f"update.{i}"]),
-                      helper.make_node("Sub", [p, f"update.{i}"], [f"stepped.{i}"]),
-                      # p - lr wd p after the update, as one pass over the tensor: p (1 - lr wd)
-                      helper.make_node("Mul", [f"stepped.{i}", "keep"], [f"new_param.{i}"])]
-    elif optimizer == "sgd":
-        for i in names:
-            nodes += [helper.make_node("Mul", ["learning_rate", f"grad.{i}"], [f"update.{i}"]),
-                      helper.make_node("Sub", [f"param.{i}", f"update.{i}"], [f"new_param.{i}"])]
-    else:
-        raise EdgeftError(f"Unknown optimizer {optimizer!r}.", where="--optimizer", hint="use adamw or sgd.")
-    for index, node in enumerate(nodes):
-        node.name = f"optimizer/{node.op_type}_{index}"
-    graph = helper.make_graph(nodes, f"portable_{optimizer}", value_infos, out_infos, inits)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)], producer_name="edgeft")
-    model.ir_version = ir_version
-    return model
 
 
 # --- files ---------------------------------------------------------------------------------

@@ -25,6 +25,7 @@ from edgeft import __version__
 from edgeft.errors import EdgeftError
 from edgeft.exporting.builtin import BUILTIN_MODELS, DEFAULT_MODEL, builtin_path
 from edgeft.exporting.ort_artifacts import ORT_FORMAT, require_training_api, write_ort_training
+from edgeft.exporting.smoke import smoke_step
 from edgeft.exporting.portable import export_portable
 from edgeft.exporting.tail import PREFIX_FILE, build_tail
 from edgeft.exporting.source import LoadedModel, sample_array
@@ -217,95 +218,6 @@ def _sample_feeds(loaded: LoadedModel, prefix: Path | None, seed: int) -> Callab
     return feeds
 
 
-def _reference_loss(forward: Path, batch: dict[str, np.ndarray], manifest: Manifest) -> float:
-    """The loss of the full forward graph (dropout off) on ``batch``, computed with plain onnxruntime."""
-    import onnxruntime as ort
-
-    from edgeft.deployment.inference_model import drop_dropout
-    from edgeft.deployment.runtime import loss_value
-
-    model = onnx.load(str(forward))
-    drop_dropout(model)
-    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
-    names = {i.name for i in session.get_inputs()}
-    outputs = session.run([manifest.data["output"]["name"]], {k: v for k, v in batch.items() if k in names})[0]
-    return loss_value(manifest.task, outputs, batch["labels"], manifest.data["loss"])
-
-
-def _smoke_step(manifest: Manifest, loaded: LoadedModel, options: ExportOptions) -> float:
-    """Run one training step of every written format and check that each computes the full
-    graph's loss (through the frozen prefix and the tail where the folder is split)."""
-    batch = {spec.name: sample_array(spec, options.seed) for spec in loaded.inputs}
-    labels = manifest.data["labels"]["input"]
-    shape = [d if isinstance(d, int) else 2 for d in labels["shape"]]
-    batch["labels"] = np.zeros(shape, dtype=labels["dtype"])
-    expected = _reference_loss(manifest.path("forward_model"), batch, manifest)
-    trainers = []
-    if manifest.data["portable"]["available"]:
-        from edgeft.backends.portable import PortableTrainer
-
-        trainers.append(PortableTrainer(manifest))  # runs the prefix ahead of the tail where split
-    if ORT_FORMAT in manifest.data["formats"]:
-        from edgeft.backends.ort_training import OrtTrainer
-
-        trainers.append(OrtTrainer(manifest))
-        if manifest.data["cache"]["available"]:
-            trainers.append(_OrtCachedPath(manifest))
-    first_loss = float("nan")
-    for trainer in trainers:
-        before, _ = trainer.eval_step(batch)
-        if not np.isclose(before, expected, rtol=1e-4, atol=1e-6):
-            raise EdgeftError(f"The {trainer.backend} training graphs give loss {before}, the forward graph {expected}.",
-                              where=str(manifest.folder), hint="report this model; export with --train head meanwhile.")
-        loss, outputs = trainer.train_step(batch)
-        gradients = trainer.gradients()
-        trainer.optimizer_step()
-        after, _ = trainer.eval_step(batch)
-        if not (np.isfinite(loss) and np.isfinite(after) and all(np.isfinite(g).all() for g in gradients.values())):
-            raise EdgeftError(f"The first training step gave a non-finite loss or gradient ({loss}).",
-                              where=str(manifest.folder), hint="check the model's numerics, or try --train head.")
-        shape = (2, loaded.num_outputs)
-        if tuple(np.asarray(outputs).shape) != shape:
-            raise EdgeftError(f"The model's output has shape {np.asarray(outputs).shape}, expected {shape}.",
-                              where=loaded.output, hint="the model's output must be [batch, labels].")
-        first_loss = loss if np.isnan(first_loss) else first_loss
-    return first_loss
-
-
-class _OrtCachedPath:
-    """ORT's tail artifacts fed by the prefix, with the trainer interface the smoke step uses."""
-
-    backend = "ort-training (cached path)"
-
-    def __init__(self, manifest: Manifest) -> None:
-        import onnxruntime as ort
-
-        from edgeft.backends.ort_training import OrtTrainer
-
-        self.trainer = OrtTrainer(manifest, prefix=TAIL_PREFIX)
-        self.prefix = ort.InferenceSession(str(manifest.path("prefix_model")), providers=["CPUExecutionProvider"])
-        self.raw = manifest.data["cache"]["raw_inputs"]
-
-    def _tail(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        feed = {i.name: batch[i.name] for i in self.prefix.get_inputs()}
-        tail = dict(zip((o.name for o in self.prefix.get_outputs()), self.prefix.run(None, feed)))
-        tail.update({name: batch[name] for name in self.raw})
-        tail["labels"] = batch["labels"]
-        return tail
-
-    def eval_step(self, batch: dict[str, np.ndarray]) -> tuple[float, np.ndarray]:
-        return self.trainer.eval_step(self._tail(batch))
-
-    def train_step(self, batch: dict[str, np.ndarray]) -> tuple[float, np.ndarray]:
-        return self.trainer.train_step(self._tail(batch))
-
-    def gradients(self) -> dict[str, np.ndarray]:
-        return self.trainer.gradients()
-
-    def optimizer_step(self) -> None:
-        self.trainer.optimizer_step()
-
-
 def _versions() -> dict[str, str]:
     versions = {"edgeft": __version__, **runtime_versions()}
     for package in ("torch", "transformers"):
@@ -432,7 +344,7 @@ def _write_artifacts(dest: Path, options: ExportOptions, loaded: LoadedModel, na
         }
         manifest = write_manifest(stage, data, files)
         step("running one training step to check the artifacts")
-        smoke_loss = _smoke_step(manifest, loaded, options)
+        smoke_loss = smoke_step(manifest, loaded, options.seed)
     final = Manifest(folder=dest, data=manifest.data)
     return ExportResult(folder=dest, manifest=final, tensors=tensors, repairs=repairs,
                         notes=loaded.notes, smoke_loss=smoke_loss, seconds=0.0)

@@ -186,7 +186,7 @@ def _up_to_date(folder: Path, key: str) -> bool:
 def run_builds(path: Path, force: bool = False, only: list[str] | None = None,
                progress: Any = None) -> dict[str, Any]:
     """Build every entry (or ``only`` these names) whose key changed; returns the build report."""
-    from edgeft.exporting.build import ExportOptions, export_artifacts
+    from edgeft.exporting.artifacts import ExportOptions, export_artifacts
     from edgeft.labels import read_label_file
 
     path = Path(path)

@@ -1,0 +1,50 @@
+"""Small helpers for writing ONNX graphs by hand: fresh names, constants, dead-node pruning."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+from onnx import numpy_helper
+
+
+class Names:
+    """Fresh tensor names that cannot collide with the graph's own."""
+
+    def __init__(self, model: onnx.ModelProto) -> None:
+        g = model.graph
+        self.taken = {i.name for i in g.input} | {i.name for i in g.initializer} | {o.name for o in g.output}
+        self.taken |= {o for n in g.node for o in n.output} | {i for n in g.node for i in n.input}
+
+    def __call__(self, stem: str) -> str:
+        name, count = stem, 0
+        while name in self.taken:
+            count += 1
+            name = f"{stem}_{count}"
+        self.taken.add(name)
+        return name
+
+
+def const(graph: onnx.GraphProto, names: Names, stem: str, value: np.ndarray) -> str:
+    name = names(stem)
+    graph.initializer.append(numpy_helper.from_array(np.asarray(value), name))
+    return name
+
+
+def prune(model: onnx.ModelProto) -> None:
+    """Drop nodes no output needs, then initializers and inputs nothing reads (inputs a user
+    feeds are kept: the model inputs, labels and the trainable tensors)."""
+    graph = model.graph
+    needed = {o.name for o in graph.output}
+    kept = []
+    for node in reversed(graph.node):
+        if any(o in needed for o in node.output):
+            kept.append(node)
+            needed.update(i for i in node.input if i)
+            for attr in node.attribute:  # subgraphs read outer names
+                for sub in ([attr.g] if attr.type == onnx.AttributeProto.GRAPH else list(attr.graphs)):
+                    needed.update(i for n in sub.node for i in n.input)
+    del graph.node[:]
+    graph.node.extend(reversed(kept))
+    inits = [i for i in graph.initializer if i.name in needed]
+    del graph.initializer[:]
+    graph.initializer.extend(inits)
