@@ -100,6 +100,7 @@ def session_options(threads: int | None, optimization: str | None = None,
     import onnxruntime as ort
 
     options = ort.SessionOptions()
+    options.log_severity_level = session_log_severity()  # warnings only when shown (runtime_logs)
     threads = usable_threads(threads)
     if threads:
         options.intra_op_num_threads = threads

@@ -117,3 +117,13 @@ print(sorted(m for m in ('torch', 'transformers', 'edgeft.exporting') if m in sy
     lines = out.stdout.splitlines()
     assert lines[0] == "['edgeft'] True", lines  # only edgeft itself: no onnxruntime stubs, no env, no logging
     assert lines[1] == "[]"  # the API's device side loads on use; the host side only when exporting
+
+
+def test_the_api_keeps_onnx_runtimes_warnings_to_itself(tiny_bert, tmp_path):
+    """Export of a model with dropout makes sessions that ONNX Runtime warns about (unused dropout
+    constants): an API caller sees none of it on stderr, as a CLI user does not."""
+    code = (f"import edgeft\nedgeft.export({str(tiny_bert)!r}, labels=['a', 'b', 'c'], train='last:1', "
+            f"output={str(tmp_path / 'a')!r})\nprint('done')")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0 and out.stdout.strip() == "done", out.stderr[-2000:]
+    assert "onnxruntime" not in out.stderr, out.stderr[-2000:]

@@ -31,7 +31,7 @@ from edgeft.exporting.tail import PREFIX_FILE, build_tail
 from edgeft.exporting.source import LoadedModel, sample_array
 from edgeft.fsutil import staged_folder
 from edgeft.manifest import TAIL_PREFIX, Manifest, write_manifest
-from edgeft.ortcompat import runtime_versions
+from edgeft.ortcompat import runtime_versions, session_options
 from edgeft.outputs import check_output, output_check
 from edgeft.selection import select_trainable
 from edgeft.tasks import LOSSES, OPTIMIZERS, label_input
@@ -204,7 +204,7 @@ def _sample_feeds(loaded: LoadedModel, prefix: Path | None, seed: int) -> Callab
     if prefix is not None:
         import onnxruntime as ort
 
-        session = ort.InferenceSession(str(prefix), providers=["CPUExecutionProvider"])
+        session = ort.InferenceSession(str(prefix), session_options(None), providers=["CPUExecutionProvider"])
 
     def feeds(sizes: dict[str, int]) -> dict[str, np.ndarray]:
         dims = {d: sizes.get(d, sizes.get("*", 2)) for spec in loaded.inputs for d in spec.shape if isinstance(d, str)}

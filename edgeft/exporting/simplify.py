@@ -18,9 +18,10 @@ from edgeft.exporting.graph_tools import Names, prune
 def plain_session(model: onnx.ModelProto):  # -> onnxruntime.InferenceSession, nothing fused or folded
     import onnxruntime as ort
 
-    options = ort.SessionOptions()
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    return ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    from edgeft.ortcompat import session_options
+
+    return ort.InferenceSession(model.SerializeToString(), session_options(None, "disable"),
+                                providers=["CPUExecutionProvider"])
 
 
 def observed_shapes(model: onnx.ModelProto, feeds: list[dict[str, np.ndarray]]) -> list[dict[str, tuple[int, ...]]]:

@@ -13,6 +13,7 @@ from edgeft.errors import EdgeftError
 from edgeft.exporting.ort_artifacts import ORT_FORMAT
 from edgeft.exporting.source import LoadedModel, sample_array
 from edgeft.manifest import TAIL_PREFIX, Manifest
+from edgeft.ortcompat import session_options
 
 
 def _reference_loss(forward: Path, batch: dict[str, np.ndarray], manifest: Manifest) -> float:
@@ -24,7 +25,8 @@ def _reference_loss(forward: Path, batch: dict[str, np.ndarray], manifest: Manif
 
     model = onnx.load(str(forward))
     drop_dropout(model)
-    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    session = ort.InferenceSession(model.SerializeToString(), session_options(None),
+                                   providers=["CPUExecutionProvider"])
     names = {i.name for i in session.get_inputs()}
     outputs = session.run([manifest.data["output"]["name"]], {k: v for k, v in batch.items() if k in names})[0]
     return loss_value(manifest.task, outputs, batch["labels"], manifest.data["loss"])
@@ -81,7 +83,8 @@ class _OrtCachedPath:
         from edgeft.backends.ort_training import OrtTrainer
 
         self.trainer = OrtTrainer(manifest, prefix=TAIL_PREFIX)
-        self.prefix = ort.InferenceSession(str(manifest.path("prefix_model")), providers=["CPUExecutionProvider"])
+        self.prefix = ort.InferenceSession(str(manifest.path("prefix_model")), session_options(None),
+                                           providers=["CPUExecutionProvider"])
         self.raw = manifest.data["cache"]["raw_inputs"]
 
     def _tail(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:

@@ -15,6 +15,7 @@ import onnx
 
 from edgeft.exporting.source import InputSpec, sample_array
 from edgeft.exporting.split import Split, split_forward
+from edgeft.ortcompat import session_options
 
 PREFIX_FILE = "prefix.onnx"
 
@@ -22,7 +23,7 @@ PREFIX_FILE = "prefix.onnx"
 def _run_prefix(prefix: onnx.ModelProto, inputs: list[InputSpec], sizes: dict[str, int], seed: int) -> list[np.ndarray]:
     import onnxruntime as ort
 
-    session = ort.InferenceSession(prefix.SerializeToString(), providers=["CPUExecutionProvider"])
+    session = ort.InferenceSession(prefix.SerializeToString(), session_options(None), providers=["CPUExecutionProvider"])
     names = {i.name for i in session.get_inputs()}
     feed = {spec.name: sample_array(spec, seed, sizes) for spec in inputs if spec.name in names}
     return session.run(None, feed)
