@@ -36,11 +36,12 @@ from typing import Any, Union
 from edgeft.backends.select import open_trainer
 from edgeft.data.examples import DataOptions, ExampleSet
 from edgeft.data.inline import Data, is_inline, write_inline
-from edgeft.data.records import read_records
 from edgeft.deployment.bundle import Bundle, Prediction
 from edgeft.deployment.runtime import InferenceStepper
 from edgeft.errors import EdgeftError
-from edgeft.evaluation.evaluate import Stepper, checkpoint_parameters, evaluate as evaluate_examples, resolve_model
+from edgeft.data.records import read_column, read_records
+from edgeft.evaluation import metrics
+from edgeft.evaluation.evaluate import Stepper, checkpoint_parameters, predict as predict_examples, resolve_model
 from edgeft.manifest import MANIFEST_NAME, Manifest, check_fields, load_manifest
 from edgeft.reporter import Progress, as_reporter
 from edgeft.tasks import label_input
@@ -115,6 +116,8 @@ class Metrics:
     rmse: float | None = None
     confusion: list[list[int]] | None = None
     examples: int | None = None
+    # with evaluate(by=COLUMN): {"column", "metric", "slices": [{"value", "examples", metrics...}], "worst"}
+    by: dict[str, Any] | None = None
     labels: list[str] | None = None
     # the whole record as evaluation wrote it (also the model, checkpoint and data evaluated, and
     # the count of skipped rows: what `edgeft evaluate --json` prints)
@@ -264,14 +267,18 @@ def train(artifacts: PathLike | Artifacts, data: Data, *, val: Data | None = Non
 
 def evaluate(model: PathLike | Artifacts | Run | Bundle, data: Data, *, checkpoint: PathLike | None = None,
              batch_size: int = 32, threads: int | None = None, text_column: str = "text",
-             label_column: str = "label", strict: bool = False, backend: str = "auto") -> Metrics:
+             label_column: str = "label", strict: bool = False, backend: str = "auto", by: str | None = None) -> Metrics:
     """Metrics of an artifact folder, a run (its best checkpoint, or ``checkpoint``) or a bundle
-    (the deployed model itself, with onnxruntime alone) on ``data``."""
+    (the deployed model itself, with onnxruntime alone) on ``data``; with ``by`` (a column of a
+    table or JSONL file) also per value of that column, and the worst such slice (``slices``)."""
     inline = is_inline(data)
+    if inline and by is not None:
+        raise EdgeftError("by= reads a column of a data file, and data given in memory holds texts and labels only.",
+                          where="by", hint="give the data as a .csv, .tsv or .jsonl file with that column.")
     with _data_files(data=data) as files:
         result = _evaluate_folder(_path(model), files["data"], Path(checkpoint) if checkpoint else None, batch_size,
                                  threads, "text" if inline else text_column, "label" if inline else label_column,
-                                 strict, backend)
+                                 strict, backend, by)
     return Metrics.from_dict(result)  # type: ignore[return-value]
 
 
@@ -297,7 +304,7 @@ def deploy(run: PathLike | Run | Artifacts, *, device: str = "auto", output: Pat
 
 def _evaluate_folder(path: Path, data: Path, checkpoint: Path | None = None, batch_size: int = 32,
                     threads: int | None = None, text_column: str = "text", label_column: str = "label",
-                    strict: bool = False, backend: str = "auto") -> dict[str, Any]:
+                    strict: bool = False, backend: str = "auto", by: str | None = None) -> dict[str, Any]:
     """Metrics of an artifact folder, a trained run or a bundle on a data file, as a dict."""
     if _is_bundle(path):
         if checkpoint is not None:
@@ -311,11 +318,33 @@ def _evaluate_folder(path: Path, data: Path, checkpoint: Path | None = None, bat
         if checkpoint is not None:
             stepper.load_parameters(checkpoint_parameters(Path(checkpoint)))
     records = read_records(data, spec, text_column=text_column, label_column=label_column, strict=strict)
-    result = evaluate_examples(stepper, ExampleSet(records, manifest), manifest.data["task"],
-                      len(manifest.data["labels"]["names"]), batch_size)
-    return {"model": str(path), "checkpoint": str(checkpoint) if checkpoint else None, "data": str(data),
-            "examples": len(records), "skipped": len(records.skipped), "labels": manifest.data["labels"]["names"],
-            **result}
+    groups = read_column(data, by) if by is not None else None
+    task, names = manifest.data["task"], manifest.data["labels"]["names"]
+    loss, outputs, labels = predict_examples(stepper, ExampleSet(records, manifest), batch_size)
+    result = {"model": str(path), "checkpoint": str(checkpoint) if checkpoint else None, "data": str(data),
+              "examples": len(records), "skipped": len(records.skipped), "labels": names,
+              "loss": loss, **metrics.compute(task, outputs, labels, len(names))}
+    if groups is not None:
+        result["by"] = _slices(by, [groups.get(place, "") for place in records.places], task, outputs, labels,
+                               len(names))
+    return result
+
+
+def _slices(column: str, values: list[str], task: str, outputs: Any, labels: Any, num_labels: int) -> dict[str, Any]:
+    """The task's metrics per value of ``column`` (a slice), and the worst slice by the task's
+    default metric: where a model carries a bias over from pretraining, or the data is thin."""
+    import numpy as np
+
+    metric = metrics.default_metric(task)
+    slices = []
+    for value in sorted(set(values)):
+        chosen = np.array([v == value for v in values])
+        scores = {k: v for k, v in metrics.compute(task, outputs[chosen], labels[chosen], num_labels).items()
+                  if k != "confusion"}
+        slices.append({"value": value, "examples": int(chosen.sum()), **scores})
+    pick = max if not metrics.HIGHER_IS_BETTER[metric] else min
+    worst = pick(slices, key=lambda row: row[metric]) if slices else None
+    return {"column": column, "metric": metric, "slices": slices, "worst": worst["value"] if worst else None}
 
 
 def _is_bundle(path: Path) -> bool:

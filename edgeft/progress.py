@@ -58,5 +58,7 @@ def summary_table(summary: dict[str, Any]) -> Table:
         table.add_row("frozen-prefix pass", "", f"{summary['cache_seconds']:.1f} s")
     table.add_row("examples per second", "", f"{summary['examples_per_second']:,.0f}")
     table.add_row("frozen-prefix cache", "", "on" if summary["cache"] else "off")
+    if summary.get("overfitting_since_epoch") is not None:
+        table.add_row("overfitting", "", f"validation loss rising since epoch {summary['overfitting_since_epoch']}")
     table.add_row("checkpoint", "", str(summary["checkpoint"]))
     return table

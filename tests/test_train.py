@@ -403,3 +403,23 @@ def test_a_long_batch_run_in_pieces_gives_the_same_update(bert_artifacts, text_d
     first = json.loads((tmp_path / "run-20" / "metrics.jsonl").read_text().splitlines()[1])
     second = json.loads((tmp_path / "run-0" / "metrics.jsonl").read_text().splitlines()[1])
     assert first["train_loss"] == pytest.approx(second["train_loss"], rel=1e-4)  # losses weighted by share too
+
+
+def test_a_run_that_starts_to_memorise_says_so_once_and_keeps_the_best(bert_artifacts, held_out_csv, tmp_path):
+    """Six training sentences, twenty epochs at a high constant rate: training loss keeps falling
+    while the held-out loss turns up (measured: lowest at epoch 6, rising from there)."""
+    from edgeft.reporter import CallbackReporter
+
+    notes: list[str] = []
+    data = write_csv(tmp_path / "few.csv", dataset(0, 2))
+    summary = train(bert_artifacts, DataOptions(train=data, val=held_out_csv), tmp_path / "run",
+                    TrainConfig(epochs=20, batch_size=2, lr=1e-2, weight_decay=0.0, warmup=0.0, schedule="constant"),
+                    threads=1, reporter=CallbackReporter(notes.append))
+    said = [n for n in notes if n.startswith("overfitting:")]
+    history = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    since = summary["overfitting_since_epoch"]
+    assert len(said) == 1 and since is not None and f"(epoch {since})" in said[0]
+    losses = [h["val"]["loss"] for h in history]
+    assert all(b > a for a, b in zip(losses[since:], losses[since + 1:]))  # rising every epoch since
+    assert history[-1]["train_loss"] < history[since]["train_loss"]
+    assert f"best checkpoint (epoch {summary['best']['epoch']})" in said[0]

@@ -20,9 +20,11 @@ from edgeft.commands.common import data_options
 @click.option("--backend", type=click.Choice(["auto", "ort-training", "portable"]), default="auto", show_default=True,
               help="Backend that runs the eval graph (see edgeft train --help).")
 @data_options
+@click.option("--by", metavar="COLUMN", help="Also report the metrics per value of this column of DATA (a slice: "
+                                            "a user, a source, a dialect) and name the worst slice.")
 @click.option("--json", "as_json", is_flag=True, help="Print the metrics as JSON on stdout.")
 def command(model: Path, data: Path, checkpoint: Path | None, batch_size: int, threads: int | None, backend: str,
-            text_column: str, label_column: str, strict: bool, as_json: bool) -> None:
+            text_column: str, label_column: str, strict: bool, by: str | None, as_json: bool) -> None:
     """Evaluate MODEL (an artifact folder, a run folder from edgeft train, or a bundle from edgeft
     deploy, with onnxruntime alone) on DATA.
 
@@ -35,6 +37,7 @@ def command(model: Path, data: Path, checkpoint: Path | None, batch_size: int, t
       edgeft evaluate artifacts/minilm data/test.csv          # before fine-tuning
       edgeft evaluate artifacts/runs/minilm test.jsonl --json | jq .accuracy
       edgeft evaluate artifacts/bundles/minilm-raspberry-pi-5 data/test.csv   # the quantized model
+      edgeft evaluate artifacts/runs/minilm data/test.csv --by speaker    # per speaker, the worst named
     """
     from rich.table import Table
 
@@ -42,7 +45,8 @@ def command(model: Path, data: Path, checkpoint: Path | None, batch_size: int, t
     from edgeft.report import stdout
 
     result = api.evaluate(model, data, checkpoint=checkpoint, batch_size=batch_size, threads=threads,
-                          text_column=text_column, label_column=label_column, strict=strict, backend=backend).record
+                          text_column=text_column, label_column=label_column, strict=strict, backend=backend,
+                          by=by).record
     if as_json:
         click.echo(json.dumps(result, indent=2))
         return
@@ -65,3 +69,30 @@ def command(model: Path, data: Path, checkpoint: Path | None, batch_size: int, t
             matrix.add_row(f"{index} {names[index]}", *[f"[bold]{v}[/]" if i == index else (str(v) if v else "·")
                                                       for i, v in enumerate(row)])
         stdout.print(matrix)
+    if result.get("by"):
+        _print_slices(result["by"])
+
+
+def _print_slices(by: dict) -> None:
+    """The metrics of each slice (the "by" section of evaluate's record), worst first, then a
+    line naming the worst."""
+    from rich.markup import escape
+    from rich.table import Table
+
+    from edgeft.evaluation.metrics import HIGHER_IS_BETTER
+    from edgeft.report import stdout
+
+    metric = by["metric"]
+    rows = sorted(by["slices"], key=lambda row: row[metric], reverse=not HIGHER_IS_BETTER[metric])
+    table = Table(title=f"By {escape(by['column'])} (worst first)", title_justify="left")
+    table.add_column(escape(by["column"]))
+    table.add_column("examples", justify="right")
+    keys = [k for k in rows[0] if k not in ("value", "examples")] if rows else []
+    for key in keys:
+        table.add_column(key, justify="right")
+    for row in rows:
+        table.add_row(escape(row["value"] or "(empty)"), str(row["examples"]), *[f"{row[k]:.4f}" for k in keys])
+    stdout.print(table)
+    worst = next(row for row in rows if row["value"] == by["worst"])
+    stdout.print(f"worst slice: {escape(by['column'])} = {escape(worst['value'] or '(empty)')} "
+                 f"({metric} {worst[metric]:.4f} on {worst['examples']} examples)", highlight=False)

@@ -129,6 +129,19 @@ def read_texts(path: Path | str, text_column: str = "text", skipped: list[str] |
     return texts
 
 
+def read_column(path: Path | str, column: str, option: str = "--by") -> dict[str, str]:
+    """One more column of a CSV, TSV or JSONL data file, by row place ("file:line", as
+    :attr:`Records.places` has it), read by the same readers as the examples; a missing value is ""."""
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix not in TEXT_SUFFIXES:
+        raise EdgeftError(f"{option} reads a column of a .csv, .tsv or .jsonl file, and {path} is not one.",
+                          where=option, hint=f"leave out {option}, or give the data as a table with that column.")
+    rows = _json_rows(path, column, None, option) if suffix == ".jsonl" else \
+        _table_rows(path, "\t" if suffix == ".tsv" else ",", column, None, option)
+    return {place: "" if _is_missing(value) else str(value) for place, value, _, _ in rows}
+
+
 def _expected(manifest: dict[str, Any]) -> str:
     """What data this model reads, for hints."""
     names = ", ".join(spec["name"] for spec in manifest["inputs"])
@@ -193,7 +206,8 @@ def _missing_column(path: Path, column: str, option: str, present: list[str],
 Row = tuple[str, Any, Any, "tuple[str, str] | None"]  # place, text, label, (problem, what to do) or None
 
 
-def _table_rows(path: Path, delimiter: str, text_column: str, label_column: str | None) -> list[Row]:
+def _table_rows(path: Path, delimiter: str, text_column: str, label_column: str | None,
+                text_option: str = "--text-column") -> list[Row]:
     """(place, text, label, problem) of each non-blank row of a CSV or TSV file with a header row
     (label None without a ``label_column``).
 
@@ -218,7 +232,7 @@ def _table_rows(path: Path, delimiter: str, text_column: str, label_column: str 
                 continue
             if header is None:
                 header = [name.strip() for name in row]
-                for column, option in ((text_column, "--text-column"), (label_column, "--label-column")):
+                for column, option in ((text_column, text_option), (label_column, "--label-column")):
                     if column is not None and column not in header:
                         raise _missing_column(path, column, option, header, delimiter)
                 text_at = header.index(text_column)
@@ -241,7 +255,7 @@ def _table_rows(path: Path, delimiter: str, text_column: str, label_column: str 
     return rows
 
 
-def _json_rows(path: Path, text_column: str, label_column: str | None) -> list[Row]:
+def _json_rows(path: Path, text_column: str, label_column: str | None, text_option: str = "--text-column") -> list[Row]:
     """(place, text, label, None) of each non-blank line of a JSONL file (one JSON object per line).
 
     A key absent from every object is a wrong column name and an error; absent from some
@@ -269,7 +283,7 @@ def _json_rows(path: Path, text_column: str, label_column: str | None) -> list[R
         rows.append((place, record.get(text_column), record.get(label_column) if label_column else None, None))
     if not rows:
         raise EdgeftError(f"{path} is empty.", where=str(path), hint="write one JSON object per line.")
-    for column, option in ((text_column, "--text-column"), (label_column, "--label-column")):
+    for column, option in ((text_column, text_option), (label_column, "--label-column")):
         if column is not None and column not in keys:
             raise _missing_column(path, column, option, list(keys))
     return rows

@@ -32,6 +32,7 @@ from edgeft.outputs import check_output
 from edgeft.reporter import Reporter
 from edgeft.run import checkpoints
 from edgeft.run.record import RUN_FILE, RunRecord
+from edgeft.training.overfitting import describe, overfitting_since
 from edgeft.training.schedule import SCHEDULES, learning_rate
 
 METRICS_FILE = "metrics.jsonl"
@@ -275,6 +276,9 @@ def train(artifacts: Path, data: DataOptions, run_dir: Path, config: TrainConfig
                 state.bad_epochs += 1
             stop = config.patience is not None and state.bad_epochs >= config.patience
         state.history.append(entry)
+        since = overfitting_since(state.history)
+        if since is not None and overfitting_since(state.history[:-1]) is None:  # said once, when it starts
+            reporter.message(describe(state.history, since, state.best_epoch))
         state.seconds = time.perf_counter() - started
         entry["seconds"] = round(state.seconds, 3)
         _check_run_dir(run_dir)
@@ -303,6 +307,7 @@ def train(artifacts: Path, data: DataOptions, run_dir: Path, config: TrainConfig
         "before": state.history[0].get("val") if state.history and state.history[0]["epoch"] == 0 else None,
         "after": state.history[-1].get("val") if state.history else None,
         "best": {"epoch": state.best_epoch, metric: state.best}, "early_stopped": stop,
+        "overfitting_since_epoch": overfitting_since(state.history),
         "checkpoint": str(run_dir / checkpoints.BEST if state.best_epoch else checkpoints.latest(run_dir)),
     }
     _check_run_dir(run_dir)
