@@ -121,6 +121,23 @@ def test_mlp_gradients_match_pytorch_autograd_for_every_loss(export_cache, loss,
     _assert_gradients_match(trainer.gradients(), {t.name: params[t.name].grad.numpy() for t in result.trainable})
 
 
+def test_the_step_applies_dropout_on_any_onnxruntime(tiny_bert, export_cache):
+    """Plain onnxruntime's optimizer removes Dropout nodes (EliminateDropout) even in training
+    mode, which would train without dropout in silence; the step session keeps them: the loss
+    depends on the seed, repeats with it, and differs from the eval graph's."""
+    import onnxruntime as ort
+
+    manifest = export_cache(model=str(tiny_bert), label_names=LABELS, train="last:1").manifest  # dropout on
+    batch = _tail_batches(manifest, TEXTS, [0, 1, 2, 2, 0, 1])[0]
+    trainer = PortableTrainer(manifest, threads=1, prefix=TAIL_PREFIX)
+    losses = []
+    for seed in (7, 8, 7):
+        ort.set_seed(seed)
+        losses.append(trainer.train_step(batch)[0])
+    assert losses[0] == losses[2] and losses[0] != losses[1]
+    assert trainer.eval_step(batch)[0] not in losses
+
+
 @pytest.mark.ort_training
 def test_backends_match_with_dropout_on_step_for_step(tiny_bert, export_cache):
     """Both backends draw their dropout masks from onnxruntime.set_seed: with the same seed before

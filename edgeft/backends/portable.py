@@ -42,6 +42,9 @@ def optimizer_io(optimizer: str, names: list[str]) -> tuple[list[str], list[str]
     return inputs, outputs
 
 
+STEP_KEEPS = ["EliminateDropout"]  # optimizers the step session must not run (see PortableTrainer)
+
+
 def step_session_options(threads: int | None):  # -> onnxruntime.SessionOptions
     """All optimizations on (the step graph gains fused MatMul-Transpose kernels), fixed threads."""
     import onnxruntime as ort
@@ -92,8 +95,10 @@ class PortableTrainer:
         options = step_session_options(threads)
         providers = ["CPUExecutionProvider"]
         try:
+            # ONNX Runtime's inference optimizer removes Dropout (EliminateDropout, from the basic
+            # level on) whatever its training_mode input says: the step graph's masks would be all ones
             self.step_session = ort.InferenceSession(str(manifest.path(f"{graphs}portable_step")), options,
-                                                     providers=providers)
+                                                     providers=providers, disabled_optimizers=STEP_KEEPS)
             self.eval_session = ort.InferenceSession(str(manifest.path(f"{graphs}portable_eval")), options,
                                                      providers=providers)
             self.optimizer_session = ort.InferenceSession(str(manifest.path("portable_optimizer")), options,
