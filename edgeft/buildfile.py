@@ -13,6 +13,7 @@ import difflib
 import hashlib
 import json
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -236,35 +237,35 @@ def _bundle(entry: BuildEntry, device: str, artifacts: Path, key: str, base: Pat
             force: bool) -> dict[str, Any]:
     from edgeft.deployment.pipeline import DeployOptions, deploy
 
-    folder = base / BUNDLES_DIR / f"{entry.name}-{Path(device).stem}"
-    result: dict[str, Any] = {"device": device, "output": str(folder)}
-    if not force and _up_to_date(folder, key):
-        result["status"] = "skipped"
-    else:
-        if progress:
-            progress(f"{entry.name}: bundle for {device}")
-        deploy(DeployOptions(source=artifacts, device=device, output=folder, val=base / entry.val,
-                             text_column=entry.text_column, label_column=entry.label_column, force=True,
-                             extra={"build_key": key}))
-        result["status"] = "built"
-    result["files"] = {k: v["sha256"] for k, v in load_manifest(folder, verify=False).data["files"].items()}
-    return result
+    return _for_device(entry, device, "bundle", base, BUNDLES_DIR, key, progress, force, lambda profile, folder: deploy(
+        DeployOptions(source=artifacts, device=profile, output=folder, val=base / entry.val,
+                      text_column=entry.text_column, label_column=entry.label_column, force=True,
+                      extra={"build_key": key})))
 
 
 def _package(entry: BuildEntry, device: str, artifacts: Path, key: str, base: Path, progress: Any,
              force: bool) -> dict[str, Any]:
     from edgeft.packaging.writer import make_package
 
-    folder = base / PACKAGES_DIR / f"{entry.name}-{Path(device).stem}"
+    return _for_device(entry, device, "package", base, PACKAGES_DIR, key, progress, force, lambda profile, folder:
+                       make_package(artifacts, profile, folder, base / entry.guard_data if entry.guard_data else None,
+                                    force=True, text_column=entry.text_column, label_column=entry.label_column,
+                                    extra={"build_key": key}))
+
+
+def _for_device(entry: BuildEntry, device: str, what: str, base: Path, kind_dir: str, key: str, progress: Any,
+                force: bool, make: Callable[[str, Path], Any]) -> dict[str, Any]:
+    """One per-device output of a build (a bundle or a package) under ``base / kind_dir``, made by
+    ``make(profile, folder)`` unless up to date; ``device`` is a profile name or a .toml path
+    relative to the build file."""
+    folder = base / kind_dir / f"{entry.name}-{Path(device).stem}"
     result: dict[str, Any] = {"device": device, "output": str(folder)}
     if not force and _up_to_date(folder, key):
         result["status"] = "skipped"
     else:
         if progress:
-            progress(f"{entry.name}: package for {device}")
-        make_package(artifacts, str(base / device) if device.endswith(".toml") else device, folder,
-                     base / entry.guard_data if entry.guard_data else None, force=True, text_column=entry.text_column,
-                     label_column=entry.label_column, extra={"build_key": key})
+            progress(f"{entry.name}: {what} for {device}")
+        make(str(base / device) if device.endswith(".toml") else device, folder)
         result["status"] = "built"
     result["files"] = {k: v["sha256"] for k, v in load_manifest(folder, verify=False).data["files"].items()}
     return result
