@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -51,14 +52,35 @@ class Bundle:
         self.task = data["task"]
         self.labels = list(data["labels"]["names"])
         self.threads = threads or data.get("threads")
+
+    @functools.cached_property
+    def session(self):  # -> onnxruntime.InferenceSession; made on first use (reading the report needs none)
+        data = self.manifest.data
         try:
-            self.session = make_session(self.manifest.path("model"), self.threads, data.get("graph_optimization", "all"),
-                                        data.get("session_config"))
+            return make_session(self.manifest.path("model"), self.threads, data.get("graph_optimization", "all"),
+                                data.get("session_config"))
         except Exception as exc:  # onnxruntime raises its own types for a file that is not a model it can run
             raise EdgeftError(f"onnxruntime cannot load the bundle's model: {exc}", where=str(self.manifest.path("model")),
                               hint="rebuild the bundle with edgeft deploy (or use the onnxruntime version it was "
                                    "built with).") from exc
-        self.input_names = [i.name for i in self.session.get_inputs()]
+
+    @functools.cached_property
+    def input_names(self) -> list[str]:
+        return [i.name for i in self.session.get_inputs()]
+
+    @functools.cached_property
+    def _encoder(self) -> Any:  # TextEncoder or ImageEncoder, read once rather than per batch
+        data = self.manifest.data
+        if data["modality"] == "text":
+            from edgeft.data.encode import TextEncoder
+
+            return TextEncoder(self.folder, data)
+        if data["modality"] == "image":
+            from edgeft.data.encode import ImageEncoder
+
+            return ImageEncoder(data)
+        raise EdgeftError("This bundle takes tensors, not texts or images.", where=str(self.folder),
+                          hint="give .npz files holding the model's input arrays (see predict_npz).")
 
     @property
     def report(self) -> dict[str, Any]:
@@ -70,19 +92,10 @@ class Bundle:
 
     def encode(self, items: Sequence[str]) -> dict[str, np.ndarray]:
         """Model inputs for texts, or for image paths."""
-        data = self.manifest.data
-        if data["modality"] == "text":
-            from edgeft.data.encode import TextEncoder
-
-            encoder = TextEncoder(self.folder, data)
+        encoder = self._encoder
+        if self.manifest.data["modality"] == "text":
             return encoder.pad(encoder.encode(list(items)))
-        if data["modality"] == "image":
-            from edgeft.data.encode import ImageEncoder
-
-            encoder = ImageEncoder(data)
-            return {data["inputs"][0]["name"]: np.stack([encoder.load(Path(p)) for p in items])}
-        raise EdgeftError("This bundle takes tensors, not texts or images.", where=str(self.folder),
-                          hint="give .npz files holding the model's input arrays (see predict_npz).")
+        return {self.manifest.data["inputs"][0]["name"]: np.stack([encoder.load(Path(p)) for p in items])}
 
     def predict(self, items: str | Sequence[str] | Mapping[str, np.ndarray], batch_size: int = 32) -> list[Prediction]:
         """Predictions for texts, image paths, or (for models that take tensors) a mapping of input
