@@ -35,7 +35,7 @@ from typing import Any, Union
 
 from edgeft.backends.select import open_trainer
 from edgeft.data.examples import DataOptions, ExampleSet
-from edgeft.data.inline import Data, is_inline, write_inline
+from edgeft.data.inline import INLINE_COLUMNS, Data, is_inline, write_inline
 from edgeft.deployment.bundle import Bundle, Prediction
 from edgeft.deployment.runtime import InferenceStepper
 from edgeft.errors import EdgeftError
@@ -183,6 +183,12 @@ def _data_files(**given: Data | None) -> Iterator[dict[str, Path | None]]:
                      Path(value) if value is not None else None) for key, value in given.items()}
 
 
+def _columns(data: Data | None, text_column: str, label_column: str) -> tuple[str, str]:
+    """The text and label columns to read ``data`` with: those of the file written for data given
+    in memory, else the caller's."""
+    return INLINE_COLUMNS if is_inline(data) else (text_column, label_column)
+
+
 def _path(value: PathLike | Artifacts | Run | Bundle) -> Path:
     return Path(value.folder) if isinstance(value, Bundle) else Path(value)
 
@@ -207,15 +213,14 @@ def export(model: PathLike | None = None, *, labels: Sequence[str] | PathLike | 
 
     names = read_label_file(Path(labels)) if isinstance(labels, (str, os.PathLike)) else list(labels or [])
     reporter = as_reporter(progress)
+    columns = _columns(guard_data, text_column, label_column)
     with _data_files(guard=guard_data) as files:
         options = ExportOptions(model=None if model is None else str(model), output=Path(output) if output else None,
                                 train=train, loss=loss, optimizer=optimizer, label_names=names, num_labels=num_labels,
                                 max_length=max_length, inputs=list(inputs), modality=modality, seed=seed,
                                 dropout=dropout, l2sp=l2sp, formats=tuple(formats), device=device,
-                                guard_data=files["guard"], max_drop=max_drop,
-                                text_column="text" if is_inline(guard_data) else text_column,
-                                label_column="label" if is_inline(guard_data) else label_column, force=force,
-                                name=name)
+                                guard_data=files["guard"], max_drop=max_drop, text_column=columns[0],
+                                label_column=columns[1], force=force, name=name)
         result = export_artifacts(options, reporter.message)
     return Artifacts(result.folder, result.manifest, tuple(result.notes), result)
 
@@ -228,9 +233,7 @@ def package(artifacts: PathLike | Artifacts, *, device: str = "auto", guard_data
 
     with _data_files(guard=guard_data) as files:
         result = make_package(_path(artifacts), device, output, files["guard"], max_drop, force,
-                              "text" if is_inline(guard_data) else text_column,
-                              "label" if is_inline(guard_data) else label_column,
-                              progress=as_reporter(progress).message)
+                              *_columns(guard_data, text_column, label_column), progress=as_reporter(progress).message)
     return Artifacts(result.folder, result.manifest, tuple(result.notes), result)
 
 
@@ -257,12 +260,13 @@ def train(artifacts: PathLike | Artifacts, data: Data, *, val: Data | None = Non
     if is_inline(val) != inline and val is not None:
         raise EdgeftError("train() takes the training and validation data both in memory or both as files.",
                           where="val", hint="give val the same way as data.")
+    text_column, label_column = _columns(data, text_column, label_column)
     with _data_files(train=data, val=val) as files:
-        options = DataOptions(train=files["train"], val=files["val"], text_column="text" if inline else text_column,
-                              label_column="label" if inline else label_column, strict=strict, keep_in_run=inline)
-        train_loop(source, options, folder, chosen, threads=threads, resume=resume, force=force,
-                   reporter=as_reporter(progress), backend=backend)
-    return Run.open(folder)
+        options = DataOptions(train=files["train"], val=files["val"], text_column=text_column,
+                              label_column=label_column, strict=strict, keep_in_run=inline)
+        summary = train_loop(source, options, folder, chosen, threads=threads, resume=resume, force=force,
+                             reporter=as_reporter(progress), backend=backend)
+    return Run(folder, summary)
 
 
 def evaluate(model: PathLike | Artifacts | Run | Bundle, data: Data, *, checkpoint: PathLike | None = None,
@@ -271,14 +275,12 @@ def evaluate(model: PathLike | Artifacts | Run | Bundle, data: Data, *, checkpoi
     """Metrics of an artifact folder, a run (its best checkpoint, or ``checkpoint``) or a bundle
     (the deployed model itself, with onnxruntime alone) on ``data``; with ``by`` (a column of a
     table or JSONL file) also per value of that column, and the worst such slice (``slices``)."""
-    inline = is_inline(data)
-    if inline and by is not None:
+    if is_inline(data) and by is not None:
         raise EdgeftError("by= reads a column of a data file, and data given in memory holds texts and labels only.",
                           where="by", hint="give the data as a .csv, .tsv or .jsonl file with that column.")
     with _data_files(data=data) as files:
         result = _evaluate_folder(_path(model), files["data"], Path(checkpoint) if checkpoint else None, batch_size,
-                                 threads, "text" if inline else text_column, "label" if inline else label_column,
-                                 strict, backend, by)
+                                 threads, *_columns(data, text_column, label_column), strict, backend, by)
     return Metrics.from_dict(result)  # type: ignore[return-value]
 
 
@@ -292,11 +294,11 @@ def deploy(run: PathLike | Run | Artifacts, *, device: str = "auto", output: Pat
     token count latency is measured at."""
     from edgeft.deployment.pipeline import DeployOptions, deploy as deploy_bundle
 
-    inline = is_inline(val)
+    text_column, label_column = _columns(val, text_column, label_column)
     with _data_files(val=val) as files:
         report = deploy_bundle(DeployOptions(source=_path(run), device=device, output=Path(output) if output else None,
-                                             val=files["val"], text_column="text" if inline else text_column,
-                                             label_column="label" if inline else label_column, max_drop=max_drop,
+                                             val=files["val"], text_column=text_column,
+                                             label_column=label_column, max_drop=max_drop,
                                              sequence=sequence, force=force, checkpoint=Path(checkpoint) if checkpoint else None),
                                as_reporter(progress).message)
     return Bundle(report["bundle"])

@@ -23,6 +23,7 @@ from edgeft.errors import EdgeftError
 # multi-label, a number or list of numbers for regression); or arrays named like the model's
 # inputs plus ``labels`` (axis 0 = example).
 Data = Union[str, os.PathLike, Sequence[tuple[Any, Any]], Mapping[str, Any]]
+INLINE_COLUMNS = ("text", "label")  # the JSONL keys (text, label) pairs are written with
 
 
 def is_inline(data: Any) -> bool:
@@ -51,7 +52,7 @@ def encode_inline(data: Sequence[tuple[Any, Any]] | Mapping[str, Any], what: str
                               where=f"{what}[{index}]", hint="give a list of (text, label) pairs, or a file path.")
         label = example[1].tolist() if isinstance(example[1], np.ndarray) else \
             example[1].item() if isinstance(example[1], np.generic) else example[1]
-        lines.append(json.dumps({"text": example[0], "label": label}, ensure_ascii=False))
+        lines.append(json.dumps(dict(zip(INLINE_COLUMNS, (example[0], label))), ensure_ascii=False))
     if not lines:
         raise EdgeftError(f"The {what} holds no examples.", where=what, hint="give at least one (text, label) pair.")
     return ("\n".join(lines) + "\n").encode("utf-8"), ".jsonl"
