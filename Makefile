@@ -28,7 +28,7 @@ setup-device: $(VENV_DEVICE)/.installed
 $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -c constraints.txt -e '.[export,test]'
+	$(BIN)/python -m pip install -q -c constraints.txt -e '.[export,test,fleet]'
 	touch $@
 
 # The ort-training extra: both distributions write the onnxruntime package folder, so the training

@@ -30,6 +30,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "build": ("build", "Build the artifacts and bundles declared in edgeft.toml (skips unchanged ones)."),
     "verify": ("verify", "Check a downloaded artifact folder or bundle: hashes, format, loads here."),
     "devices": ("devices", "List the device profiles, or show one."),
+    "fleet": ("fleet", "Federated fine-tuning on Flower: simulate a fleet, or write a Flower App for real devices."),
 }
 
 

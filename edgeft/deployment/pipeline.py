@@ -79,6 +79,12 @@ def _validation(manifest: Manifest, options: DeployOptions, run: RunRecord | Non
             raise EdgeftError(f"The run's {'training' if key == 'train' else 'validation'} data is not where it was, "
                               f"or was changed since training ({run.recorded(key)}).", where=str(run.run_dir),
                               hint="pass --val FILE with labelled validation data for the accuracy check.")
+    if train_file is None:  # a federated run: its training data stayed on the devices
+        val_file = run.data_file("val")
+        if val_file is None:
+            raise EdgeftError("The run has no validation data to check the quantized model with.",
+                              where=str(options.source), hint="pass --val FILE.")
+        return ExampleSet(read_records(val_file, manifest.data, **columns), manifest), None
     config = dict(recorded.get("config", {}))
     data = DataOptions(train=train_file, val=run.data_file("val"), **columns)
     train, val = load_examples(manifest, data, config.get("val_fraction", 0.1), config.get("seed", 0), Reporter())
@@ -222,7 +228,9 @@ def deploy(options: DeployOptions, progress: Callable[[str], None] | None = None
                 return results[0], pooled(task, [(m, n) for m, n in zip(results, sizes)])
 
             fp32_metrics, fp32_guard = check(model.fp32)
-            calibration = _calibration(train, profile.quantization.calibration_examples, model.examples) \
+            # without training data (a federated run, or artifacts and --val) static ranges come from validation
+            calibration = _calibration(train if train is not None else val, profile.quantization.calibration_examples,
+                                       model.examples) \
                 if profile.quantization.mode == "static" else []
             attempts, chosen = [], None
             budget = profile.targets.max_model_mb

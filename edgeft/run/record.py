@@ -62,16 +62,20 @@ class RunRecord:
     _files: dict[str, Path | None] = field(default_factory=dict, repr=False)  # data_file's answers (hashing is slow)
 
     @staticmethod
-    def create(run_dir: Path, artifacts: Path, manifest_sha256: str, train: Path, val: Path | None,
+    def create(run_dir: Path, artifacts: Path, manifest_sha256: str, train: Path | None, val: Path | None,
                columns: dict[str, str], config: dict[str, Any],
-               hashed: tuple[Path, Path | None] | None = None) -> RunRecord:
+               hashed: tuple[Path | None, Path | None] | None = None) -> RunRecord:
         """The record of a new run; ``hashed``: the files to hash when ``train`` / ``val`` are where
-        the run will keep copies of them (not written yet)."""
+        the run will keep copies of them (not written yet). ``train`` is None for a federated run,
+        whose training data stayed on the devices."""
         sources = hashed or (train, val)
+
+        def entry(path: Path | None, source: Path | None) -> dict[str, str] | None:
+            return {**_place(path, run_dir), "sha256": content_sha256(source or path)} if path else None
+
         data = {"format": RECORD_FORMAT,
                 "artifacts": {**_place(artifacts, run_dir), "manifest_sha256": manifest_sha256},
-                "data": {"train": {**_place(train, run_dir), "sha256": content_sha256(sources[0])},
-                         "val": {**_place(val, run_dir), "sha256": content_sha256(sources[1])} if val else None},
+                "data": {"train": entry(train, sources[0]), "val": entry(val, sources[1])},
                 **columns, "config": config}
         return RunRecord(Path(run_dir), data)
 

@@ -14,6 +14,7 @@ import shutil
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -146,8 +147,12 @@ def _better(metric: str, value: float, best: float | None) -> bool:
 
 def train(artifacts: Path, data: DataOptions, run_dir: Path, config: TrainConfig = TrainConfig(),
           threads: int | None = None, resume: bool = False, force: bool = False,
-          reporter: Reporter | None = None, backend: str = "auto") -> dict[str, Any]:
+          reporter: Reporter | None = None, backend: str = "auto",
+          initial: Mapping[str, np.ndarray] | None = None) -> dict[str, Any]:
     """Fine-tune the artifacts' trainable layers on ``data``; returns the run summary.
+
+    ``initial``: trainable values to start from instead of the exported ones (a federated round
+    starts from the global model); a resumed run continues from its checkpoint instead.
 
     ``backend`` is ``auto`` (ORT's training API when it imports, else portable), ``ort-training``
     or ``portable``; it is not part of the run's config, so a run resumes in either backend.
@@ -179,6 +184,8 @@ def train(artifacts: Path, data: DataOptions, run_dir: Path, config: TrainConfig
     state = RunState(**checkpoints.load_state(latest)) if latest else RunState()
     use_cache = config.cache and bool(manifest.data.get("cache", {}).get("available"))
     trainer = _open_trainer(manifest, config, run_dir, threads, latest, TAIL_PREFIX if use_cache else "", chosen)
+    if initial is not None and latest is None:
+        trainer.load_parameters(initial)
     if resume:
         reporter.message(f"resuming from {latest.name if latest else 'the start'} "
                          f"(epoch {state.epoch}, step {state.step}) with the {chosen} backend")

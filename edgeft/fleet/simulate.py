@@ -1,0 +1,158 @@
+"""``edgeft fleet simulate``: N virtual devices on this machine, through Flower's simulation engine.
+
+The data file is split into one local dataset per virtual device (IID, or non-IID by label with
+a Dirichlet concentration: :mod:`edgeft.fleet.partition`), written as files the way real devices
+hold their data; Flower's simulation engine (Ray) then runs the same ServerApp and ClientApp a
+real deployment runs, with each virtual device a SuperNode whose ``partition-id`` names its
+file. The result is an edgeft run folder (deployable), with per-round accuracy, loss, bytes sent
+per device and wall time in ``metrics.jsonl``, a summary, and optionally a plot of accuracy
+against rounds beside a centralised run on the union of the devices' data.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from edgeft.errors import EdgeftError
+from edgeft.fleet.partition import split_data
+from edgeft.fleet.settings import FleetSettings
+from edgeft.reporter import Reporter
+
+PLOT_FILE = "accuracy.png"
+PARTITION_FILE = "partition.json"
+
+
+@dataclass(frozen=True)
+class SimulationResult:
+    summary: dict[str, Any]
+    history: list[dict[str, Any]]
+    run_dir: Path
+    plot: Path | None
+
+
+def simulate(settings: FleetSettings, data: Path, clients: int, scheme: str = "iid", alpha: float = 0.5,
+             central: dict[str, Any] | None = None, plot: bool = True, reporter: Reporter | None = None,
+             cpus_per_client: float = 1.0, verbose: bool = False) -> SimulationResult:
+    """Run ``settings.rounds`` federated rounds over ``clients`` virtual devices sharing ``data``.
+
+    ``central``: a centralised run's validation history to draw beside the federation's (from
+    :func:`centralised`), or None.
+    """
+    from flwr.simulation import run_simulation
+
+    from edgeft.fleet.client_app import make_client_app
+    from edgeft.fleet.server_app import make_server_app
+
+    reporter = reporter or Reporter()
+    data = Path(data)
+    if not data.exists():
+        raise EdgeftError(f"The data path {data} does not exist.", where=str(data), hint="check the path.")
+    scratch = Path(tempfile.mkdtemp(prefix="edgeft-fleet-sim-"))
+    try:
+        parts, counts = split_data(settings, data, clients, scheme, alpha, scratch / "devices")
+        reporter.message(f"{clients} virtual devices, {scheme} split"
+                         f"{f' (Dirichlet alpha {alpha})' if scheme == 'dirichlet' else ''}: "
+                         f"{min(parts.sizes())} to {max(parts.sizes())} examples each")
+        per_round = max(1, round(clients * settings.fraction_train))
+        settings = replace(settings, partitions=str(scratch / "devices"), min_available_clients=clients,
+                           min_train_clients=per_round)  # virtual devices do not drop out
+        backend = {"client_resources": {"num_cpus": cpus_per_client, "num_gpus": 0.0},
+                   "init_args": {"num_cpus": os.cpu_count() or 1, "include_dashboard": False,
+                                 "log_to_driver": False, "logging_level": logging.ERROR}}
+        errors: list[BaseException] = []
+        with _flower_quiet(verbose):
+            run_simulation(server_app=make_server_app(settings, errors),
+                           client_app=make_client_app(settings.run_config()), num_supernodes=clients,
+                           backend_config=backend)
+        if errors:
+            raise errors[0]
+        run_dir = Path(settings.run_dir)
+        summary_path = run_dir / "summary.json"
+        if not summary_path.is_file():
+            raise EdgeftError("The federation ended without writing its run (see Flower's log above).",
+                              where=str(run_dir), hint="run again with -v for Flower's full log.")
+        summary = json.loads(summary_path.read_text(encoding="utf-8"))
+        history = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text(encoding="utf-8").splitlines()]
+        partition_record = {"scheme": scheme, "alpha": alpha if scheme == "dirichlet" else None, "seed": settings.seed,
+                            "sizes": parts.sizes(), "label_counts": counts}
+        (run_dir / PARTITION_FILE).write_text(json.dumps(partition_record) + "\n", encoding="utf-8")
+        summary["simulation"] = {"clients": clients, "clients_per_round": per_round, "partition": scheme,
+                                 "alpha": partition_record["alpha"],
+                                 "central": central["after"] if central else None}
+        (run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+        chart = _plot(history, central, run_dir / PLOT_FILE, summary["metric"]) if plot else None
+        return SimulationResult(summary, history, run_dir, chart)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+class _flower_quiet:
+    """Flower logs every round at INFO through its own handler, and Ray advises about GPUs: keep
+    both to errors unless ``verbose`` (both put back afterwards)."""
+
+    def __init__(self, verbose: bool = False) -> None:
+        self.verbose = verbose
+
+    def __enter__(self) -> None:
+        self.logger = logging.getLogger("flwr")
+        self.level = self.logger.level
+        self.variable = os.environ.get(_RAY_ADVICE)
+        if not self.verbose:
+            self.logger.setLevel(logging.ERROR)
+            os.environ[_RAY_ADVICE] = "0"
+
+    def __exit__(self, *exc: Any) -> None:
+        self.logger.setLevel(self.level)
+        if self.variable is None:
+            os.environ.pop(_RAY_ADVICE, None)
+        else:
+            os.environ[_RAY_ADVICE] = self.variable
+
+
+_RAY_ADVICE = "RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO"
+
+
+def centralised(settings: FleetSettings, data: Path, run_dir: Path, epochs: int) -> dict[str, Any]:
+    """A centralised run on the union of the devices' data for ``epochs`` epochs (the baseline the
+    federation is compared with): its summary."""
+    from edgeft.data.examples import DataOptions
+    from edgeft.training.loop import TrainConfig, train
+
+    config = TrainConfig(epochs=epochs, batch_size=settings.batch_size, lr=settings.lr,
+                         weight_decay=settings.weight_decay, seed=settings.seed)
+    return train(Path(settings.artifacts), DataOptions(train=Path(data), val=Path(settings.val),
+                                                       text_column=settings.text_column,
+                                                       label_column=settings.label_column),
+                 run_dir, config, threads=settings.threads or None, force=True, backend="portable")
+
+
+def _plot(history: list[dict[str, Any]], central: dict[str, Any] | None, path: Path, metric: str) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
+
+    figure, axis = plt.subplots(figsize=(6.4, 4.0), dpi=120)
+    rounds = [entry["round"] for entry in history if entry.get("val")]
+    values = [entry["val"][metric] for entry in history if entry.get("val")]
+    axis.plot(rounds, values, marker="o", label="federated (global model)")
+    if central and central.get("after"):
+        axis.axhline(central["after"][metric], color="grey", linestyle="--",
+                     label=f"centralised, union of the devices' data ({central['after'][metric]:.3f})")
+    axis.xaxis.set_major_locator(MaxNLocator(integer=True))
+    axis.set_xlabel("round")
+    axis.set_ylabel(f"validation {metric}")
+    axis.grid(alpha=0.3)
+    axis.legend(loc="lower right")
+    figure.tight_layout()
+    figure.savefig(path)
+    plt.close(figure)
+    return path
