@@ -232,12 +232,19 @@ def test_a_round_without_any_reply_stops_the_federation_with_the_devices_reason(
 
 
 def test_fleet_cli_simulates_with_pure_json_and_writes_an_app(artifacts, fleet_data, tmp_path):
-    args = ["fleet", "simulate", str(artifacts), str(fleet_data[0]), "--val", str(fleet_data[1]), "--clients", "2",
-            "--rounds", "1", "--run-dir", str(tmp_path / "run"), "--no-plot", "--json"]
+    renamed = []  # data with the columns named otherwise: the devices' files must be read the same way
+    for path in fleet_data:
+        lines = path.read_text().splitlines()
+        renamed.append(tmp_path / path.name)
+        renamed[-1].write_text("\n".join(["utterance,intent", *lines[1:]]) + "\n")
+    args = ["fleet", "simulate", str(artifacts), str(renamed[0]), "--val", str(renamed[1]), "--clients", "2",
+            "--rounds", "1", "--run-dir", str(tmp_path / "run"), "--no-plot", "--json", "--text-column", "utterance",
+            "--label-column", "intent"]
     done = subprocess.run([sys.executable, "-m", "edgeft", *args], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     printed = json.loads(done.stdout)
     assert [e["round"] for e in printed["history"]] == [0, 1] and printed["summary"]["federated"]
+    assert printed["history"][1]["clients"] == 2 and printed["history"][1]["failures"] == 0
 
     app = tmp_path / "app"
     from edgeft.cli import main

@@ -44,6 +44,8 @@ def _federation_options(func: Callable[..., Any]) -> Callable[..., Any]:
                      help="L2 norm each device's update is clipped to (with --dp-noise)."),
         click.option("--dp-delta", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=1e-5,
                      show_default=True, help="The delta the privacy budget (epsilon) is reported at."),
+        click.option("--text-column", default="text", show_default=True, help="Text column of the data files."),
+        click.option("--label-column", default="label", show_default=True, help="Label column of the data files."),
         click.option("--seed", type=int, default=0, show_default=True),
         click.option("--threads", type=click.IntRange(min=1), help="Compute threads per device."),
         click.option("--run-dir", type=click.Path(path_type=Path), default=Path("artifacts/runs/fleet"),
@@ -64,7 +66,8 @@ def _settings(artifacts: Path, values: dict[str, Any], **more: Any):
                          batch_size=values["batch_size"], lr=values["lr"], weight_decay=values["weight_decay"],
                          strategy=values["strategy"], server_lr=values["server_lr"], encoding=values["encoding"],
                          secagg=values["secagg"], dp_noise=values["dp_noise"], dp_clip=values["dp_clip"],
-                         dp_delta=values["dp_delta"],
+                         dp_delta=values["dp_delta"], text_column=values["text_column"],
+                         label_column=values["label_column"],
                          seed=values["seed"], threads=values["threads"] or 0, force=values["force"], **more)
 
 

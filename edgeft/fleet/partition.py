@@ -71,8 +71,10 @@ def partition(labels: np.ndarray, clients: int, scheme: str = "iid", alpha: floa
                       f"in {attempts} draws.", where="--alpha", hint="raise --alpha, or use fewer --clients.")
 
 
-def write_parts(records: Records, label_names: list[str] | None, parts: Partition, folder: Path) -> list[Path]:
-    """Each device's examples as its own JSONL file (text, label), as a real device would hold them."""
+def write_parts(records: Records, label_names: list[str] | None, parts: Partition, folder: Path,
+                text_column: str = "text", label_column: str = "label") -> list[Path]:
+    """Each device's examples as its own JSONL file, with the source's column names (the devices
+    read them as the source is read), as a real device would hold them."""
     if records.texts is None:
         raise EdgeftError(f"{records.source} is not text data; fleet simulation splits text datasets.",
                           where=records.source, hint="give a .csv, .tsv or .jsonl file with text and label columns.")
@@ -83,7 +85,7 @@ def write_parts(records: Records, label_names: list[str] | None, parts: Partitio
         for index in part:
             value = records.labels[index]
             label = label_names[int(value)] if label_names is not None else np.asarray(value).tolist()
-            lines.append(json.dumps({"text": records.texts[index], "label": label}, ensure_ascii=False))
+            lines.append(json.dumps({text_column: records.texts[index], label_column: label}, ensure_ascii=False))
         path = folder / f"device-{number:04d}.jsonl"
         path.write_text("\n".join(lines) + "\n", encoding="utf-8")
         paths.append(path)
@@ -105,6 +107,7 @@ def split_data(settings: Any, data: Path, clients: int, scheme: str, alpha: floa
                           hint="use --partition iid for this task.")
     labels = records.labels if classes else np.zeros(len(records), dtype=np.int64)  # IID needs only the count
     parts = partition(labels, clients, scheme, alpha, settings.seed)
-    write_parts(records, manifest.label_names if classes else None, parts, folder)
+    write_parts(records, manifest.label_names if classes else None, parts, folder, settings.text_column,
+                settings.label_column)
     counts = parts.label_counts(records.labels, len(manifest.label_names)) if classes else []
     return parts, counts

@@ -126,7 +126,10 @@ class Watched(Strategy):
 def _failure(failure: Any) -> str:
     """A failed device's error, as Flower hands it over (an exception, or a reply with a status)."""
     if isinstance(failure, BaseException):
-        return " ".join(str(failure).split())[:300] or type(failure).__name__
+        text = str(failure)
+        if "Message: " in text:  # Flower's ClientAppException around the device's own error (via Ray)
+            text = text.split("Message: ", 1)[1].split("\n")[0]
+        return " ".join(text.split())[:300] or type(failure).__name__
     _, res = failure
     return str(getattr(getattr(res, "status", None), "message", res))[:300]
 
