@@ -10,8 +10,8 @@ accuracy, the final and best gap, bytes each device sends per round (the trainab
 and the simulated wall time. Baseline and federation run in the same invocation.
 
 Usage: python tools/bench_fleet.py [--data ../shared/data/banking77] [--train head last:1]
-       [--clients 100] [--fraction 0.1] [--alpha 0.5] [--rounds-head 40] [--rounds-last 25]
-       [--out artifacts/bench-fleet]
+       [--clients 100] [--fraction 0.1] [--alpha 0.5] [--rounds-head 50] [--rounds-last 30]
+       [--encodings fp32 int8] [--out artifacts/bench-fleet]
 
 Needs the fleet extra and BANKING77 (not part of the project; without it the example dataset is
 used, which is too small for 100 devices: pass --clients 10).
@@ -49,11 +49,13 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=100)
     parser.add_argument("--fraction", type=float, default=0.1)
     parser.add_argument("--alpha", type=float, default=0.5)
-    parser.add_argument("--rounds-head", type=int, default=40)
-    parser.add_argument("--rounds-last", type=int, default=25)
+    parser.add_argument("--rounds-head", type=int, default=50)
+    parser.add_argument("--rounds-last", type=int, default=30)
     parser.add_argument("--epochs-head", type=int, default=30, help="centralised epochs (bench_train's)")
     parser.add_argument("--epochs-last", type=int, default=6)
     parser.add_argument("--threads", type=int, default=2, help="threads of the centralised run")
+    parser.add_argument("--encodings", nargs="+", default=["fp32", "int8"],
+                        help="update encodings to run for head (last:1 runs the first only)")
     parser.add_argument("--out", type=Path, default=ROOT / "artifacts" / "bench-fleet")
     args = parser.parse_args()
     train_csv, test_csv, names, label_column, name = dataset(args.data)
@@ -74,30 +76,33 @@ def main() -> None:
         central = evaluate(central_run, test_csv, threads=args.threads, label_column=label_column).accuracy
         recipe = FEDERATED[spec]
         rounds = args.rounds_head if spec == "head" else args.rounds_last
-        settings = FleetSettings(artifacts=str(folder), val=str(test_csv), run_dir=str(args.out / f"fleet-{tag}"),
-                                 rounds=rounds, fraction_train=args.fraction, threads=1, seed=0, force=True,
-                                 label_column=label_column, **recipe)
-        started = time.perf_counter()
-        result = simulate(settings, train_csv, args.clients, "dirichlet", args.alpha,
-                          central={"after": {"accuracy": central}})
-        fleet_s = time.perf_counter() - started
-        accuracy = [entry["val"]["accuracy"] for entry in result.history]
-        within = next((entry["round"] for entry in result.history if entry["val"]["accuracy"] >= central - 0.01), None)
-        sent = result.summary["bytes_per_client_per_round"]["sent"]
-        results.append({"dataset": name, "train": spec, "clients": args.clients, "fraction": args.fraction,
-                        "alpha": args.alpha, "rounds": rounds, **recipe, "central_accuracy": round(central, 4),
-                        "central_epochs": epochs, "central_s": round(central_s, 1),
-                        "round0_accuracy": round(accuracy[0], 4), "final_accuracy": round(accuracy[-1], 4),
-                        "best_accuracy": round(max(accuracy), 4), "rounds_to_within_1pt": within,
-                        "final_gap_points": round(100 * (central - accuracy[-1]), 2),
-                        "best_gap_points": round(100 * (central - max(accuracy)), 2),
-                        "bytes_sent_per_client_round": sent, "simulated_s": round(fleet_s, 1),
-                        "s_per_round": round(fleet_s / rounds, 1), "accuracy_by_round": [round(a, 4) for a in accuracy]})
-        print(json.dumps(results[-1]), flush=True)
-    print("\n| --train | centralised test acc | round 0 | final (round R) | best | rounds to within 1 pt | "
-          "final gap | bytes / device / round | simulated time |\n|---|---|---|---|---|---|---|---|---|")
+        for encoding in args.encodings if spec == "head" else args.encodings[:1]:
+            settings = FleetSettings(artifacts=str(folder), val=str(test_csv),
+                                     run_dir=str(args.out / f"fleet-{tag}-{encoding}"), rounds=rounds,
+                                     fraction_train=args.fraction, threads=1, seed=0, force=True, encoding=encoding,
+                                     label_column=label_column, **recipe)
+            started = time.perf_counter()
+            result = simulate(settings, train_csv, args.clients, "dirichlet", args.alpha,
+                              central={"after": {"accuracy": central}})
+            fleet_s = time.perf_counter() - started
+            accuracy = [entry["val"]["accuracy"] for entry in result.history]
+            within = next((e["round"] for e in result.history if e["val"]["accuracy"] >= central - 0.01), None)
+            results.append({"dataset": name, "train": spec, "encoding": encoding, "clients": args.clients,
+                            "fraction": args.fraction, "alpha": args.alpha, "rounds": rounds, **recipe,
+                            "central_accuracy": round(central, 4), "central_epochs": epochs,
+                            "central_s": round(central_s, 1), "round0_accuracy": round(accuracy[0], 4),
+                            "final_accuracy": round(accuracy[-1], 4), "best_accuracy": round(max(accuracy), 4),
+                            "rounds_to_within_1pt": within,
+                            "final_gap_points": round(100 * (central - accuracy[-1]), 2),
+                            "best_gap_points": round(100 * (central - max(accuracy)), 2),
+                            "bytes_sent_per_client_round": result.summary["bytes_per_client_per_round"]["sent"],
+                            "simulated_s": round(fleet_s, 1), "s_per_round": round(fleet_s / rounds, 1),
+                            "accuracy_by_round": [round(a, 4) for a in accuracy]})
+            print(json.dumps(results[-1]), flush=True)
+    print("\n| --train | updates | centralised test acc | round 0 | final (round R) | best | rounds to within 1 pt | "
+          "final gap | bytes / device / round | simulated time |\n|---|---|---|---|---|---|---|---|---|---|")
     for r in results:
-        print(f"| {r['train']} | {100 * r['central_accuracy']:.2f}% ({r['central_epochs']} epochs, {r['central_s']:.0f} s) | "
+        print(f"| {r['train']} | {r['encoding']} | {100 * r['central_accuracy']:.2f}% ({r['central_epochs']} epochs, {r['central_s']:.0f} s) | "
               f"{100 * r['round0_accuracy']:.2f}% | {100 * r['final_accuracy']:.2f}% ({r['rounds']}) | "
               f"{100 * r['best_accuracy']:.2f}% | {r['rounds_to_within_1pt'] or 'not in ' + str(r['rounds'])} | "
               f"{r['final_gap_points']:+.2f} pts | {r['bytes_sent_per_client_round'] / 1024:.0f} KiB | "
