@@ -68,7 +68,8 @@ def cli() -> None:
 
 def _prepare_process() -> None:
     """What the CLI, which owns its process, sets up that the library leaves to its callers: no
-    model hub (models come from local folders), no transformers advisories, and an
+    model hub (models come from local folders), no transformers advisories, no Flower usage
+    telemetry (nothing leaves the machine that the user did not send), and an
     onnxruntime-training import that does not load torch (see edgeft.ortimport)."""
     import os
 
@@ -76,6 +77,7 @@ def _prepare_process() -> None:
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
+    os.environ.setdefault("FLWR_TELEMETRY_ENABLED", "0")  # edgeft fleet: Flower reports usage unless told not to
     skip_ortmodule()
 
 

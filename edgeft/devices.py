@@ -173,13 +173,37 @@ def _format_name(fmt: str) -> str:
 
 def profiles_dir() -> Path:
     """The built-in profiles: ``$EDGEFT_DEVICES``, the repository's ``devices/`` folder (a source
-    checkout or editable install), or ``<prefix>/share/edgeft/devices`` where a wheel puts them."""
+    checkout or editable install), or ``share/edgeft/devices`` where the installer put a wheel's
+    data files: under the environment's prefix, the user base of ``pip install --user``, or any
+    other scheme, found from the installed distribution's own record of its files (the profiles
+    stay in the repository's top-level ``devices/``, where people and CI edit them, rather than
+    inside the package)."""
     override = os.environ.get("EDGEFT_DEVICES")
     if override:
         return Path(override).expanduser()
     source = Path(__file__).resolve().parents[1] / "devices"
-    installed = Path(sys.prefix) / "share" / "edgeft" / "devices"
-    return source if source.is_dir() or not installed.is_dir() else installed
+    if source.is_dir():
+        return source
+    installed = _installed_profiles()
+    return installed if installed is not None else Path(sys.prefix) / "share" / "edgeft" / "devices"
+
+
+def _installed_profiles() -> Path | None:
+    """Where the ``share/edgeft/devices/*.toml`` files of the edgeft distribution this module was
+    installed from are (several may be installed, e.g. in a venv and in the user site)."""
+    from importlib import metadata
+
+    here = Path(__file__).resolve()
+    for dist in metadata.distributions(name="edgeft"):
+        files = dist.files or []
+        if not any(file.name == here.name and Path(str(file.locate())).resolve() == here for file in files):
+            continue
+        for file in files:
+            if file.suffix == ".toml" and tuple(file.parts[-4:-1]) == ("share", "edgeft", "devices"):
+                folder = Path(str(file.locate())).resolve().parent
+                if folder.is_dir():
+                    return folder
+    return None
 
 
 def _builtin_files() -> list[Path]:

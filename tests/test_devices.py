@@ -80,18 +80,25 @@ def test_profiles_dir_is_the_repository_devices_folder(monkeypatch):
     assert profiles_dir() == REPO / "devices"
 
 
-def test_wheel_ships_the_profiles_where_an_installed_edgeft_finds_them(monkeypatch, tmp_path):
+@pytest.fixture(scope="module")
+def wheel(tmp_path_factory) -> Path:
+    """edgeft built as a wheel, as pip builds it for an install."""
+    dist = tmp_path_factory.mktemp("dist")
+    built = subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation",
+                            "-w", str(dist), str(REPO)], capture_output=True, text=True, timeout=300)
+    assert built.returncode == 0, built.stderr[-2000:]
+    assert "deprecated" not in built.stderr, built.stderr[-2000:]  # e.g. project.license as a TOML table
+    (found,) = dist.glob("edgeft-*.whl")
+    return found
+
+
+def test_wheel_ships_the_profiles_where_an_installed_edgeft_finds_them(monkeypatch, tmp_path, wheel):
     """A wheel carries devices/*.toml as data files for <prefix>/share/edgeft/devices; an edgeft
     installed from it (no repository next to the package) reads its profiles there."""
     import zipfile
 
     import edgeft.devices as devices
 
-    built = subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation",
-                            "-w", str(tmp_path / "dist"), str(REPO)], capture_output=True, text=True, timeout=300)
-    assert built.returncode == 0, built.stderr[-2000:]
-    assert "deprecated" not in built.stderr, built.stderr[-2000:]  # e.g. project.license as a TOML table
-    (wheel,) = (tmp_path / "dist").glob("edgeft-*.whl")
     prefix = tmp_path / "prefix"
     with zipfile.ZipFile(wheel) as archive:
         shipped = {}
@@ -109,6 +116,34 @@ def test_wheel_ships_the_profiles_where_an_installed_edgeft_finds_them(monkeypat
     assert profiles_dir() == prefix / "share" / "edgeft" / "devices"
     assert {p.name for p in list_profiles()} == EXPECTED
     assert load_profile("raspberry-pi-5").path.parent == prefix / "share" / "edgeft" / "devices"
+
+
+def test_a_user_install_finds_its_profiles(wheel, tmp_path):
+    """``pip install --user`` puts the data files under the user base, not sys.prefix: an edgeft
+    installed that way (by the interpreter the test venv was made from) still finds them."""
+    import sysconfig
+
+    base = Path(getattr(sys, "_base_executable", sys.executable))
+    user = tmp_path / "user"
+    env = {**os.environ, "PYTHONUSERBASE": str(user), "PIP_DISABLE_PIP_VERSION_CHECK": "1"}
+    env.pop("EDGEFT_DEVICES", None)
+    env.pop("PYTHONNOUSERSITE", None)
+    installed = subprocess.run([str(base), "-m", "pip", "install", "-q", "--user", "--no-deps", "--no-index",
+                                str(wheel)], capture_output=True, text=True, timeout=300, env=env)
+    if installed.returncode != 0 and "externally-managed" in installed.stderr:
+        pytest.skip("the base interpreter refuses user installs (PEP 668)")
+    assert installed.returncode == 0, installed.stderr[-2000:]
+    # the venv's packages for numpy and onnxruntime, on PYTHONPATH (whose .pth files, and so the
+    # venv's editable edgeft, are not processed): edgeft itself comes from the user site
+    probe = subprocess.run([str(base), "-c", "import edgeft, edgeft.devices as d; print(edgeft.__file__); "
+                            "print(d.profiles_dir()); print(len(d.list_profiles()))"], capture_output=True,
+                           text=True, timeout=120, cwd=str(tmp_path),
+                           env={**env, "PYTHONPATH": sysconfig.get_paths()["purelib"]})
+    assert probe.returncode == 0, probe.stderr[-2000:]
+    package, folder, count = probe.stdout.split()
+    assert Path(package).is_relative_to(user)
+    assert Path(folder) == (user / "share" / "edgeft" / "devices").resolve()
+    assert int(count) == len(EXPECTED)
 
 
 def test_every_shipped_profile_validates_and_round_trips():

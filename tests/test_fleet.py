@@ -130,8 +130,15 @@ def test_settings_from_a_run_config_are_typed_and_checked():
 @pytest.fixture(scope="module")
 def federation(artifacts, fleet_data, tmp_path_factory):
     """One plain FedAvg federation of 4 non-IID devices, shared by the tests that read its results."""
+    import logging
+    import os
+
     run_dir = tmp_path_factory.mktemp("fleet") / "run"
-    return simulate(settings_for(artifacts, fleet_data[1], run_dir), fleet_data[0], 4, "dirichlet", 0.5)
+    environment, level = dict(os.environ), logging.getLogger("flwr").level
+    result = simulate(settings_for(artifacts, fleet_data[1], run_dir), fleet_data[0], 4, "dirichlet", 0.5)
+    # Flower's Ray backend rewrites PYTHONPATH for its workers: the process must get its own back
+    assert dict(os.environ) == environment and logging.getLogger("flwr").level == level
+    return result
 
 
 def test_a_simulated_federation_improves_the_global_model(federation, artifacts):
@@ -167,31 +174,49 @@ def test_int8_updates_send_a_quarter_of_the_bytes_and_still_learn(artifacts, fle
     assert result.summary["best"]["accuracy"] >= result.history[0]["val"]["accuracy"] + 0.3
 
 
-def test_secure_aggregation_gives_the_plain_average(artifacts, fleet_data, tmp_path):
+@pytest.fixture(scope="module")
+def one_round(artifacts, fleet_data, tmp_path_factory) -> dict[str, np.ndarray]:
+    """The global tensors after one plain FedAvg round (the baseline of SecAgg+ and DP)."""
+    run_dir = tmp_path_factory.mktemp("one-round") / "run"
+    simulate(settings_for(artifacts, fleet_data[1], run_dir, rounds=1), fleet_data[0], 4, "dirichlet", 0.5, plot=False)
+    return checkpoint_parameters(run_dir / "checkpoints" / "step-00000001")
+
+
+def exported(artifacts: Path) -> dict[str, np.ndarray]:
+    return checkpoint_parameters(open_artifacts(artifacts).path("portable_checkpoint"))
+
+
+def distance(a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> float:
+    return float(np.sqrt(sum(float(np.sum((a[n] - b[n]) ** 2)) for n in a)))
+
+
+def test_secure_aggregation_gives_the_plain_average(artifacts, fleet_data, one_round, tmp_path):
     """SecAgg+ hides each device's tensors from the server; the round's global model must be the
     plain weighted average all the same (to SecAgg+'s quantization step)."""
-    ends = {}
-    for secagg in (False, True):
-        result = simulate(settings_for(artifacts, fleet_data[1], tmp_path / f"run-{secagg}", secagg=secagg, rounds=1),
-                          fleet_data[0], 4, "dirichlet", 0.5, plot=False)
-        assert result.summary["secagg"] is secagg
-        ends[secagg] = checkpoint_parameters(tmp_path / f"run-{secagg}" / "checkpoints" / "step-00000001")
-    start = checkpoint_parameters(open_artifacts(artifacts).path("portable_checkpoint"))
-    for name, plain in ends[False].items():
-        assert np.abs(plain - ends[True][name]).max() < 2e-4, name
-    assert max(np.abs(ends[False][n] - start[n]).max() for n in start) > 1e-2  # the round did move them
+    result = simulate(settings_for(artifacts, fleet_data[1], tmp_path / "run", secagg=True, rounds=1),
+                      fleet_data[0], 4, "dirichlet", 0.5, plot=False)
+    assert result.summary["secagg"] is True
+    assert result.history[1]["clients"] == 4 and "train_loss" not in result.history[1]  # no per-device figures
+    secure = checkpoint_parameters(tmp_path / "run" / "checkpoints" / "step-00000001")
+    for name, plain in one_round.items():
+        assert np.abs(plain - secure[name]).max() < 2e-4, name
+    assert max(np.abs(one_round[n] - exported(artifacts)[n]).max() for n in one_round) > 1e-2  # the round moved them
 
 
-def test_client_side_clipping_bounds_each_rounds_move(artifacts, fleet_data, tmp_path):
-    """With differential privacy, no round moves the global tensors further than the clip (plus noise)."""
+def test_client_side_clipping_bounds_the_rounds_move_and_reports_the_budget(artifacts, fleet_data, one_round,
+                                                                             tmp_path):
+    """With differential privacy a round moves the global tensors no further than the clip (the
+    average of clipped updates, plus noise), where the same round without it moves them further."""
     clip = 0.05
-    simulate(settings_for(artifacts, fleet_data[1], tmp_path / "run", dp_noise=1e-6, dp_clip=clip, rounds=2),
-             fleet_data[0], 4, "iid", plot=False)
-    first, last = open_artifacts(artifacts), tmp_path / "run" / "checkpoints" / "step-00000002"
-    start = checkpoint_parameters(first.path("portable_checkpoint"))
-    end = checkpoint_parameters(last)
-    moved = np.sqrt(sum(float(np.sum((end[n] - start[n]) ** 2)) for n in start))
-    assert 0 < moved <= 2 * clip * 1.01  # two rounds, each an average of updates clipped to `clip`
+    result = simulate(settings_for(artifacts, fleet_data[1], tmp_path / "run", dp_noise=1e-3, dp_clip=clip,
+                                   rounds=1), fleet_data[0], 4, "iid", plot=False)
+    start = exported(artifacts)
+    moved = distance(checkpoint_parameters(tmp_path / "run" / "checkpoints" / "step-00000001"), start)
+    assert distance(one_round, start) > 3 * clip  # unclipped, the round goes further
+    assert 0 < moved <= clip * 1.05
+    dp = result.summary["dp"]
+    assert dp["releases"] == 1 and dp["epsilon"] > 0 and dp["noise_multiplier"] == 1e-3
+    assert "train_loss" not in result.history[1]
 
 
 def test_the_privacy_budget_grows_with_rounds_and_shrinks_with_noise():
@@ -215,20 +240,75 @@ def test_bad_data_is_refused_before_any_device_starts(artifacts, fleet_data, tmp
     assert not (tmp_path / "run").exists()
 
 
-def test_a_round_without_any_reply_stops_the_federation_with_the_devices_reason(artifacts, fleet_data):
-    from flwr.server.strategy import FedAvg
+def test_the_servers_strategy_refuses_rounds_it_must_not_aggregate(artifacts, fleet_data):
+    """The strategy as built (DP around FedAvg, edgeft's checks outermost): no reply at all stops
+    the federation with the devices' reason; a non-finite update counts as a failure."""
+    from flwr.common import Code, FitRes, Status, ndarrays_to_parameters
 
     from edgeft.fleet.global_model import GlobalModel
-    from edgeft.fleet.server_app import Recorder, Watched
+    from edgeft.fleet.server_app import Recorder, build_strategy
 
     model = GlobalModel(artifacts, fleet_data[1])
     try:
-        watched = Watched(FedAvg(), "fp32", Recorder(model))
-        with pytest.raises(EdgeftError, match="none of the 2 devices") as error:
-            watched.aggregate_fit(3, [], [RuntimeError("data.csv:2: unknown label 'x'"), OSError("disk full")])
-        assert "unknown label 'x'" in error.value.hint
+        initial = model.initial()
+        for dp_noise in (0.0, 0.5):
+            settings = FleetSettings(artifacts=str(artifacts), dp_noise=dp_noise, min_train_clients=1)
+            recorder = Recorder(model)
+            strategy = build_strategy(settings, recorder, initial, model.fingerprint())
+            with pytest.raises(EdgeftError, match="none of the 2 devices") as error:
+                strategy.aggregate_fit(3, [], [RuntimeError("data.csv:2: unknown label 'x'"), OSError("disk full")])
+            assert "unknown label 'x'" in error.value.hint
+            poisoned = [np.full_like(t, np.nan) for t in initial]
+            reply = FitRes(Status(Code.OK, ""), ndarrays_to_parameters(poisoned), 10, {})
+            strategy.configure_fit(1, ndarrays_to_parameters(initial), _Devices())
+            with pytest.raises(EdgeftError, match="none of the 1 devices") as error:
+                strategy.aggregate_fit(1, [(None, reply)], [])
+            assert "NaN" in error.value.hint
     finally:
         model.close()
+
+
+class _Devices:
+    """A client manager with nobody connected (configure_fit then asks no device)."""
+
+    def num_available(self) -> int:
+        return 0
+
+    def wait_for(self, num_clients: int, timeout: int = 0) -> bool:
+        return False
+
+    def sample(self, num_clients: int, min_num_clients: int | None = None, criterion=None) -> list:
+        return []
+
+
+def test_a_device_refuses_a_model_its_package_does_not_train(artifacts, fleet_data):
+    from edgeft.fleet.client_app import EdgeftClient
+
+    tensors = list(exported(artifacts).values())
+    with pytest.raises(EdgeftError, match="trains other tensors"):
+        EdgeftClient(artifacts, fleet_data[0]).fit(tensors[:-1], {"tensors": "0" * 16})
+
+
+def test_a_taken_run_folder_is_refused_before_any_device_trains(federation, artifacts, fleet_data):
+    import time
+
+    started = time.perf_counter()
+    with pytest.raises(EdgeftError, match="already exists"):
+        simulate(settings_for(artifacts, fleet_data[1], federation.run_dir), fleet_data[0], 4)
+    assert time.perf_counter() - started < 5  # refused up front: no simulation engine started
+
+
+def test_settings_that_cannot_work_are_refused_by_name():
+    with pytest.raises(EdgeftError, match="no round could ever"):
+        FleetSettings(min_train_clients=3, min_available_clients=2)
+    with pytest.raises(EdgeftError, match="privacy budget it does not have"):
+        FleetSettings(dp_noise=0.5, strategy="fedadam")
+    with pytest.raises(EdgeftError, match="secure aggregation hides"):
+        FleetSettings(secagg=True, strategy="krum")
+    with pytest.raises(EdgeftError, match="not an int"):
+        FleetSettings.from_run_config({"rounds": 2.5})
+    with pytest.raises(EdgeftError, match="not a bool"):
+        FleetSettings.from_run_config({"secagg": "ture"})
 
 
 def test_fleet_cli_simulates_with_pure_json_and_writes_an_app(artifacts, fleet_data, tmp_path):
@@ -257,6 +337,23 @@ def test_fleet_cli_simulates_with_pure_json_and_writes_an_app(artifacts, fleet_d
     assert config["components"] == {"serverapp": "edgeft.fleet.server_app:app",
                                     "clientapp": "edgeft.fleet.client_app:app"}
     assert FleetSettings.from_run_config(config["config"]).min_train_clients == 2
+    sim = tmp_path / "sim-app"
+    (tmp_path / "sim-app-devices").mkdir()
+    (tmp_path / "sim-app-devices" / "device-0000.jsonl").write_text("mine\n")
+    app_args = ["fleet", "app", str(sim), str(artifacts), "--val", str(fleet_data[1]), "--simulate", str(fleet_data[0]),
+                "--clients", "3"]
+    with pytest.raises(SystemExit) as refused:
+        main(app_args + ["--force"])  # a folder of the user's, even with --force
+    assert refused.value.code == 1 and (tmp_path / "sim-app-devices" / "device-0000.jsonl").read_text() == "mine\n"
+    (tmp_path / "sim-app-devices" / "device-0000.jsonl").unlink()
+    (tmp_path / "sim-app-devices").rmdir()
+    main(app_args)
+    split = sorted(p.name for p in (tmp_path / "sim-app-devices").iterdir())
+    assert split == [".edgeft-partition.json", "device-0000.jsonl", "device-0001.jsonl", "device-0002.jsonl"]
+    assert not list(sim.glob("**/*.jsonl"))  # nothing in the app folder that Flower would ship to every node
+    config = tomllib.loads((sim / "pyproject.toml").read_text())["tool"]["flwr"]["app"]["config"]
+    assert config["partitions"] == str((tmp_path / "sim-app-devices").resolve()) and config["force"] is False
+    main(app_args + ["--force"])  # edgeft's own split is replaced
     foreign = tmp_path / "foreign"
     foreign.mkdir()
     (foreign / "pyproject.toml").write_text("[project]\nname = 'mine'\n")

@@ -59,7 +59,9 @@ def wait_for(condition, timeout: float, what: str) -> None:
 def test_superlink_and_three_supernodes_survive_a_supernode_killed_mid_round(tiny_bert, export_cache, tmp_path):
     artifacts = export_cache(model=str(tiny_bert), label_names=LABELS, train="last:1", dropout=False).folder
     rows = dataset(0, 30)
-    devices = [write_csv(tmp_path / f"device-{i}.csv", rows[i::3]) for i in range(3)]
+    # device 2, the one killed while it trains, holds ten times the data: its round lasts long enough
+    # that the kill lands before its reply (the test checks that it did)
+    devices = [write_csv(tmp_path / f"device-{i}.csv", rows[i::3] * (10 if i == 2 else 1)) for i in range(3)]
     val = write_csv(tmp_path / "held_out.csv", held_out_rows())
     home = tmp_path / "flwr-home"
     home.mkdir()
@@ -73,8 +75,11 @@ def test_superlink_and_three_supernodes_survive_a_supernode_killed_mid_round(tin
     env = {**os.environ, "FLWR_HOME": str(home), "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
     started: list[subprocess.Popen] = []
 
+    handles = []
+
     def start(args: list[str], log: Path) -> subprocess.Popen:
-        process = subprocess.Popen(args, stdout=open(log, "wb"), stderr=subprocess.STDOUT, env=env,
+        handles.append(open(log, "wb"))
+        process = subprocess.Popen(args, stdout=handles[-1], stderr=subprocess.STDOUT, env=env,
                                    start_new_session=True)  # its own process group: killed with its children
         started.append(process)
         return process
@@ -87,6 +92,9 @@ def test_superlink_and_three_supernodes_survive_a_supernode_killed_mid_round(tin
         nodes = [start([str(BIN / "flower-supernode"), "--insecure", "--superlink", f"127.0.0.1:{link}",
                         "--port", str(free_port()), "--node-config", f"data='{device}'"], log)
                  for device, log in zip(devices, logs)]
+        # all three registered before the run starts, so round 1 asks each of them
+        wait_for(lambda: (tmp_path / "superlink.log").read_text(errors="replace").count("Activated node_id") >= 3,
+                 120, "three SuperNodes to register")
         runner = start([str(BIN / "flwr"), "run", str(app), "here", "--stream"], tmp_path / "flwr-run.log")
 
         def training_in_round_2() -> bool:
@@ -109,7 +117,16 @@ def test_superlink_and_three_supernodes_survive_a_supernode_killed_mid_round(tin
                 process.wait(timeout=30)
             except subprocess.TimeoutExpired:
                 os.killpg(process.pid, signal.SIGKILL)
-    wait_for(lambda: not processes_of(home), 30, "every process of the federation to end")
+        for handle in handles:
+            handle.close()
+        try:
+            wait_for(lambda: not processes_of(home), 30, "every process of the federation to end")
+        finally:  # whatever is left (e.g. a SuperExec in a session of its own) is not left running
+            for pid in processes_of(home):
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
 
     import edgeft
 

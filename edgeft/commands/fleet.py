@@ -136,10 +136,17 @@ def simulate_command(artifacts: Path, data: Path, clients: int, partition: str, 
 
     settings = _settings(artifacts, values)
     reporter = Reporter() if as_json else CallbackReporter(lambda text: click.echo(text, err=True))
+    from edgeft.fleet.server_app import check_run_dir
+    from edgeft.outputs import check_output
+
+    check_run_dir(settings)  # both run folders are checked before any training
+    central_dir = Path(settings.run_dir + "-central")
     baseline = None
     if central:
-        reporter.message("centralised baseline: training on all of the data")
-        baseline = centralised(settings, data, Path(settings.run_dir + "-central"), settings.rounds * settings.local_epochs)
+        check_output(central_dir, settings.force, "run", "--run-dir",
+                     keep_hint="pass --force to replace it (and the federated run), or another --run-dir.")
+        reporter.message(f"centralised baseline: training on all of the data ({central_dir})")
+        baseline = centralised(settings, data, central_dir, settings.rounds * settings.local_epochs)
     reporter.message(f"simulating {clients} devices for {settings.rounds} rounds")
     result = simulate(settings, data, clients, partition, alpha, central=baseline, plot=not no_plot, reporter=reporter,
                       verbose=verbose)
@@ -173,7 +180,7 @@ def simulate_command(artifacts: Path, data: Path, clients: int, partition: str, 
               help="Seconds a round waits for the devices' replies.")
 @click.option("--simulate", "simulate_data", type=click.Path(path_type=Path),
               help="For a simulation run by flwr run: split this data file among --clients virtual devices "
-                   "(FOLDER/devices) instead of naming each device's data in --node-config.")
+                   "(into FOLDER-devices, beside the app) instead of naming each device's data in --node-config.")
 @click.option("--clients", type=click.IntRange(min=1), default=10, show_default=True,
               help="Virtual devices of --simulate (the connection's options.num-supernodes).")
 @click.option("--partition", type=click.Choice(["iid", "dirichlet"]), default="iid", show_default=True)
@@ -190,7 +197,7 @@ def app_command(folder: Path, artifacts: Path, min_clients: int, min_train_clien
     Examples:
       edgeft fleet app fleet-app artifacts/minilm-raspberry-pi-5 --val val.csv --min-clients 3
       flower-superlink --insecure                                             # the server machine
-      flower-supernode --insecure --superlink SERVER:9091 \\
+      flower-supernode --insecure --superlink SERVER:8000 \\
           --node-config "data='/home/pi/notes.csv' artifacts='/home/pi/minilm-raspberry-pi-5'"
       flwr run fleet-app my-superlink --stream   # a connection named in Flower's config.toml
       edgeft fleet app sim-app artifacts/minilm --val val.csv --simulate train.csv --clients 20
@@ -200,7 +207,9 @@ def app_command(folder: Path, artifacts: Path, min_clients: int, min_train_clien
     _check_inputs(artifacts, values["val"], *([simulate_data] if simulate_data else []))
     from edgeft.fleet.app_folder import write_app
 
-    devices = (folder / "devices").resolve() if simulate_data else None
+    from edgeft.fleet.app_folder import devices_folder
+
+    devices = devices_folder(folder) if simulate_data else None
     settings = _settings(artifacts, values, min_available_clients=min_clients,
                          min_train_clients=min_train_clients or min_clients, round_timeout=round_timeout,
                          partitions=str(devices) if devices else "")

@@ -9,8 +9,7 @@ can still override. Each SuperNode names its own data and package with ``--node-
 
 from __future__ import annotations
 
-import shutil
-import tempfile
+import json
 import tomllib  # the fleet extra needs Python >= 3.11 (Flower does)
 from pathlib import Path
 
@@ -20,10 +19,11 @@ from edgeft import __version__
 from edgeft.errors import EdgeftError
 from edgeft.fleet.partition import split_data
 from edgeft.fleet.settings import FleetSettings
-from edgeft.fsutil import atomic_write_text, write_failed
+from edgeft.fsutil import atomic_write_text, staged_folder, write_failed
 
 APP_FILE = "pyproject.toml"
 APP_NAME = "edgeft-fleet"
+PARTITION_MARKER = ".edgeft-partition.json"  # in a devices folder edgeft split data into
 
 
 def app_config(settings: FleetSettings) -> dict:
@@ -34,7 +34,9 @@ def app_config(settings: FleetSettings) -> dict:
         "tool": {"flwr": {"app": {"publisher": "edgeft",
                                   "components": {"serverapp": "edgeft.fleet.server_app:app",
                                                  "clientapp": "edgeft.fleet.client_app:app"},
-                                  "config": settings.run_config()}}},
+                                  # --force rewrote the app; a run folder is replaced only when a
+                                  # `flwr run --run-config force=true` says so
+                                  "config": {**settings.run_config(), "force": False}}}},
     }
 
 
@@ -46,13 +48,32 @@ def _ours(target: Path) -> bool:
     return project.get("name") == APP_NAME
 
 
+def devices_folder(folder: Path) -> Path:
+    """Where ``--simulate`` splits the data: beside the app, not in it (Flower packs an app
+    folder's .json / .jsonl files into the bundle it sends to the SuperLink and every SuperNode)."""
+    folder = Path(folder).resolve()
+    return folder.with_name(f"{folder.name}-devices")
+
+
+def _check_devices(dest: Path, force: bool) -> None:
+    if not dest.exists():
+        return
+    if not (dest / PARTITION_MARKER).is_file():
+        raise EdgeftError(f"{dest} exists and edgeft did not split data into it, so edgeft will not replace it.",
+                          where=str(dest), hint="move it away, or choose another folder for the app.")
+    if not force:
+        raise EdgeftError(f"{dest} already holds devices' data split by edgeft.", where=str(dest),
+                          hint="pass --force to split the data again, or choose another folder for the app.")
+
+
 def write_app(folder: Path, settings: FleetSettings, force: bool = False,
               devices: tuple[Path, int, str, float] | None = None) -> Path:
-    """Write ``folder/pyproject.toml`` (nothing else in the folder is touched but ``devices/``);
-    one that edgeft did not write is never replaced, one it wrote only with ``force``.
+    """Write ``folder/pyproject.toml`` (nothing else in the folder is touched); one that edgeft
+    did not write is never replaced, one it wrote only with ``force``.
 
     ``devices``: (data, clients, scheme, alpha) of a simulation run by ``flwr run``: the data is
-    split into ``settings.partitions``, one file per virtual device."""
+    split into ``settings.partitions`` (:func:`devices_folder`), one file per virtual device,
+    written whole or not at all, and replaced (with ``force``) only when edgeft wrote it."""
     target = Path(folder) / APP_FILE
     if target.exists():
         if not _ours(target):
@@ -61,20 +82,16 @@ def write_app(folder: Path, settings: FleetSettings, force: bool = False,
         if not force:
             raise EdgeftError(f"{target} already holds an edgeft fleet app.", where=str(target),
                               hint="pass --force to rewrite it with these settings, or choose another folder.")
-    split = Path(settings.partitions) if devices is not None else None
-    if split is not None and split.exists() and not all(p.is_file() and p.suffix == ".jsonl" and
-                                                        p.name.startswith("device-") for p in split.iterdir()):
-        raise EdgeftError(f"{split} holds files edgeft did not write, so edgeft will not replace it.",
-                          where=str(split), hint="choose another folder for the app.")
-    with tempfile.TemporaryDirectory(prefix="edgeft-app-") as scratch:
-        if devices is not None:  # split (and check) the data before anything is written
-            split_data(settings, devices[0], devices[1], devices[2], devices[3], Path(scratch) / "devices")
-        try:
-            target.parent.mkdir(parents=True, exist_ok=True)
-            if split is not None:
-                shutil.rmtree(split, ignore_errors=True)  # only device files written by an earlier split
-                shutil.copytree(Path(scratch) / "devices", split)
-            atomic_write_text(target, tomli_w.dumps(app_config(settings)))
-        except OSError as exc:
-            raise write_failed(target, exc) from exc
+    if devices is not None:
+        data, clients, scheme, alpha = devices
+        with staged_folder(Path(settings.partitions), force, check=_check_devices) as stage:
+            parts, counts = split_data(settings, data, clients, scheme, alpha, stage)
+            (stage / PARTITION_MARKER).write_text(json.dumps({"scheme": scheme, "alpha": alpha, "data": str(data),
+                                                              "sizes": parts.sizes(), "label_counts": counts}) + "\n",
+                                                  encoding="utf-8")
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(target, tomli_w.dumps(app_config(settings)))
+    except OSError as exc:
+        raise write_failed(target, exc) from exc
     return target

@@ -29,28 +29,37 @@ from flwr.common.secure_aggregation.secaggplus_constants import RECORD_KEY_CONFI
 
 from edgeft.errors import EdgeftError
 from edgeft.fleet import payload
-from edgeft.fleet.global_model import GlobalModel
-from edgeft.fleet.local import LocalSettings, local_update
+from edgeft.fleet.global_model import GlobalModel, tensor_fingerprint
+from edgeft.fleet.local import LocalSettings, local_update, open_artifacts, trainable_names
 
 PARTITION_FILE = "device-{:04d}.jsonl"
 
 
 class EdgeftClient(NumPyClient):
-    """One device: its artifacts and its local data file."""
+    """One device: its artifacts and its local data file (``device``: its number, for its seed)."""
 
-    def __init__(self, artifacts: Path, data: Path, threads: int | None = None) -> None:
-        self.artifacts, self.data, self.threads = Path(artifacts), Path(data), threads
+    def __init__(self, artifacts: Path, data: Path, threads: int | None = None, device: int = 0) -> None:
+        self.artifacts, self.data, self.threads, self.device = Path(artifacts), Path(data), threads, device
 
     def fit(self, parameters: list[np.ndarray], config: dict[str, Any]) -> tuple[list[np.ndarray], int, dict[str, Any]]:
+        manifest = open_artifacts(self.artifacts)
+        names = trainable_names(manifest)
+        if len(parameters) != len(names) or \
+                tensor_fingerprint(names, [p.shape for p in parameters]) != config.get("tensors"):
+            raise EdgeftError(f"This device's package ({self.artifacts}) trains other tensors than the federation's "
+                              f"model.", where=str(self.artifacts),
+                              hint="give every SuperNode a package exported from the server's artifacts.")
         settings = LocalSettings(epochs=int(config["local-epochs"]), batch_size=int(config["batch-size"]),
                                  lr=float(config["lr"]), weight_decay=float(config["weight-decay"]),
                                  threads=self.threads, text_column=str(config["text-column"]),
                                  label_column=str(config["label-column"]))
-        seed = int(config["seed"]) * 1_000_003 + int(config["round"])
+        # each device shuffles (and drops out) its own way, each round anew, repeatably
+        seed = int(np.random.SeedSequence([int(config["seed"]), int(config["round"]), self.device]).generate_state(1)[0])
         trained, examples, metrics = local_update(self.artifacts, self.data, parameters, settings, seed)
         sent = payload.encode(trained, parameters, str(config["encoding"]))
         metrics["bytes_sent"] = payload.nbytes(sent)
-        return sent, examples, {k: v for k, v in metrics.items() if v is not None}
+        # with DP every device weighs the same: the noise is calibrated to one clipped update in the average
+        return sent, 1 if config.get("uniform") else examples, {k: v for k, v in metrics.items() if v is not None}
 
     def evaluate(self, parameters: list[np.ndarray], config: dict[str, Any]) -> tuple[float, int, dict[str, Any]]:
         """The global tensors on this device's own data (federated evaluation, when a server asks)."""
@@ -84,7 +93,8 @@ def _client_fn(defaults: dict[str, Any]) -> Any:
     def client_fn(context: Context) -> Any:
         artifacts, data = _node_files(context, defaults)
         threads = int({**defaults, **context.run_config}.get("threads", 0) or 0) or None
-        return EdgeftClient(artifacts, data, threads).to_client()
+        device = int(context.node_config.get("partition-id", context.node_id % 2**31))
+        return EdgeftClient(artifacts, data, threads, device).to_client()
     return client_fn
 
 

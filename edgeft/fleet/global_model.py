@@ -11,6 +11,7 @@ stayed on the devices) and names the federation's settings as its config.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 import tempfile
@@ -27,12 +28,17 @@ from edgeft.data.records import read_records
 from edgeft.evaluation import metrics
 from edgeft.evaluation.evaluate import Examples, evaluate
 from edgeft.fleet.local import open_artifacts, trainable_names
-from edgeft.fsutil import atomic_write_text, sha256_file, write_failed
+from edgeft.fsutil import atomic_write_text, sha256_file, staged_folder
 from edgeft.manifest import MANIFEST_NAME, TAIL_PREFIX
-from edgeft.outputs import check_output
+from edgeft.outputs import output_check
 from edgeft.run import checkpoints
 from edgeft.run.record import RunRecord
 from edgeft.training.loop import METRICS_FILE, SUMMARY_FILE
+
+
+def tensor_fingerprint(names: Sequence[str], shapes: Sequence[Sequence[int]]) -> str:
+    text = ";".join(f"{name}:{'x'.join(str(int(d)) for d in shape)}" for name, shape in zip(names, shapes, strict=True))
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 class GlobalModel:
@@ -48,12 +54,13 @@ class GlobalModel:
         self.batch_size = batch_size
         self.columns = {"text_column": text_column, "label_column": label_column}
         cached = bool(self.manifest.data.get("cache", {}).get("available"))
-        self.trainer = PortableTrainer(self.manifest, threads=threads, prefix=TAIL_PREFIX if cached else "")
-        self._scratch = Path(tempfile.mkdtemp(prefix="edgeft-fleet-"))
         self.val: Examples | None = None
         self.val_path = Path(val) if val is not None else None
-        if val is not None:
-            examples = ExampleSet(read_records(val, self.manifest.data, **self.columns), self.manifest)
+        examples = ExampleSet(read_records(val, self.manifest.data, **self.columns), self.manifest) \
+            if val is not None else None
+        self.trainer = PortableTrainer(self.manifest, threads=threads, prefix=TAIL_PREFIX if cached else "")
+        self._scratch = Path(tempfile.mkdtemp(prefix="edgeft-fleet-"))
+        if examples is not None:
             self.val = CachedExamples(examples, self.manifest, threads, 256 * 2**20, self._scratch) if cached else examples
 
     def initial(self) -> list[np.ndarray]:
@@ -61,8 +68,13 @@ class GlobalModel:
         values = self.trainer.parameters()
         return [np.array(values[name], dtype=np.float32) for name in self.names]
 
+    def fingerprint(self) -> str:
+        """What the devices' packages must train: the tensors' names and shapes, hashed (a device
+        with another export refuses the round instead of training the wrong tensors)."""
+        return tensor_fingerprint(self.names, [value.shape for value in self.initial()])
+
     def load(self, tensors: Sequence[np.ndarray]) -> None:
-        self.trainer.load_parameters(dict(zip(self.names, tensors)))
+        self.trainer.load_parameters(dict(zip(self.names, tensors, strict=True)))
 
     def evaluate(self, tensors: Sequence[np.ndarray]) -> dict[str, Any] | None:
         """Validation loss and metrics of ``tensors`` (None without validation data)."""
@@ -78,37 +90,34 @@ class GlobalModel:
 
     def write_run(self, run_dir: Path, history: list[dict[str, Any]], best: Sequence[np.ndarray] | None,
                   best_round: int | None, final: Sequence[np.ndarray], config: dict[str, Any], force: bool = False,
-                  extra: dict[str, Any] | None = None) -> dict[str, Any]:
+                  extra: dict[str, Any] | None = None, also: Any = None) -> dict[str, Any]:
         """Write the federated run (best and final global tensors) as an edgeft run folder; its summary."""
         run_dir = Path(run_dir)
-        check_output(run_dir, force, "run", "--run-dir", keep_hint="pass --force to replace it, or another --run-dir.")
-        try:
-            if run_dir.exists() and any(run_dir.iterdir()):
-                shutil.rmtree(run_dir)
-            run_dir.mkdir(parents=True, exist_ok=True)
-            RunRecord.create(run_dir, self.artifacts, sha256_file(self.artifacts / MANIFEST_NAME), None,
-                             self.val_path, self.columns, {"fleet": config}).write()
-            rounds = len(history) - 1
+        rounds = len(history) - 1
+        chosen = run_dir / checkpoints.BEST if best is not None else checkpoints.step_folder(run_dir, rounds)
+        evaluated = [entry for entry in history if entry.get("val")]
+        summary = {
+            "run_dir": str(run_dir), "artifacts": str(self.artifacts), "task": self.task, "metric": self.metric,
+            "federated": True, "rounds": rounds, **(extra or {}),
+            "before": history[0].get("val") if history else None,
+            "after": evaluated[-1]["val"] if evaluated else None,
+            "best": {"round": best_round, self.metric: (history[best_round]["val"] or {}).get(self.metric)
+                     if best_round is not None else None},
+            "checkpoint": str(chosen),
+        }
+        record = RunRecord.create(run_dir, self.artifacts, sha256_file(self.artifacts / MANIFEST_NAME), None,
+                                  self.val_path, self.columns, {"fleet": config})
+        with staged_folder(run_dir, force, check=output_check("run", "--run-dir")) as stage:
+            RunRecord(stage, record.data).write()  # its paths are relative to run_dir, the stage's final name
             self.load(final)
-            checkpoints.save(checkpoints.step_folder(run_dir, rounds), self.trainer, {"round": rounds, "fleet": True})
+            checkpoints.save(checkpoints.step_folder(stage, rounds), self.trainer, {"round": rounds, "fleet": True})
             if best is not None:
                 self.load(best)
-                checkpoints.save(run_dir / checkpoints.BEST, self.trainer, {"round": best_round, "fleet": True})
-            atomic_write_text(run_dir / METRICS_FILE, "".join(json.dumps(entry) + "\n" for entry in history))
-            evaluated = [entry for entry in history if entry.get("val")]
-            summary = {
-                "run_dir": str(run_dir), "artifacts": str(self.artifacts), "task": self.task, "metric": self.metric,
-                "federated": True, "rounds": rounds, **(extra or {}),
-                "before": history[0].get("val") if history else None,
-                "after": evaluated[-1]["val"] if evaluated else None,
-                "best": {"round": best_round, self.metric: (history[best_round]["val"] or {}).get(self.metric)
-                         if best_round is not None else None},
-                "checkpoint": str(run_dir / checkpoints.BEST if best is not None
-                                  else checkpoints.step_folder(run_dir, rounds)),
-            }
-            atomic_write_text(run_dir / SUMMARY_FILE, json.dumps(summary, indent=2) + "\n")
-        except OSError as exc:
-            raise write_failed(run_dir, exc) from exc
+                checkpoints.save(stage / checkpoints.BEST, self.trainer, {"round": best_round, "fleet": True})
+            atomic_write_text(stage / METRICS_FILE, "".join(json.dumps(entry) + "\n" for entry in history))
+            if also is not None:
+                also(stage, history, summary)
+            atomic_write_text(stage / SUMMARY_FILE, json.dumps(summary, indent=2) + "\n")
         return summary
 
     def close(self) -> None:

@@ -61,7 +61,7 @@ def local_update(artifacts: Path, data: Path, start: Sequence[np.ndarray], setti
     """
     manifest = open_artifacts(artifacts)
     names = trainable_names(manifest)
-    initial = dict(zip(names, start))
+    initial = dict(zip(names, start, strict=True))
     with tempfile.TemporaryDirectory(prefix="edgeft-round-") as scratch:
         summary = train(Path(artifacts), DataOptions(train=Path(data), text_column=settings.text_column,
                                                      label_column=settings.label_column),

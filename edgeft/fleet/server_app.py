@@ -18,6 +18,8 @@ exists only there in Flower 1.42.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -34,23 +36,25 @@ from edgeft.errors import EdgeftError
 from edgeft.fleet import payload
 from edgeft.fleet.global_model import GlobalModel
 from edgeft.fleet.settings import FleetSettings
+from edgeft.outputs import check_output
 
 _STRATEGIES: dict[str, Any] = {"fedavg": FedAvg, "fedavgm": FedAvgM, "fedadam": FedAdam, "fedyogi": FedYogi,
                                "fedadagrad": FedAdagrad, "fedmedian": FedMedian, "fedtrimmedavg": FedTrimmedAvg,
                                "krum": Krum}
-_SERVER_LR = {"fedadam": "eta", "fedyogi": "eta", "fedadagrad": "eta", "fedavgm": "server_learning_rate"}
 
 
 class Recorder:
     """Per-round history: the global model's validation metrics, what the devices reported, time."""
 
-    def __init__(self, model: GlobalModel) -> None:
+    def __init__(self, model: GlobalModel, private: bool = False) -> None:
         self.model = model
+        self.private = private  # SecAgg+ or DP: no per-device statistics are kept
         self.history: list[dict[str, Any]] = []
         self.best: list[np.ndarray] | None = None
         self.best_round: int | None = None
         self.best_value: float | None = None
         self.final: list[np.ndarray] | None = None
+        self.round = 0  # the round being aggregated (Flower's metrics hook is not told)
         self._fit: dict[int, dict[str, Any]] = {}
         self._clock = time.perf_counter()
 
@@ -68,28 +72,32 @@ class Recorder:
             self.best, self.best_round, self.best_value = self.final, server_round, float(value)
         return float(val.get("loss", 0.0)), {k: v for k, v in val.items() if isinstance(v, (int, float))}
 
-    def failed(self, server_round: int, failures: list[Any]) -> None:
-        self._fit.setdefault(server_round, {})["failures"] = len(failures)
+    def note(self, server_round: int, **values: Any) -> None:
+        self._fit.setdefault(server_round, {}).update(values)
 
-    def fit_metrics(self, server_round: int, replies: list[tuple[int, dict[str, Any]]]) -> dict[str, Any]:
-        """What the round's devices reported: their count, examples, mean loss and bytes sent."""
-        examples = sum(n for n, _ in replies)
-        losses = [(n, m["train_loss"]) for n, m in replies if "train_loss" in m]
-        sent = [m["bytes_sent"] for _, m in replies if "bytes_sent" in m]
-        record = {"clients": len(replies), "examples": examples,
-                  "train_loss": sum(n * v for n, v in losses) / max(sum(n for n, _ in losses), 1) if losses else None,
-                  "bytes_sent_per_client": int(np.mean(sent)) if sent else None,
-                  "device_seconds_max": max((m.get("train_seconds", 0.0) for _, m in replies), default=None)}
-        self._fit.setdefault(server_round, {}).update(record)
+    def fit_metrics(self, replies: list[tuple[int, dict[str, Any]]]) -> dict[str, Any]:
+        """What the round's devices reported: their count, examples, mean loss and bytes sent
+        (with SecAgg+ or DP only the count: the server is not to learn about single devices)."""
+        record: dict[str, Any] = {"clients": len(replies)}
+        if not self.private:
+            losses = [(n, m["train_loss"]) for n, m in replies if "train_loss" in m]
+            sent = [m["bytes_sent"] for _, m in replies if "bytes_sent" in m]
+            record.update({
+                "examples": sum(n for n, _ in replies),
+                "train_loss": sum(n * v for n, v in losses) / max(sum(n for n, _ in losses), 1) if losses else None,
+                "bytes_sent_per_client": int(np.mean(sent)) if sent else None,
+                "device_seconds_max": max((m.get("train_seconds", 0.0) for _, m in replies), default=None)})
+        self.note(self.round, **record)
         return {k: v for k, v in record.items() if v is not None}
 
 
 class Watched(Strategy):
-    """Around the chosen strategy: turns fp16 / int8 updates back into tensors before it aggregates,
-    counts the devices that failed, and stops the federation when a round has no reply at all."""
+    """The outermost strategy: turns fp16 / int8 updates back into tensors, refuses non-finite
+    ones (a diverged device would poison every later round), records failures, skips a round
+    with fewer than ``min_replies`` replies, and stops the federation when nobody replied."""
 
-    def __init__(self, inner: Strategy, encoding: str, recorder: Recorder) -> None:
-        self.inner, self.encoding, self.recorder = inner, encoding, recorder
+    def __init__(self, inner: Strategy, encoding: str, recorder: Recorder, min_replies: int = 1) -> None:
+        self.inner, self.encoding, self.recorder, self.min_replies = inner, encoding, recorder, min_replies
         self._start: list[np.ndarray] = []
 
     def initialize_parameters(self, client_manager: ClientManager) -> Parameters | None:
@@ -97,21 +105,40 @@ class Watched(Strategy):
 
     def configure_fit(self, server_round: int, parameters: Parameters,
                       client_manager: ClientManager) -> list[tuple[ClientProxy, FitIns]]:
-        if self.encoding != "fp32":
-            self._start = parameters_to_ndarrays(parameters)
-        return self.inner.configure_fit(server_round, parameters, client_manager)
+        self._start = parameters_to_ndarrays(parameters)
+        asked = self.inner.configure_fit(server_round, parameters, client_manager)
+        if not asked:
+            self.recorder.note(server_round, clients=0, skipped="no device was available to train")
+        return asked
 
     def aggregate_fit(self, server_round: int, results: list[tuple[ClientProxy, FitRes]],
                       failures: list[Any]) -> tuple[Parameters | None, dict[str, Any]]:
-        self.recorder.failed(server_round, failures)
-        if not results and failures:
+        self.recorder.round = server_round
+        decoded, failures = [], list(failures)
+        for proxy, res in results:
+            try:
+                tensors = payload.decode(parameters_to_ndarrays(res.parameters), self._start, self.encoding)
+            except ValueError as exc:  # arrays of another model (the devices check, but a reply may still be wrong)
+                failures.append(EdgeftError(f"the device sent arrays that do not fit the model ({exc})"))
+                continue
+            if not all(np.isfinite(t).all() and t.shape == s.shape for t, s in zip(tensors, self._start)):
+                failures.append(EdgeftError("the device sent infinite or NaN tensors (its training diverged), "
+                                            "or tensors of another shape"))
+                continue
+            decoded.append((proxy, FitRes(res.status, ndarrays_to_parameters(tensors), res.num_examples,
+                                          res.metrics)) if self.encoding != "fp32" else (proxy, res))
+        self.recorder.note(server_round, failures=len(failures))
+        if not decoded and failures:
             raise EdgeftError(f"Round {server_round}: none of the {len(failures)} devices asked to train replied.",
                               where="fleet", hint=f"the first failure: {_failure(failures[0])}")
-        if self.encoding != "fp32":
-            results = [(proxy, FitRes(res.status, ndarrays_to_parameters(payload.decode(
-                parameters_to_ndarrays(res.parameters), self._start, self.encoding)), res.num_examples, res.metrics))
-                for proxy, res in results]
-        return self.inner.aggregate_fit(server_round, results, failures)
+        if len(decoded) < self.min_replies:
+            self.recorder.note(server_round, clients=len(decoded),
+                               skipped=f"{len(decoded)} replies, fewer than the {self.min_replies} a round needs")
+            return None, {}
+        aggregated, metrics = self.inner.aggregate_fit(server_round, decoded, failures)
+        if aggregated is None:  # e.g. the DP wrapper discards a round that had failures
+            self.recorder.note(server_round, clients=len(decoded), skipped="the strategy discarded the round")
+        return aggregated, metrics
 
     def configure_evaluate(self, server_round: int, parameters: Parameters, client_manager: ClientManager) -> list:
         return self.inner.configure_evaluate(server_round, parameters, client_manager)
@@ -134,29 +161,30 @@ def _failure(failure: Any) -> str:
     return str(getattr(getattr(res, "status", None), "message", res))[:300]
 
 
-def build_strategy(settings: FleetSettings, recorder: Recorder, initial: list[np.ndarray]) -> Strategy:
+def build_strategy(settings: FleetSettings, recorder: Recorder, initial: list[np.ndarray],
+                   fingerprint: str) -> Strategy:
     def fit_config(server_round: int) -> dict[str, Any]:
         return {"round": server_round, "local-epochs": settings.local_epochs, "batch-size": settings.batch_size,
                 "lr": settings.lr, "weight-decay": settings.weight_decay, "encoding": settings.encoding,
-                "seed": settings.seed, "text-column": settings.text_column, "label-column": settings.label_column}
+                "seed": settings.seed, "text-column": settings.text_column, "label-column": settings.label_column,
+                "tensors": fingerprint, "uniform": bool(settings.dp_noise)}
 
     options: dict[str, Any] = dict(
         fraction_fit=settings.fraction_train, fraction_evaluate=0.0, min_fit_clients=settings.min_train_clients,
         min_available_clients=settings.min_available_clients, evaluate_fn=recorder.evaluate,
         on_fit_config_fn=fit_config, initial_parameters=ndarrays_to_parameters(initial),
-        fit_metrics_aggregation_fn=None, accept_failures=True)
-    if settings.strategy in _SERVER_LR:
-        options[_SERVER_LR[settings.strategy]] = settings.server_lr
+        fit_metrics_aggregation_fn=recorder.fit_metrics, accept_failures=True)
+    if settings.strategy in ("fedadam", "fedyogi", "fedadagrad"):
+        options["eta"] = settings.server_lr
+    elif settings.strategy == "fedavgm":
+        options.update(server_learning_rate=settings.server_lr, server_momentum=settings.server_momentum)
     strategy: Strategy = _STRATEGIES[settings.strategy](**options)
-    # Flower calls the aggregation function without the round number: the recorder learns it here
-    strategy.fit_metrics_aggregation_fn = lambda replies: recorder.fit_metrics(len(recorder.history), replies)
-    strategy = Watched(strategy, settings.encoding, recorder)
     if settings.dp_noise:
         sampled = max(settings.min_train_clients, int(settings.min_available_clients * settings.fraction_train))
         strategy = DifferentialPrivacyClientSideFixedClipping(strategy, noise_multiplier=settings.dp_noise,
                                                               clipping_norm=settings.dp_clip,
                                                               num_sampled_clients=sampled)
-    return strategy
+    return Watched(strategy, settings.encoding, recorder, settings.min_train_clients)
 
 
 def privacy_spent(settings: FleetSettings, history: list[dict[str, Any]]) -> dict[str, Any]:
@@ -190,48 +218,90 @@ def privacy_spent(settings: FleetSettings, history: list[dict[str, Any]]) -> dic
             "accounting": spent.accounting_method}
 
 
-def run_federation(grid: Grid, context: Context, settings: FleetSettings) -> dict[str, Any]:
-    """Run ``settings.rounds`` rounds on ``grid`` and write the run folder; its summary."""
+class _TimedGrid:
+    """Flower's Grid with a default timeout on ``send_and_receive``: its DefaultWorkflow waits
+    for replies without one, so a device that is alive but stuck would hold a round forever."""
+
+    def __init__(self, grid: Grid, timeout: float) -> None:
+        self._grid, self._timeout = grid, timeout
+
+    def send_and_receive(self, messages: Any, *, timeout: float | None = None) -> Any:
+        return self._grid.send_and_receive(messages, timeout=self._timeout if timeout is None else timeout)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._grid, name)
+
+
+def run_federation(grid: Grid, context: Context, settings: FleetSettings, summary: dict[str, Any] | None = None,
+                   also: Callable[[Path, list[dict[str, Any]], dict[str, Any]], None] | None = None) -> dict[str, Any]:
+    """Run ``settings.rounds`` rounds on ``grid`` and write the run folder; its summary.
+
+    ``summary``: more entries for the summary; ``also(folder, history, summary)``: writes more
+    files into the run folder while it is staged (a simulation's partition record and plot)."""
+    check_run_dir(settings)  # before any device works, not after the last round
     model = GlobalModel(settings.artifacts, settings.val or None, settings.text_column, settings.label_column,
                         settings.threads or None)
     try:
-        recorder = Recorder(model)
+        recorder = Recorder(model, private=settings.secagg or bool(settings.dp_noise))
         initial = model.initial()
-        strategy = build_strategy(settings, recorder, initial)
+        strategy = build_strategy(settings, recorder, initial, model.fingerprint())
         legacy = LegacyContext(context=context, config=ServerConfig(num_rounds=settings.rounds,
                                                                     round_timeout=settings.round_timeout),
                                strategy=strategy)
         fit_workflow = SecAggPlusWorkflow(num_shares=settings.secagg_shares,
-                                          reconstruction_threshold=settings.secagg_threshold) if settings.secagg else None
-        DefaultWorkflow(fit_workflow=fit_workflow)(grid, legacy)
+                                          reconstruction_threshold=settings.secagg_threshold,
+                                          timeout=settings.round_timeout) if settings.secagg else None
+        DefaultWorkflow(fit_workflow=fit_workflow)(_TimedGrid(grid, settings.round_timeout), legacy)  # type: ignore[arg-type]
+        updated = [e for e in recorder.history[1:] if e.get("clients") and not e.get("skipped")]
+        if not updated:
+            raise EdgeftError(f"No round of the {settings.rounds} updated the model "
+                              f"({_first_skip(recorder.history)}).", where="fleet",
+                              hint="connect more devices (or lower --min-train-clients), then run it again.")
         sent = [e["bytes_sent_per_client"] for e in recorder.history if e.get("bytes_sent_per_client")]
         extra = {"strategy": settings.strategy, "encoding": settings.encoding, "secagg": settings.secagg,
                  "dp": {"noise_multiplier": settings.dp_noise, "clipping_norm": settings.dp_clip,
                         **privacy_spent(settings, recorder.history)} if settings.dp_noise else None,
-                 "bytes_per_client_per_round": {"sent": int(np.mean(sent)) if sent else None,
+                 "rounds_skipped": len(recorder.history) - 1 - len(updated),
+                 # with SecAgg+ or DP the devices report nothing: they send fp32 tensors (SecAgg+ masks them)
+                 "bytes_per_client_per_round": {"sent": int(np.mean(sent)) if sent else payload.nbytes(initial),
                                                 "received": payload.nbytes(initial)},
-                 "seconds": round(sum(e["seconds"] for e in recorder.history), 3)}
+                 "seconds": round(sum(e["seconds"] for e in recorder.history), 3), **(summary or {})}
         return model.write_run(settings.run_dir, recorder.history, recorder.best, recorder.best_round,
-                               recorder.final or initial, settings.run_config(), force=settings.force, extra=extra)
+                               recorder.final or initial, {**settings.run_config(), "force": False},
+                               force=settings.force, extra=extra, also=also)
     finally:
         model.close()
 
 
-def make_server_app(settings: FleetSettings | None = None, errors: list[BaseException] | None = None) -> ServerApp:
+def check_run_dir(settings: FleetSettings) -> None:
+    check_output(Path(settings.run_dir), settings.force, "run", "--run-dir",
+                 keep_hint="pass --force to replace it, or another --run-dir.")
+
+
+def _first_skip(history: list[dict[str, Any]]) -> str:
+    return next((f"round {e['round']}: {e['skipped']}" for e in history[1:] if e.get("skipped")),
+                "no device replied")
+
+
+def make_server_app(settings: FleetSettings | None = None, outcome: dict[str, Any] | None = None,
+                    summary: dict[str, Any] | None = None, also: Any = None) -> ServerApp:
     """A ServerApp for ``settings`` (a simulation's), else for the run config Flower gives it.
 
-    ``errors`` collects what stopped the federation: Flower runs the ServerApp in a thread of its
-    own and only logs its exceptions, so a simulation re-raises them from this list."""
+    ``outcome`` receives the run's ``summary``, or the ``error`` that stopped it (Flower's
+    simulation raises its own exception around it); ``summary`` and ``also``: see run_federation."""
     app = ServerApp()
 
     @app.main()
     def main(grid: Grid, context: Context) -> None:
         try:
-            run_federation(grid, context, settings or FleetSettings.from_run_config(dict(context.run_config)))
+            done = run_federation(grid, context, settings or FleetSettings.from_run_config(dict(context.run_config)),
+                                  summary, also)
         except BaseException as exc:
-            if errors is not None:
-                errors.append(exc)
+            if outcome is not None:
+                outcome["error"] = exc
             raise
+        if outcome is not None:
+            outcome["summary"] = done
 
     return app
 

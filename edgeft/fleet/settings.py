@@ -37,7 +37,8 @@ class FleetSettings:
     lr: float = 1e-3
     weight_decay: float = 0.01
     strategy: str = "fedavg"
-    server_lr: float = 0.1  # fedadam / fedyogi / fedadagrad / fedavgm
+    server_lr: float = 0.1  # fedadam / fedyogi / fedadagrad (eta); fedavgm's server learning rate
+    server_momentum: float = 0.9  # fedavgm
     encoding: str = "fp32"  # what devices send: fp32 tensors, fp16 or int8 updates
     secagg: bool = False  # SecAgg+: the server only learns the sum of the updates
     secagg_shares: int = 3
@@ -66,10 +67,33 @@ class FleetSettings:
             raise EdgeftError(f"{self.encoding} updates cannot be combined with "
                               f"{'secure aggregation' if self.secagg else 'differential privacy'}.", where="encoding",
                               hint="both work on the tensors themselves: send fp32 (the default) with them.")
+        if self.dp_noise and self.strategy != "fedavg":
+            raise EdgeftError(f"Differential privacy with {self.strategy} would report a privacy budget it does not "
+                              "have.", where="strategy",
+                              hint="use fedavg with --dp-noise: the noise is calibrated to an average of clipped "
+                                   "updates (server optimisers keep a noise-free state; robust aggregators have "
+                                   "another sensitivity).")
+        if self.secagg and self.strategy in ("fedmedian", "fedtrimmedavg", "krum"):
+            raise EdgeftError(f"{self.strategy} needs each device's tensors, which secure aggregation hides.",
+                              where="strategy", hint="use fedavg (or a server optimiser) with --secagg.")
+        if self.secagg and not 2 <= self.secagg_threshold <= self.secagg_shares:
+            raise EdgeftError(f"SecAgg+ needs 2 <= threshold <= shares (threshold {self.secagg_threshold}, shares "
+                              f"{self.secagg_shares}).", where="secagg-threshold", hint="e.g. shares 3, threshold 2.")
         for name in ("rounds", "min_train_clients", "min_available_clients", "local_epochs", "batch_size"):
             if getattr(self, name) < 1:
                 raise EdgeftError(f"{name.replace('_', '-')} is {getattr(self, name)}.", where=name.replace("_", "-"),
                                   hint="give a whole number >= 1.")
+        if self.min_train_clients > self.min_available_clients:
+            raise EdgeftError(f"min-train-clients ({self.min_train_clients}) is more than min-available-clients "
+                              f"({self.min_available_clients}): no round could ever have enough replies.",
+                              where="min-train-clients", hint="give at most as many as must be connected.")
+        for name in ("lr", "server_lr", "round_timeout"):
+            if not getattr(self, name) > 0:
+                raise EdgeftError(f"{name.replace('_', '-')} is {getattr(self, name)}.", where=name.replace("_", "-"),
+                                  hint="give a number > 0.")
+        if not 0 <= self.server_momentum < 1:
+            raise EdgeftError(f"server-momentum is {self.server_momentum}.", where="server-momentum",
+                              hint="give a number in [0, 1).")
         if not 0 < self.fraction_train <= 1:
             raise EdgeftError(f"fraction-train is {self.fraction_train}.", where="fraction-train",
                               hint="give a share in (0, 1].")
@@ -87,19 +111,36 @@ class FleetSettings:
             if name not in fields:
                 raise EdgeftError(f"Unknown fleet setting {key!r}.", where="run config",
                                   hint=f"use {', '.join(k.replace('_', '-') for k in fields)}.")
-            kind = type(fields[name].default)
-            try:
-                values[name] = kind(value) if kind is not bool or isinstance(value, bool) else \
-                    str(value).lower() in ("1", "true", "yes")
-            except (TypeError, ValueError) as exc:
-                raise EdgeftError(f"The fleet setting {key} is {value!r}, not a {kind.__name__}.",
-                                  where="run config", hint=f"give a {kind.__name__}.") from exc
+            values[name] = _typed(key, value, type(fields[name].default))
         return cls(**values)
 
     def run_config(self) -> dict[str, Any]:
+        """The settings as Flower's flat run config (kebab-case keys)."""
         return {f.name.replace("_", "-"): getattr(self, f.name) for f in dataclasses.fields(self)}
 
     def local(self) -> LocalSettings:
         return LocalSettings(epochs=self.local_epochs, batch_size=self.batch_size, lr=self.lr,
                              weight_decay=self.weight_decay, threads=self.threads or None,
                              text_column=self.text_column, label_column=self.label_column)
+
+
+def _typed(key: str, value: Any, kind: type) -> Any:
+    """``value`` as ``kind``, exactly: no 2.5 taken for 2, no "ture" taken for false."""
+    problem = EdgeftError(f"The fleet setting {key} is {value!r}, not {'an' if kind is int else 'a'} {kind.__name__}.",
+                          where="run config",
+                          hint=f"give a {'true or false' if kind is bool else kind.__name__}.")
+    if kind is bool:
+        if isinstance(value, bool):
+            return value
+        if str(value).lower() in ("true", "false"):
+            return str(value).lower() == "true"
+        raise problem
+    try:
+        number = float(value) if kind in (int, float) and not isinstance(value, bool) else None
+        if kind is int:
+            if number is None or not number.is_integer():
+                raise problem
+            return int(number)
+        return kind(value) if kind is not float else number
+    except (TypeError, ValueError) as exc:
+        raise problem from exc

@@ -45,15 +45,14 @@ def simulate(settings: FleetSettings, data: Path, clients: int, scheme: str = "i
     ``central``: a centralised run's validation history to draw beside the federation's (from
     :func:`centralised`), or None.
     """
-    from flwr.simulation import run_simulation
-
     from edgeft.fleet.client_app import make_client_app
-    from edgeft.fleet.server_app import make_server_app
+    from edgeft.fleet.server_app import check_run_dir, make_server_app
 
     reporter = reporter or Reporter()
     data = Path(data)
     if not data.exists():
         raise EdgeftError(f"The data path {data} does not exist.", where=str(data), hint="check the path.")
+    check_run_dir(settings)
     scratch = Path(tempfile.mkdtemp(prefix="edgeft-fleet-sim-"))
     try:
         parts, counts = split_data(settings, data, clients, scheme, alpha, scratch / "devices")
@@ -65,58 +64,59 @@ def simulate(settings: FleetSettings, data: Path, clients: int, scheme: str = "i
                            min_train_clients=per_round)  # virtual devices do not drop out
         backend = {"client_resources": {"num_cpus": cpus_per_client, "num_gpus": 0.0},
                    "init_args": {"num_cpus": os.cpu_count() or 1, "include_dashboard": False,
-                                 "log_to_driver": False, "logging_level": logging.ERROR}}
-        errors: list[BaseException] = []
-        with _flower_quiet(verbose):
-            run_simulation(server_app=make_server_app(settings, errors),
-                           client_app=make_client_app(settings.run_config()), num_supernodes=clients,
-                           backend_config=backend)
-        if errors:
-            raise errors[0]
-        run_dir = Path(settings.run_dir)
-        summary_path = run_dir / "summary.json"
-        if not summary_path.is_file():
-            raise EdgeftError("The federation ended without writing its run (see Flower's log above).",
-                              where=str(run_dir), hint="run again with -v for Flower's full log.")
-        summary = json.loads(summary_path.read_text(encoding="utf-8"))
-        history = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text(encoding="utf-8").splitlines()]
+                                 "log_to_driver": verbose, "logging_level": logging.INFO if verbose else logging.ERROR}}
         partition_record = {"scheme": scheme, "alpha": alpha if scheme == "dirichlet" else None, "seed": settings.seed,
                             "sizes": parts.sizes(), "label_counts": counts}
-        (run_dir / PARTITION_FILE).write_text(json.dumps(partition_record) + "\n", encoding="utf-8")
-        summary["simulation"] = {"clients": clients, "clients_per_round": per_round, "partition": scheme,
-                                 "alpha": partition_record["alpha"],
-                                 "central": central["after"] if central else None}
-        (run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
-        chart = _plot(history, central, run_dir / PLOT_FILE, summary["metric"]) if plot else None
-        return SimulationResult(summary, history, run_dir, chart)
+        extra = {"simulation": {"clients": clients, "clients_per_round": per_round, "partition": scheme,
+                                "alpha": partition_record["alpha"], "central": central["after"] if central else None}}
+
+        def also(folder: Path, history: list[dict[str, Any]], summary: dict[str, Any]) -> None:
+            (folder / PARTITION_FILE).write_text(json.dumps(partition_record) + "\n", encoding="utf-8")
+            if plot:
+                _plot(history, central, folder / PLOT_FILE, summary["metric"])
+
+        outcome: dict[str, Any] = {}
+        with _process_kept(verbose):
+            from flwr.simulation import run_simulation  # sets a Ray variable on first import: inside the guard
+
+            run_simulation(server_app=make_server_app(settings, outcome, extra, also),
+                           client_app=make_client_app(settings.run_config()), num_supernodes=clients,
+                           backend_config=backend, verbose_logging=verbose)
+        if "error" in outcome:
+            raise outcome["error"]
+        if "summary" not in outcome:
+            raise EdgeftError("The federation ended without writing its run (see Flower's log above).",
+                              where=settings.run_dir, hint="run again with -v for Flower's full log.")
+        run_dir = Path(settings.run_dir)
+        history = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text(encoding="utf-8").splitlines()]
+        return SimulationResult(outcome["summary"], history, run_dir, run_dir / PLOT_FILE if plot else None)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
 
 
-class _flower_quiet:
-    """Flower logs every round at INFO through its own handler, and Ray advises about GPUs: keep
-    both to errors unless ``verbose`` (both put back afterwards)."""
+class _process_kept:
+    """Keep the process as it was: Flower logs every round at INFO and Ray advises about GPUs
+    (both kept to errors unless ``verbose``), and Flower's Ray backend rewrites PYTHONPATH (and
+    Ray other variables) for its workers; the environment and the loggers are put back after."""
+
+    LOGGERS = ("flwr", "ray")
 
     def __init__(self, verbose: bool = False) -> None:
         self.verbose = verbose
 
     def __enter__(self) -> None:
-        self.logger = logging.getLogger("flwr")
-        self.level = self.logger.level
-        self.variable = os.environ.get(_RAY_ADVICE)
+        self.environment = dict(os.environ)
+        self.levels = {name: logging.getLogger(name).level for name in self.LOGGERS}
+        os.environ.setdefault("RAY_ENABLE_UV_RUN_RUNTIME_ENV", "0")  # what importing flwr.simulation sets, each time
         if not self.verbose:
-            self.logger.setLevel(logging.ERROR)
-            os.environ[_RAY_ADVICE] = "0"
+            logging.getLogger("flwr").setLevel(logging.ERROR)
+            os.environ["RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO"] = "0"
 
     def __exit__(self, *exc: Any) -> None:
-        self.logger.setLevel(self.level)
-        if self.variable is None:
-            os.environ.pop(_RAY_ADVICE, None)
-        else:
-            os.environ[_RAY_ADVICE] = self.variable
-
-
-_RAY_ADVICE = "RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO"
+        for name, level in self.levels.items():
+            logging.getLogger(name).setLevel(level)
+        os.environ.clear()
+        os.environ.update(self.environment)
 
 
 def centralised(settings: FleetSettings, data: Path, run_dir: Path, epochs: int) -> dict[str, Any]:
@@ -130,7 +130,7 @@ def centralised(settings: FleetSettings, data: Path, run_dir: Path, epochs: int)
     return train(Path(settings.artifacts), DataOptions(train=Path(data), val=Path(settings.val),
                                                        text_column=settings.text_column,
                                                        label_column=settings.label_column),
-                 run_dir, config, threads=settings.threads or None, force=True, backend="portable")
+                 run_dir, config, threads=settings.threads or None, force=settings.force, backend="portable")
 
 
 def _plot(history: list[dict[str, Any]], central: dict[str, Any] | None, path: Path, metric: str) -> Path:
