@@ -284,9 +284,14 @@ class _Devices:
 def test_a_device_refuses_a_model_its_package_does_not_train(artifacts, fleet_data):
     from edgeft.fleet.client_app import EdgeftClient
 
+    from edgeft.fleet.server_app import Recorder, build_strategy
+
     tensors = list(exported(artifacts).values())
-    with pytest.raises(EdgeftError, match="trains other tensors"):
-        EdgeftClient(artifacts, fleet_data[0]).fit(tensors[:-1], {"tensors": "0" * 16})
+    strategy = build_strategy(FleetSettings(artifacts=str(artifacts)), Recorder(None), tensors, "0" * 16)  # type: ignore
+    config = strategy.inner.on_fit_config_fn(1)  # what the server sends with a round, another model's fingerprint
+    for sent in (tensors[:-1], tensors):
+        with pytest.raises(EdgeftError, match="trains other tensors"):
+            EdgeftClient(artifacts, fleet_data[0]).fit(sent, config)
 
 
 def test_a_taken_run_folder_is_refused_before_any_device_trains(federation, artifacts, fleet_data):

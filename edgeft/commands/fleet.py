@@ -131,25 +131,13 @@ def simulate_command(artifacts: Path, data: Path, clients: int, partition: str, 
     """
     _need_flower()
     _check_inputs(artifacts, data, values["val"])
-    from edgeft.fleet.simulate import centralised, simulate
+    from edgeft.fleet.simulate import simulate
     from edgeft.reporter import CallbackReporter, Reporter
 
     settings = _settings(artifacts, values)
     reporter = Reporter() if as_json else CallbackReporter(lambda text: click.echo(text, err=True))
-    from edgeft.fleet.server_app import check_run_dir
-    from edgeft.outputs import check_output
-
-    check_run_dir(settings)  # both run folders are checked before any training
-    central_dir = Path(settings.run_dir + "-central")
-    baseline = None
-    if central:
-        check_output(central_dir, settings.force, "run", "--run-dir",
-                     keep_hint="pass --force to replace it (and the federated run), or another --run-dir.")
-        reporter.message(f"centralised baseline: training on all of the data ({central_dir})")
-        baseline = centralised(settings, data, central_dir, settings.rounds * settings.local_epochs)
-    reporter.message(f"simulating {clients} devices for {settings.rounds} rounds")
-    result = simulate(settings, data, clients, partition, alpha, central=baseline, plot=not no_plot, reporter=reporter,
-                      verbose=verbose)
+    result = simulate(settings, data, clients, partition, alpha, plot=not no_plot, reporter=reporter, verbose=verbose,
+                      central=settings.rounds * settings.local_epochs if central else None)
     if as_json:
         click.echo(json.dumps({"summary": result.summary, "history": result.history}, indent=2))
         return
@@ -205,9 +193,7 @@ def app_command(folder: Path, artifacts: Path, min_clients: int, min_train_clien
     """
     _need_flower()
     _check_inputs(artifacts, values["val"], *([simulate_data] if simulate_data else []))
-    from edgeft.fleet.app_folder import write_app
-
-    from edgeft.fleet.app_folder import devices_folder
+    from edgeft.fleet.app_folder import devices_folder, write_app
 
     devices = devices_folder(folder) if simulate_data else None
     settings = _settings(artifacts, values, min_available_clients=min_clients,

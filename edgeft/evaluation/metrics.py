@@ -61,6 +61,13 @@ def compute(task: str, outputs: np.ndarray, labels: np.ndarray, num_labels: int)
     return regression(outputs, labels)
 
 
+def better(metric: str, value: float, best: float | None) -> bool:
+    """Whether ``value`` of ``metric`` beats ``best`` (None: nothing yet): the best checkpoint's rule."""
+    if best is None:
+        return True
+    return value > best if HIGHER_IS_BETTER.get(metric, False) else value < best
+
+
 def default_metric(task: str) -> str:
     """The metric early stopping and the best checkpoint follow unless told otherwise."""
     return {"classification": "accuracy", "multi-label": "micro_f1"}.get(task, "rmse")

@@ -6,7 +6,7 @@ backend (onnxruntime and numpy: no torch on the device) and replies with its ten
 encoded update and its example count. Where the device's files are comes from the SuperNode's
 ``--node-config``: ``data`` (its local data file) and ``artifacts`` (its artifact folder or
 device package; default: the run config's). In a simulation each virtual device is a
-``partition-id`` and reads ``device-NNNN.jsonl`` from the run config's ``partitions`` folder.
+``partition-id`` and reads its ``DEVICE_FILE`` from the run config's ``partitions`` folder.
 
 SecAgg+ and client-side clipping are Flower's own mods, applied only to rounds whose server
 asks for them (Flower's mods fail on a round that does not), so one ClientApp serves every
@@ -29,10 +29,8 @@ from flwr.common.secure_aggregation.secaggplus_constants import RECORD_KEY_CONFI
 
 from edgeft.errors import EdgeftError
 from edgeft.fleet import payload
-from edgeft.fleet.global_model import GlobalModel, tensor_fingerprint
-from edgeft.fleet.local import LocalSettings, local_update, open_artifacts, trainable_names
-
-PARTITION_FILE = "device-{:04d}.jsonl"
+from edgeft.fleet.local import LocalSettings, local_update
+from edgeft.fleet.partition import DEVICE_FILE
 
 
 class EdgeftClient(NumPyClient):
@@ -42,35 +40,18 @@ class EdgeftClient(NumPyClient):
         self.artifacts, self.data, self.threads, self.device = Path(artifacts), Path(data), threads, device
 
     def fit(self, parameters: list[np.ndarray], config: dict[str, Any]) -> tuple[list[np.ndarray], int, dict[str, Any]]:
-        manifest = open_artifacts(self.artifacts)
-        names = trainable_names(manifest)
-        if len(parameters) != len(names) or \
-                tensor_fingerprint(names, [p.shape for p in parameters]) != config.get("tensors"):
-            raise EdgeftError(f"This device's package ({self.artifacts}) trains other tensors than the federation's "
-                              f"model.", where=str(self.artifacts),
-                              hint="give every SuperNode a package exported from the server's artifacts.")
         settings = LocalSettings(epochs=int(config["local-epochs"]), batch_size=int(config["batch-size"]),
                                  lr=float(config["lr"]), weight_decay=float(config["weight-decay"]),
                                  threads=self.threads, text_column=str(config["text-column"]),
                                  label_column=str(config["label-column"]))
         # each device shuffles (and drops out) its own way, each round anew, repeatably
         seed = int(np.random.SeedSequence([int(config["seed"]), int(config["round"]), self.device]).generate_state(1)[0])
-        trained, examples, metrics = local_update(self.artifacts, self.data, parameters, settings, seed)
+        trained, examples, metrics = local_update(self.artifacts, self.data, parameters, settings, seed,
+                                                  fingerprint=str(config.get("tensors", "")))
         sent = payload.encode(trained, parameters, str(config["encoding"]))
         metrics["bytes_sent"] = payload.nbytes(sent)
         # with DP every device weighs the same: the noise is calibrated to one clipped update in the average
         return sent, 1 if config.get("uniform") else examples, {k: v for k, v in metrics.items() if v is not None}
-
-    def evaluate(self, parameters: list[np.ndarray], config: dict[str, Any]) -> tuple[float, int, dict[str, Any]]:
-        """The global tensors on this device's own data (federated evaluation, when a server asks)."""
-        model = GlobalModel(self.artifacts, self.data, str(config.get("text-column", "text")),
-                            str(config.get("label-column", "label")), self.threads)
-        try:
-            result = model.evaluate(parameters) or {}
-        finally:
-            model.close()
-        return float(result["loss"]), len(model.val or []), {k: v for k, v in result.items()
-                                                            if isinstance(v, (int, float))}
 
 
 def _node_files(context: Context, defaults: dict[str, Any]) -> tuple[Path, Path]:
@@ -79,7 +60,7 @@ def _node_files(context: Context, defaults: dict[str, Any]) -> tuple[Path, Path]
     if "data" in node:
         data = Path(str(node["data"]))
     elif "partition-id" in node and run.get("partitions"):
-        data = Path(str(run["partitions"])) / PARTITION_FILE.format(int(node["partition-id"]))
+        data = Path(str(run["partitions"])) / DEVICE_FILE.format(int(node["partition-id"]))
     else:
         raise EdgeftError("This SuperNode has no local data.", where="--node-config",
                           hint="start it with --node-config \"data='/path/to/local.csv'\" (and artifacts='...').")

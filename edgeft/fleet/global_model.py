@@ -11,7 +11,6 @@ stayed on the devices) and names the federation's settings as its config.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 import tempfile
@@ -27,18 +26,13 @@ from edgeft.data.examples import ExampleSet
 from edgeft.data.records import read_records
 from edgeft.evaluation import metrics
 from edgeft.evaluation.evaluate import Examples, evaluate
-from edgeft.fleet.local import open_artifacts, trainable_names
+from edgeft.fleet.local import open_artifacts, tensor_fingerprint, trainable_names
 from edgeft.fsutil import atomic_write_text, sha256_file, staged_folder
 from edgeft.manifest import MANIFEST_NAME, TAIL_PREFIX
 from edgeft.outputs import output_check
 from edgeft.run import checkpoints
 from edgeft.run.record import RunRecord
 from edgeft.training.loop import METRICS_FILE, SUMMARY_FILE
-
-
-def tensor_fingerprint(names: Sequence[str], shapes: Sequence[Sequence[int]]) -> str:
-    text = ";".join(f"{name}:{'x'.join(str(int(d)) for d in shape)}" for name, shape in zip(names, shapes, strict=True))
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 class GlobalModel:
@@ -71,7 +65,8 @@ class GlobalModel:
     def fingerprint(self) -> str:
         """What the devices' packages must train: the tensors' names and shapes, hashed (a device
         with another export refuses the round instead of training the wrong tensors)."""
-        return tensor_fingerprint(self.names, [value.shape for value in self.initial()])
+        values = self.trainer.parameters()
+        return tensor_fingerprint(self.names, [values[name].shape for name in self.names])
 
     def load(self, tensors: Sequence[np.ndarray]) -> None:
         self.trainer.load_parameters(dict(zip(self.names, tensors, strict=True)))
@@ -82,11 +77,6 @@ class GlobalModel:
             return None
         self.load(tensors)
         return evaluate(self.trainer, self.val, self.task, len(self.manifest.label_names), self.batch_size)
-
-    def better(self, value: float, best: float | None) -> bool:
-        if best is None:
-            return True
-        return value > best if metrics.HIGHER_IS_BETTER.get(self.metric, False) else value < best
 
     def write_run(self, run_dir: Path, history: list[dict[str, Any]], best: Sequence[np.ndarray] | None,
                   best_round: int | None, final: Sequence[np.ndarray], config: dict[str, Any], force: bool = False,

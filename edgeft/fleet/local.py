@@ -9,6 +9,7 @@ the device keeps nothing of the round but what it sends. It needs onnxruntime an
 
 from __future__ import annotations
 
+import hashlib
 import json
 import tempfile
 from collections.abc import Sequence
@@ -19,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from edgeft.data.examples import DataOptions
+from edgeft.errors import EdgeftError
 from edgeft.evaluation.evaluate import checkpoint_parameters
 from edgeft.manifest import TRAINABLE_KINDS, Manifest, check_fields, load_manifest
 from edgeft.training.loop import METRICS_FILE, TrainConfig, train
@@ -47,20 +49,33 @@ def trainable_names(manifest: Manifest) -> list[str]:
     return [tensor["name"] for tensor in manifest.data["trainable"]["tensors"]]
 
 
+def tensor_fingerprint(names: Sequence[str], shapes: Sequence[Sequence[int]]) -> str:
+    """The trainable tensors' names and shapes, hashed: what a device's package and the server's
+    model must agree on."""
+    text = ";".join(f"{name}:{'x'.join(str(int(d)) for d in shape)}" for name, shape in zip(names, shapes, strict=True))
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
 def open_artifacts(path: Path) -> Manifest:
     """An artifact folder or device package, verified (every file's sha256) once per process use."""
     return check_fields(load_manifest(Path(path), kind=TRAINABLE_KINDS))
 
 
 def local_update(artifacts: Path, data: Path, start: Sequence[np.ndarray], settings: LocalSettings,
-                 seed: int = 0) -> tuple[list[np.ndarray], int, dict[str, Any]]:
+                 seed: int = 0, fingerprint: str | None = None) -> tuple[list[np.ndarray], int, dict[str, Any]]:
     """Train from ``start`` (the global tensors, in :func:`trainable_names` order) on ``data``.
 
-    Returns the trained tensors in the same order, the number of local examples (the weight of
-    this device in FedAvg) and the round's local metrics (training loss, seconds).
+    ``fingerprint``: the server's :func:`tensor_fingerprint`; a package that trains other tensors
+    refuses the round. Returns the trained tensors in the same order, the number of local examples
+    (the weight of this device in FedAvg) and the round's local metrics (training loss, seconds).
     """
-    manifest = open_artifacts(artifacts)
-    names = trainable_names(manifest)
+    # the names only: the training loop verifies every file's hash before it trains, once
+    names = trainable_names(check_fields(load_manifest(Path(artifacts), verify=False, kind=TRAINABLE_KINDS)))
+    if len(start) != len(names) or (fingerprint is not None and
+                                    tensor_fingerprint(names, [np.shape(s) for s in start]) != fingerprint):
+        raise EdgeftError(f"This device's package ({artifacts}) trains other tensors than the federation's model.",
+                          where=str(artifacts), hint="give every SuperNode a package exported from the server's "
+                                                     "artifacts.")
     initial = dict(zip(names, start, strict=True))
     with tempfile.TemporaryDirectory(prefix="edgeft-round-") as scratch:
         summary = train(Path(artifacts), DataOptions(train=Path(data), text_column=settings.text_column,

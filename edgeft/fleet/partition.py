@@ -22,6 +22,7 @@ from edgeft.data.records import Records
 from edgeft.errors import EdgeftError
 
 SCHEMES = ("iid", "dirichlet")
+DEVICE_FILE = "device-{:04d}.jsonl"  # device N's data in a split folder (the ClientApp reads it)
 
 
 @dataclass(frozen=True)
@@ -86,7 +87,7 @@ def write_parts(records: Records, label_names: list[str] | None, parts: Partitio
             value = records.labels[index]
             label = label_names[int(value)] if label_names is not None else np.asarray(value).tolist()
             lines.append(json.dumps({text_column: records.texts[index], label_column: label}, ensure_ascii=False))
-        path = folder / f"device-{number:04d}.jsonl"
+        path = folder / DEVICE_FILE.format(number)
         path.write_text("\n".join(lines) + "\n", encoding="utf-8")
         paths.append(path)
     return paths

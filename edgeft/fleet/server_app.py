@@ -33,6 +33,7 @@ from flwr.server.strategy import (DifferentialPrivacyClientSideFixedClipping, Fe
 from flwr.server.workflow import DefaultWorkflow, SecAggPlusWorkflow
 
 from edgeft.errors import EdgeftError
+from edgeft.evaluation import metrics
 from edgeft.fleet import payload
 from edgeft.fleet.global_model import GlobalModel
 from edgeft.fleet.settings import FleetSettings
@@ -68,7 +69,7 @@ class Recorder:
         self.history.append(entry)
         self.final = [np.array(t, copy=True) for t in tensors]
         value = val.get(self.model.metric)
-        if value is not None and self.model.better(float(value), self.best_value):
+        if value is not None and metrics.better(self.model.metric, float(value), self.best_value):
             self.best, self.best_round, self.best_value = self.final, server_round, float(value)
         return float(val.get("loss", 0.0)), {k: v for k, v in val.items() if isinstance(v, (int, float))}
 
@@ -121,7 +122,8 @@ class Watched(Strategy):
             except ValueError as exc:  # arrays of another model (the devices check, but a reply may still be wrong)
                 failures.append(EdgeftError(f"the device sent arrays that do not fit the model ({exc})"))
                 continue
-            if not all(np.isfinite(t).all() and t.shape == s.shape for t, s in zip(tensors, self._start)):
+            if len(tensors) != len(self._start) or \
+                    not all(np.isfinite(t).all() and t.shape == s.shape for t, s in zip(tensors, self._start)):
                 failures.append(EdgeftError("the device sent infinite or NaN tensors (its training diverged), "
                                             "or tensors of another shape"))
                 continue

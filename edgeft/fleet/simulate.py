@@ -23,6 +23,7 @@ from typing import Any
 from edgeft.errors import EdgeftError
 from edgeft.fleet.partition import split_data
 from edgeft.fleet.settings import FleetSettings
+from edgeft.outputs import check_output
 from edgeft.reporter import Reporter
 
 PLOT_FILE = "accuracy.png"
@@ -38,12 +39,13 @@ class SimulationResult:
 
 
 def simulate(settings: FleetSettings, data: Path, clients: int, scheme: str = "iid", alpha: float = 0.5,
-             central: dict[str, Any] | None = None, plot: bool = True, reporter: Reporter | None = None,
+             central: dict[str, Any] | int | None = None, plot: bool = True, reporter: Reporter | None = None,
              cpus_per_client: float = 1.0, verbose: bool = False) -> SimulationResult:
     """Run ``settings.rounds`` federated rounds over ``clients`` virtual devices sharing ``data``.
 
-    ``central``: a centralised run's validation history to draw beside the federation's (from
-    :func:`centralised`), or None.
+    ``central``: the baseline drawn beside the federation's accuracy: a number of epochs to train
+    centrally on all of ``data`` first (:func:`centralised`, into ``RUN_DIR-central``), or the
+    summary of a centralised run made elsewhere, or None.
     """
     from edgeft.fleet.client_app import make_client_app
     from edgeft.fleet.server_app import check_run_dir, make_server_app
@@ -52,7 +54,14 @@ def simulate(settings: FleetSettings, data: Path, clients: int, scheme: str = "i
     data = Path(data)
     if not data.exists():
         raise EdgeftError(f"The data path {data} does not exist.", where=str(data), hint="check the path.")
-    check_run_dir(settings)
+    check_run_dir(settings)  # both run folders are checked before any training
+    if isinstance(central, int):
+        central_dir = Path(settings.run_dir + "-central")
+        check_output(central_dir, settings.force, "run", "--run-dir",
+                     keep_hint="pass --force to replace it (and the federated run), or another --run-dir.")
+        reporter.message(f"centralised baseline: training on all of the data ({central_dir})")
+        central = centralised(settings, data, central_dir, central)
+    reporter.message(f"simulating {clients} devices for {settings.rounds} rounds")
     scratch = Path(tempfile.mkdtemp(prefix="edgeft-fleet-sim-"))
     try:
         parts, counts = split_data(settings, data, clients, scheme, alpha, scratch / "devices")
@@ -133,7 +142,7 @@ def centralised(settings: FleetSettings, data: Path, run_dir: Path, epochs: int)
                  run_dir, config, threads=settings.threads or None, force=settings.force, backend="portable")
 
 
-def _plot(history: list[dict[str, Any]], central: dict[str, Any] | None, path: Path, metric: str) -> Path:
+def _plot(history: list[dict[str, Any]], central: dict[str, Any] | None, path: Path, metric: str) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -155,4 +164,3 @@ def _plot(history: list[dict[str, Any]], central: dict[str, Any] | None, path: P
     figure.tight_layout()
     figure.savefig(path)
     plt.close(figure)
-    return path

@@ -13,8 +13,8 @@ import math
 import shutil
 import time
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -137,12 +137,6 @@ def _open_trainer(manifest: Manifest, config: TrainConfig, run_dir: Path, thread
                   checkpoint: Path | None, prefix: str, backend: str) -> Trainer:
     return open_trainer(manifest, backend, threads=threads, checkpoint=checkpoint, prefix=prefix,
                         weight_decay=config.weight_decay, work_dir=run_dir, l2sp=config.l2sp)
-
-
-def _better(metric: str, value: float, best: float | None) -> bool:
-    if best is None:
-        return True
-    return value > best if metrics.HIGHER_IS_BETTER.get(metric, False) else value < best
 
 
 def train(artifacts: Path, data: DataOptions, run_dir: Path, config: TrainConfig = TrainConfig(),
@@ -276,7 +270,7 @@ def train(artifacts: Path, data: DataOptions, run_dir: Path, config: TrainConfig
         if val_examples is not None:
             entry["val"] = evaluate(trainer, val_examples, task, num_labels, config.batch_size)
             value = entry["val"][metric]
-            if _better(metric, value, state.best):
+            if metrics.better(metric, value, state.best):
                 state.best, state.best_epoch, state.bad_epochs = value, epoch + 1, 0
                 checkpoint(run_dir / checkpoints.BEST, force_replace=True)
             else:
