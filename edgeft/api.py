@@ -105,7 +105,9 @@ class Metrics:
 
     Classification: ``loss``, ``accuracy``, ``macro_f1``, ``confusion`` (rows: true label,
     columns: predicted). Multi-label: exact-match ``accuracy``, ``micro_f1``, ``macro_f1``.
-    Regression: ``mae``, ``rmse``.
+    Regression: ``mae``, ``rmse``. Embedding: ``recall_at_1`` / ``_5`` / ``_10`` and ``mrr`` (each
+    example a query against the others; ``recall@1`` ... in ``record``). With ``reference=``:
+    ``retention`` (see :mod:`edgeft.evaluation.retention`).
     """
 
     loss: float | None = None
@@ -114,11 +116,16 @@ class Metrics:
     micro_f1: float | None = None
     mae: float | None = None
     rmse: float | None = None
+    recall_at_1: float | None = None
+    recall_at_5: float | None = None
+    recall_at_10: float | None = None
+    mrr: float | None = None
     confusion: list[list[int]] | None = None
     examples: int | None = None
     # with evaluate(by=COLUMN): {"column", "metric", "slices": [{"value", "examples", metrics...}], "worst"}
     by: dict[str, Any] | None = None
     labels: list[str] | None = None
+    retention: dict[str, Any] | None = None
     # the whole record as evaluation wrote it (also the model, checkpoint and data evaluated, and
     # the count of skipped rows: what `edgeft evaluate --json` prints)
     record: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
@@ -128,7 +135,8 @@ class Metrics:
         if values is None:
             return None
         names = {f.name for f in dataclasses.fields(cls)} - {"record"}
-        return cls(**{name: values[name] for name in names if name in values}, record=dict(values))
+        given = {key.replace("@", "_at_"): value for key, value in values.items()}
+        return cls(**{name: given[name] for name in names if name in given}, record=dict(values))
 
 
 @dataclass(frozen=True)
@@ -195,7 +203,7 @@ def _path(value: PathLike | Artifacts | Run | Bundle) -> Path:
 
 def export(model: PathLike | None = None, *, labels: Sequence[str] | PathLike | None = None,
            num_labels: int | None = None, train: str = "last:1", output: PathLike | None = None,
-           device: str | None = None, guard_data: Data | None = None, loss: str = "cross-entropy",
+           device: str | None = None, guard_data: Data | None = None, task: str | None = None, loss: str | None = None,
            optimizer: str = "adamw", max_length: int = 128, inputs: Sequence[str] = (), modality: str | None = None,
            formats: Sequence[str] = ("portable",), dropout: bool = True, l2sp: float | None = None, seed: int = 0,
            max_drop: float | None = None, text_column: str = "text", label_column: str = "label", force: bool = False,
@@ -204,7 +212,9 @@ def export(model: PathLike | None = None, *, labels: Sequence[str] | PathLike | 
 
     ``model``: None or ``"minilm"`` (the built-in all-MiniLM-L6-v2), a transformers folder, an
     ONNX forward model or ``module:factory`` of a PyTorch module (with ``inputs``). ``labels``: the
-    label names, or a .txt / .json file of them. With ``device`` (a profile name, a profile .toml or
+    label names, or a .txt / .json file of them. ``task``: None (the loss's; classification by
+    default) or ``"embedding"`` (the encoder's normalised sentence embedding trains, with the
+    contrastive loss, on (text, group) data). With ``device`` (a profile name, a profile .toml or
     ``"auto"``) the result is a device package for it, its quantized prefix checked on
     ``guard_data``. Output defaults to ``artifacts/NAME`` (``artifacts/NAME-PROFILE``).
     """
@@ -216,7 +226,7 @@ def export(model: PathLike | None = None, *, labels: Sequence[str] | PathLike | 
     columns = _columns(guard_data, text_column, label_column)
     with _data_files(guard=guard_data) as files:
         options = ExportOptions(model=None if model is None else str(model), output=Path(output) if output else None,
-                                train=train, loss=loss, optimizer=optimizer, label_names=names, num_labels=num_labels,
+                                train=train, task=task, loss=loss, optimizer=optimizer, label_names=names, num_labels=num_labels,
                                 max_length=max_length, inputs=list(inputs), modality=modality, seed=seed,
                                 dropout=dropout, l2sp=l2sp, formats=tuple(formats), device=device,
                                 guard_data=files["guard"], max_drop=max_drop, text_column=columns[0],
@@ -271,17 +281,65 @@ def train(artifacts: PathLike | Artifacts, data: Data, *, val: Data | None = Non
 
 def evaluate(model: PathLike | Artifacts | Run | Bundle, data: Data, *, checkpoint: PathLike | None = None,
              batch_size: int = 32, threads: int | None = None, text_column: str = "text",
-             label_column: str = "label", strict: bool = False, backend: str = "auto", by: str | None = None) -> Metrics:
+             label_column: str = "label", strict: bool = False, backend: str = "auto", by: str | None = None,
+             reference: PathLike | Sequence[str] | None = None) -> Metrics:
     """Metrics of an artifact folder, a run (its best checkpoint, or ``checkpoint``) or a bundle
     (the deployed model itself, with onnxruntime alone) on ``data``; with ``by`` (a column of a
-    table or JSONL file) also per value of that column, and the worst such slice (``slices``)."""
+    table or JSONL file) also per value of that column, and the worst such slice (``slices``).
+    ``reference``: texts unrelated to the task (a file as ``predict`` reads it, or a list), on which
+    the fine-tuned outputs are compared with the exported model's (``Metrics.retention``)."""
     if is_inline(data) and by is not None:
         raise EdgeftError("by= reads a column of a data file, and data given in memory holds texts and labels only.",
                           where="by", hint="give the data as a .csv, .tsv or .jsonl file with that column.")
     with _data_files(data=data) as files:
         result = _evaluate_folder(_path(model), files["data"], Path(checkpoint) if checkpoint else None, batch_size,
                                  threads, *_columns(data, text_column, label_column), strict, backend, by)
+    if reference is not None:
+        result["retention"] = _retention(_path(model), Path(checkpoint) if checkpoint else None, reference,
+                                         batch_size, threads, text_column, backend)
     return Metrics.from_dict(result)  # type: ignore[return-value]
+
+
+def _retention(path: Path, checkpoint: Path | None, reference: PathLike | Sequence[str], batch_size: int,
+               threads: int | None, text_column: str, backend: str) -> dict[str, Any]:
+    """The fine-tuned model's outputs on ``reference`` texts against the exported model's."""
+    import numpy as np
+
+    from edgeft.data.records import Records, read_texts
+    from edgeft.evaluation.retention import retention
+
+    if _is_bundle(path):
+        raise EdgeftError("--reference compares a fine-tuned model with its pretrained start, which a bundle does "
+                          "not hold.", where=str(path), hint="evaluate the run folder the bundle was deployed from.")
+    manifest, checkpoint = resolve_model(path, checkpoint)
+    if manifest.data["modality"] != "text":
+        raise EdgeftError("--reference reads texts, and this model takes "
+                          f"{manifest.data['modality']} inputs.", where="--reference", hint="leave out --reference.")
+    where = "reference" if not isinstance(reference, (str, os.PathLike)) else str(reference)
+    if isinstance(reference, (str, os.PathLike)):
+        if not Path(reference).is_file():
+            raise EdgeftError(f"The reference file {reference} does not exist.", where=where, hint="check the path.")
+        texts = read_texts(Path(reference), text_column)
+    else:
+        texts = [str(text) for text in reference]
+    if not texts:
+        raise EdgeftError("The reference holds no texts.", where=where, hint="give texts unrelated to the task.")
+    spec = manifest.data["labels"]["input"]
+    shape = [len(texts) if not isinstance(d, int) else d for d in spec["shape"]]
+    examples = ExampleSet(Records(source=where, texts=texts, labels=np.zeros(shape, dtype=spec["dtype"]),
+                                  places=[f"{where}:{i + 1}" for i in range(len(texts))]), manifest)
+    original = open_trainer(manifest, backend, threads=threads)
+    tuned = open_trainer(manifest, backend, threads=threads)
+    if checkpoint is not None:
+        tuned.load_parameters(checkpoint_parameters(Path(checkpoint)))
+    _, before, _ = predict_examples(original, examples, batch_size)
+    _, after, _ = predict_examples(tuned, examples, batch_size)
+    found = {"reference": where, **retention(manifest.data["task"], before, after)}
+    new = manifest.data["trainable"].get("new") or []
+    if new and manifest.data["task"] != "embedding":
+        found["note"] = (f"{len(new)} trainable tensor(s) are newly initialised (a new head): their outputs before "
+                         "fine-tuning are those of an untrained head, so the change measures the head's training too")
+    return found
 
 
 def deploy(run: PathLike | Run | Artifacts, *, device: str = "auto", output: PathLike | None = None,

@@ -44,7 +44,8 @@ class BuildEntry:
     labels: str | None = None
     num_labels: int | None = None
     train: str = "last:1"
-    loss: str = "cross-entropy"
+    task: str | None = None  # None: the loss's (classification by default); "embedding"
+    loss: str | None = None  # None: the task's default loss
     optimizer: str = "adamw"
     max_length: int = 128
     seed: int = 0
@@ -63,7 +64,7 @@ class BuildEntry:
 
 
 _TYPES: dict[str, tuple[type, ...]] = {
-    "name": (str,), "model": (str,), "labels": (str,), "num_labels": (int,), "train": (str,), "loss": (str,),
+    "name": (str,), "model": (str,), "labels": (str,), "num_labels": (int,), "train": (str,), "task": (str,), "loss": (str,),
     "optimizer": (str,), "max_length": (int,), "seed": (int,), "dropout": (bool,), "l2sp": (float, int),
     "inputs": (list,), "modality": (str,), "formats": (list,), "packages": (list,), "guard_data": (str,),
     "devices": (list,), "val": (str,), "text_column": (str,),
@@ -213,7 +214,7 @@ def run_builds(path: Path, force: bool = False, only: list[str] | None = None,
                 progress(f"{entry.name}: export")
             export_artifacts(ExportOptions(
                 model=model_ref(entry.model, base),
-                output=output, train=entry.train, loss=entry.loss, optimizer=entry.optimizer,
+                output=output, train=entry.train, task=entry.task, loss=entry.loss, optimizer=entry.optimizer,
                 label_names=read_label_file(base / entry.labels) if entry.labels else [],
                 num_labels=entry.num_labels, max_length=entry.max_length, inputs=entry.inputs,
                 modality=entry.modality, seed=entry.seed, dropout=entry.dropout, l2sp=entry.l2sp,

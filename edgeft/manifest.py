@@ -266,11 +266,11 @@ def check_fields(manifest: Manifest) -> Manifest:
     file) so that a damaged or hand-edited manifest is one clear error naming the field instead
     of a failure deep inside a run.
     """
-    from edgeft.tasks import LOSSES, OPTIMIZERS, label_input
+    from edgeft.tasks import LOSSES, OPTIMIZERS, TASKS, label_input
 
     check = _Fields(manifest)
     data = manifest.data
-    task = check.choice("task", ("classification", "multi-label", "regression"))
+    task = check.choice("task", TASKS)
     modality = check.choice("modality", ("text", "image", "tensor"))
     loss = check.choice("loss", tuple(LOSSES))
     if LOSSES[loss].task != task:
@@ -290,7 +290,9 @@ def check_fields(manifest: Manifest) -> Manifest:
     width = check.count("output.shape[-1]", shape, -1)
     labels = check.get("labels", dict)
     names = check.strings("labels.names", labels, "names", unique=True)
-    if task != "regression" and len(names) != width:
+    if task == "embedding" and names:
+        raise check.fail("labels.names", f"lists {len(names)} labels, but an embedding has none")
+    if task in ("classification", "multi-label") and len(names) != width:
         raise check.fail("labels.names", f"lists {len(names)} labels, but the model has {width} outputs")
     settings = check.get("preprocessing", dict)
     expected = {"text": "tokenizer", "image": "image"}.get(modality)

@@ -14,7 +14,7 @@ class LossInfo:
     """A loss edgeft can build, and the labels it expects."""
 
     name: str
-    task: str  # "classification", "multi-label" or "regression"
+    task: str  # "classification", "multi-label", "regression" or "embedding"
     label_dtype: str
     per_output_labels: bool  # labels have shape [batch, outputs] rather than [batch]
     description: str
@@ -27,7 +27,17 @@ LOSSES: dict[str, LossInfo] = {
                     "multi-label classification (sigmoid binary cross-entropy with logits)"),
     "mse": LossInfo("mse", "regression", "float32", True, "regression (mean squared error)"),
     "l1": LossInfo("l1", "regression", "float32", True, "regression (mean absolute error)"),
+    "contrastive": LossInfo("contrastive", "embedding", "int64", False,
+                            "sentence embedding (multiple-negatives ranking: in-batch negatives, temperature "
+                            "0.05); labels are groups of texts that belong together"),
 }
+
+TASKS = ("classification", "multi-label", "regression", "embedding")
+DEFAULT_LOSS = {"classification": "cross-entropy", "multi-label": "bce", "regression": "mse", "embedding": "contrastive"}
+
+# The contrastive loss's temperature: similarities are cosines divided by it (sentence-transformers'
+# MultipleNegativesRankingLoss uses scale 20, i.e. 0.05, and few users ever change it).
+TEMPERATURE = 0.05
 
 OPTIMIZERS: dict[str, str] = {
     "adamw": "AdamW with decoupled weight decay",

@@ -1,8 +1,9 @@
 #!/usr/bin/env python
 """Mutation testing of the code whose bugs lose work or ship a bad model: resume, checkpoint
-verification and the accuracy guard. Do the tests notice a plausible bug?
+verification, the accuracy guard and the embedding task's loss, batches and metrics. Do the
+tests notice a plausible bug?
 
-Usage: python tools/mutants.py [--only resume verify guard] [--list] [--json] [--keep-going]
+Usage: python tools/mutants.py [--only resume verify guard embedding] [--list] [--json] [--keep-going]
 
 Each mutant below is one hand-written plausible bug (a line changed as a person might get it
 wrong). The script copies the repository (tracked and new files) to a temporary folder, checks
@@ -48,6 +49,7 @@ AREAS = {
               "tests/test_deploy.py::test_accuracy_guard_falls_back_with_zero_tolerance",
               "tests/test_deploy.py::test_quantized_bundle_is_smaller_and_accurate",
               "tests/test_deploy.py::test_every_profile_deploys_and_predicts"],
+    "embedding": ["tests/test_embedding.py"],
 }
 
 
@@ -63,6 +65,8 @@ class Mutant:
 
 LOOP, CHECKPOINTS, STATE = "edgeft/training/loop.py", "edgeft/run/checkpoints.py", "edgeft/backends/state.py"
 GUARD, PIPELINE = "edgeft/deployment/guard.py", "edgeft/deployment/pipeline.py"
+LOSSES, BATCHING, METRICS = "edgeft/exporting/losses.py", "edgeft/data/batching.py", "edgeft/evaluation/metrics.py"
+RECORDS, SPLIT = "edgeft/data/records.py", "edgeft/data/split.py"
 RESUME_LINE = "    latest = checkpoints.latest(run_dir) if resume else None\n"
 STEP_CHECKPOINT = "                    checkpoint(checkpoints.step_folder(run_dir, state.step))\n"
 
@@ -140,17 +144,36 @@ MUTANTS = [
     Mutant("guard", "a drop equal to the tolerance is refused", PIPELINE,
            "            accepted = drop <= max_drop + 1e-9", "            accepted = drop < max_drop"),
     Mutant("guard", "the drop is measured the wrong way round", GUARD,
-           '    return 100.0 * (reference["accuracy"] - candidate["accuracy"])',
-           '    return 100.0 * (candidate["accuracy"] - reference["accuracy"])'),
+           '    return 100.0 * (reference[metric] - candidate[metric])',
+           '    return 100.0 * (candidate[metric] - reference[metric])'),
     Mutant("guard", "the regression drop is absolute, not relative", GUARD,
-           '        return 100.0 * (candidate["rmse"] - reference["rmse"]) / max(reference["rmse"], 1e-12)',
-           '        return 100.0 * (candidate["rmse"] - reference["rmse"])'),
+           '        return 100.0 * (candidate[metric] - reference[metric]) / max(reference[metric], 1e-12)',
+           '        return 100.0 * (candidate[metric] - reference[metric])'),
     Mutant("guard", "the guard judges the validation examples alone, without the top-up", PIPELINE,
            "            drop = quality_drop(task, fp32_guard, quant_guard)",
            "            drop = quality_drop(task, fp32_metrics, quant_metrics)"),
     Mutant("guard", "the guard check is not topped up for a small validation set", PIPELINE,
            "        extra_set = _guard_top_up(train, val, examples_needed(task, max_drop))",
            "        extra_set = None"),
+    # --- the embedding task -------------------------------------------------------------------------------
+    Mutant("embedding", "an example counts itself as its positive", LOSSES,
+           'helper.make_node("And", [n["same"], n["others"]], [n["positive"]])',
+           'helper.make_node("And", [n["same"], n["same"]], [n["positive"]])'),
+    Mutant("embedding", "the temperature multiplies instead of dividing", LOSSES,
+           'np.array(1.0 / temperature, np.float32)', 'np.array(temperature, np.float32)'),
+    Mutant("embedding", "batches are dealt one example at a time, groups scattered", BATCHING,
+           "        cut = [group[start:start + 2] for start in range(0, len(group), 2)]",
+           "        cut = [[index] for index in group]"),
+    Mutant("embedding", "a query retrieves itself", METRICS, "    np.fill_diagonal(similarity, -np.inf)\n", ""),
+    Mutant("embedding", "the two texts of a pair land in different groups", RECORDS,
+           '            values += [labels.group(f"pair {place}")] * 2',
+           '            values += [labels.group(f"pair {place}"), labels.group(f"pair {place} b")]'),
+    Mutant("embedding", "the validation split cuts pairs in two", SPLIT,
+           "for m in members if len(m) >= 4]", "for m in members if len(m) >= 2]"),
+    Mutant("embedding", "a long batch runs in pieces (in-batch negatives lost)", LOOP,
+           "if trainer.weighted_steps and not contrastive else", "if trainer.weighted_steps else"),
+    Mutant("embedding", "the guard tops up with scattered examples", PIPELINE,
+           '    if train.manifest.data["task"] == "embedding":', '    if False:'),
 ]
 
 

@@ -22,14 +22,25 @@ from edgeft.commands.common import data_options
 @data_options
 @click.option("--by", metavar="COLUMN", help="Also report the metrics per value of this column of DATA (a slice: "
                                             "a user, a source, a dialect) and name the worst slice.")
+@click.option("--reference", type=click.Path(path_type=Path),
+              help="Texts unrelated to the task (.txt lines, or the text column of .csv/.tsv/.jsonl): also report how "
+                   "far the fine-tuned outputs (embeddings) moved from the exported model's on them.")
 @click.option("--json", "as_json", is_flag=True, help="Print the metrics as JSON on stdout.")
 def command(model: Path, data: Path, checkpoint: Path | None, batch_size: int, threads: int | None, backend: str,
-            text_column: str, label_column: str, strict: bool, by: str | None, as_json: bool) -> None:
+            text_column: str, label_column: str, strict: bool, by: str | None, reference: Path | None,
+            as_json: bool) -> None:
     """Evaluate MODEL (an artifact folder, a run folder from edgeft train, or a bundle from edgeft
     deploy, with onnxruntime alone) on DATA.
 
     Classification: loss, accuracy, macro-F1 and the confusion matrix; multi-label: exact-match
-    accuracy and F1; regression: MAE and RMSE.
+    accuracy and F1; regression: MAE and RMSE; embedding: retrieval, each example a query
+    against the others, found when a member of its group (DATA's label column, or the other text
+    of a pair) ranks first (recall@1), among the first 5 or 10, and the mean reciprocal rank.
+
+    --reference FILE measures knowledge retention: the exported and the fine-tuned model run over
+    FILE's texts (unrelated to the task) and the change is reported (embeddings: cosine similarity,
+    pairwise-similarity correlation, nearest neighbour kept; classifiers: top label kept,
+    probability shift).
 
     \b
     Examples:
@@ -38,6 +49,7 @@ def command(model: Path, data: Path, checkpoint: Path | None, batch_size: int, t
       edgeft evaluate artifacts/runs/minilm test.jsonl --json | jq .accuracy
       edgeft evaluate artifacts/bundles/minilm-raspberry-pi-5 data/test.csv   # the quantized model
       edgeft evaluate artifacts/runs/minilm data/test.csv --by speaker    # per speaker, the worst named
+      edgeft evaluate artifacts/runs/notes queries.csv --reference unrelated.txt   # what it kept
     """
     from rich.table import Table
 
@@ -46,7 +58,7 @@ def command(model: Path, data: Path, checkpoint: Path | None, batch_size: int, t
 
     result = api.evaluate(model, data, checkpoint=checkpoint, batch_size=batch_size, threads=threads,
                           text_column=text_column, label_column=label_column, strict=strict, backend=backend,
-                          by=by).record
+                          by=by, reference=reference).record
     if as_json:
         click.echo(json.dumps(result, indent=2))
         return
@@ -71,6 +83,36 @@ def command(model: Path, data: Path, checkpoint: Path | None, batch_size: int, t
         stdout.print(matrix)
     if result.get("by"):
         _print_slices(result["by"])
+    if result.get("retention"):
+        _print_retention(result["retention"])
+
+
+def _print_retention(found: dict) -> None:
+    """The retention section: each measure, and what it means."""
+    from rich.markup import escape
+    from rich.table import Table
+
+    from edgeft.report import stderr, stdout
+
+    meaning = {"mean_cosine": "cosine of each text's embeddings before / after (1: unchanged)",
+               "min_cosine": "the text that moved most",
+               "similarity_correlation": "how the texts relate to each other, kept (1: as before)",
+               "neighbour_kept": "texts whose nearest other text is unchanged",
+               "top_label_kept": "texts whose top label is unchanged",
+               "labels_kept": "texts whose labels above 0.5 are unchanged",
+               "probability_shift": "how far the probabilities moved (0: not at all)",
+               "mean_abs_change": "mean absolute change of the outputs",
+               "relative_change": "that change over the outputs' spread"}
+    table = Table(title=f"Retention on {found['texts']} reference texts of {escape(found['reference'])}",
+                  title_justify="left")
+    for column in ("measure", "value", "meaning"):
+        table.add_column(column, justify="right" if column == "value" else "left")
+    for key, value in found.items():
+        if isinstance(value, float):
+            table.add_row(key, f"{value:.4f}", meaning.get(key, ""))
+    stdout.print(table)
+    if found.get("note"):
+        stderr.print(f"[yellow]note:[/] {escape(found['note'])}")
 
 
 def _print_slices(by: dict) -> None:

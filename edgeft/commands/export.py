@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from edgeft.tasks import LOSSES, OPTIMIZERS
+from edgeft.tasks import LOSSES, OPTIMIZERS, TASKS
 
 
 @click.command(name="export", context_settings={"max_content_width": 100})
@@ -16,7 +16,12 @@ from edgeft.tasks import LOSSES, OPTIMIZERS
 @click.option("--name", help="Name recorded in the manifest [default: from the model].")
 @click.option("--train", "train", default="last:1", show_default=True,
               help="What trains: head, last:N (last N blocks + head) or a regular expression on parameter names.")
-@click.option("--loss", type=click.Choice(list(LOSSES)), default="cross-entropy", show_default=True)
+@click.option("--task", type=click.Choice(list(TASKS)),
+              help="What the model learns [default: the loss's, classification]. embedding fine-tunes a text "
+                   "encoder's own sentence embedding (mean pooling, normalised, no head) on texts that belong "
+                   "together: (text, group) rows or (text, positive) pairs.")
+@click.option("--loss", type=click.Choice(list(LOSSES)),
+              help="Training loss [default: the task's: cross-entropy, bce, mse or contrastive].")
 @click.option("--optimizer", type=click.Choice(list(OPTIMIZERS)), default="adamw", show_default=True)
 @click.option("--labels", "labels_file", type=click.Path(path_type=Path),
               help="Label names: a .txt file (one per line) or a .json list. Sets the number of outputs.")
@@ -52,7 +57,8 @@ from edgeft.tasks import LOSSES, OPTIMIZERS
                    "and what --train selects, and stop (nothing is written).")
 @click.option("-v", "--verbose", is_flag=True, help="List every parameter tensor, not one row per block.")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON summary on stdout instead of tables.")
-def command(model: str | None, output: Path | None, name: str | None, train: str, loss: str, optimizer: str,
+def command(model: str | None, output: Path | None, name: str | None, train: str, task: str | None,
+            loss: str | None, optimizer: str,
             labels_file: Path | None, num_labels: int | None, max_length: int, inputs: tuple[str, ...],
             modality: str | None, no_dropout: bool, l2sp: float | None, formats: tuple[str, ...], device: str | None,
             guard_data: Path | None, max_drop: float | None, text_column: str, label_column: str, seed: int,
@@ -73,6 +79,7 @@ def command(model: str | None, output: Path | None, name: str | None, train: str
       edgeft export model.onnx --train 'classifier|layer\\.11\\.'
       edgeft export mypkg.nets:build --input x:float32:batch,16 --loss mse
       edgeft export --labels labels.txt --train last:2 --l2sp 0.01
+      edgeft export --task embedding --train last:1   # on-device search over your own texts
       edgeft export --labels labels.txt --format portable --format ort-training
       edgeft export --labels labels.txt --device raspberry-pi-5 --guard-data train.csv
       edgeft export ./my-bert --list-parameters --train 'layer\\.11\\.'   # check a regex first
@@ -86,7 +93,7 @@ def command(model: str | None, output: Path | None, name: str | None, train: str
         from edgeft.exporting.artifacts import ExportOptions
         from edgeft.labels import read_label_file
 
-        _list_parameters(ExportOptions(model=model, train=train, label_names=read_label_file(labels_file)
+        _list_parameters(ExportOptions(model=model, train=train, task=task, loss=loss, label_names=read_label_file(labels_file)
                                        if labels_file else [], num_labels=num_labels, max_length=max_length,
                                        inputs=list(inputs), modality=modality, seed=seed, dropout=not no_dropout),
                          as_json)
@@ -94,7 +101,7 @@ def command(model: str | None, output: Path | None, name: str | None, train: str
 
     def run(progress=None):  # -> ExportResult
         return api.export(model, labels=labels_file, num_labels=num_labels, train=train, output=output, device=device,
-                          guard_data=guard_data, loss=loss, optimizer=optimizer, max_length=max_length, inputs=inputs,
+                          guard_data=guard_data, task=task, loss=loss, optimizer=optimizer, max_length=max_length, inputs=inputs,
                           modality=modality, formats=formats or ("portable",), dropout=not no_dropout, l2sp=l2sp,
                           seed=seed, max_drop=max_drop, text_column=text_column, label_column=label_column,
                           force=force, name=name, progress=progress).built

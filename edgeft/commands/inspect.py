@@ -46,7 +46,9 @@ def command(folder: Path, as_json: bool) -> None:
             ("format", str(data.get("format_version"))), ("source", json.dumps(data.get("source", {}))),
             ("task", f"{data.get('task')} ({data.get('modality')}), loss {data.get('loss')}, optimizer {data.get('optimizer')}"),
             ("inputs", ", ".join(f"{i['name']} {i['dtype']}[{','.join(map(str, i['shape']))}]" for i in data.get("inputs", []))),
-            ("labels", f"{len(labels)}: " + ", ".join(labels[:8]) + (" ..." if len(labels) > 8 else "")),
+            ("labels", f"none: a {data['output']['shape'][-1]}-dimensional embedding, trained on groups of texts"
+             if data.get("task") == "embedding" else
+             f"{len(labels)}: " + ", ".join(labels[:8]) + (" ..." if len(labels) > 8 else "")),
             ("trainable", f"{trainable.get('spec')}: {len(tensors)} tensors, "
                           f"{_count(trainable.get('parameters'))} parameters ({_count(trainable.get('frozen_parameters'))} frozen)"),
             ("versions", ", ".join(f"{k} {v}" for k, v in tool.items())),

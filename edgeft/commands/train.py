@@ -59,7 +59,9 @@ def command(artifacts: Path, data: Path, val: Path | None, val_fraction: float, 
     """Fine-tune the trainable layers of ARTIFACTS on DATA, on this machine's CPU.
 
     DATA is a CSV, TSV or JSONL file with a text and a label column, a folder of images with one
-    subfolder per class, or an .npz file of model inputs and `labels`. When only the last layers
+    subfolder per class, or an .npz file of model inputs and `labels`. For an embedding model
+    (export --task embedding) the label column names each text's group (texts that should embed
+    close together), or the file has a `positive` column instead: (text, positive) pairs. When only the last layers
     train, the frozen part runs once per example and later epochs cost only the tail.
     Checkpoints are written after every epoch; a killed run continues with --resume, with either
     backend.
@@ -71,6 +73,7 @@ def command(artifacts: Path, data: Path, val: Path | None, val_fraction: float, 
       edgeft train artifacts/minilm data.csv --run-dir runs/a --resume
       edgeft train artifacts/minilm few.csv --l2sp 0.1   # few examples: stay near the pretrained weights
       edgeft train artifacts/minilm data.csv --backend portable   # plain onnxruntime, e.g. aarch64
+      edgeft train artifacts/minilm-embedding pairs.jsonl --epochs 8 --lr 3e-4   # {"text": ..., "positive": ...}
     """
     from edgeft import api
     from edgeft.progress import RichReporter, summary_table

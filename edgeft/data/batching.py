@@ -54,3 +54,36 @@ def token_pieces(batch: np.ndarray, lengths: np.ndarray, max_tokens: int) -> lis
             start, longest = end, int(lengths[batch[end]])
     pieces.append(batch[start:])
     return pieces
+
+
+def grouped_batches(groups: np.ndarray, batch_size: int, rng: np.random.Generator) -> list[np.ndarray]:
+    """Shuffled batches for the embedding task's in-batch contrastive loss (every index once).
+
+    An example teaches only when a member of its group shares its batch, and random batches of
+    32 from 77 groups would rarely hold one. So each group's members (in random order) are dealt
+    in twos (an odd group ends with a three; a group of one stays alone and serves as a negative),
+    the units are shuffled, and batches are filled with whole units, which keeps the other units
+    of a batch as its negatives. The result depends only on ``groups``, ``batch_size`` and the
+    state of ``rng``."""
+    groups = np.asarray(groups)
+    order = rng.permutation(len(groups))
+    members: dict[int, list[int]] = {}
+    for index in order:
+        members.setdefault(int(groups[index]), []).append(int(index))
+    units: list[list[int]] = []
+    for group in members.values():
+        cut = [group[start:start + 2] for start in range(0, len(group), 2)]
+        if len(cut) > 1 and len(cut[-1]) == 1:
+            last = cut.pop()
+            cut[-1] += last
+        units += cut
+    batches: list[list[int]] = []
+    current: list[int] = []
+    for unit in (units[i] for i in rng.permutation(len(units))):
+        if current and len(current) + len(unit) > batch_size:
+            batches.append(current)
+            current = []
+        current = current + unit
+    if current:
+        batches.append(current)
+    return [np.array(batch, dtype=np.int64) for batch in batches]

@@ -14,7 +14,7 @@ import numpy as np
 
 from edgeft.data.encode import ImageEncoder, TextEncoder
 from edgeft.data.records import Records, read_records
-from edgeft.data.split import stratified_split
+from edgeft.data.split import grouped_split, stratified_split
 from edgeft.errors import EdgeftError
 from edgeft.manifest import Manifest
 from edgeft.reporter import Reporter
@@ -102,14 +102,15 @@ def _read(path: Path, manifest: Manifest, data: DataOptions, reporter: Reporter)
 
 def load_examples(manifest: Manifest, data: DataOptions, val_fraction: float, seed: int,
                   reporter: Reporter) -> tuple[ExampleSet, ExampleSet | None]:
-    """Training and validation examples: validation from ``data.val``, else a stratified split of
-    ``val_fraction`` of the training data seeded with ``seed`` (training and deployment make the
+    """Training and validation examples: validation from ``data.val``, else a stratified (embedding:
+    grouped) split of ``val_fraction`` of the training data seeded with ``seed`` (training and deployment make the
     same split of a run's data)."""
     records = _read(data.train, manifest, data, reporter)
     if data.val is not None:
         val_records: Records | None = _read(data.val, manifest, data, reporter)
     elif val_fraction > 0 and len(records) >= 10:
-        train_idx, val_idx = stratified_split(records.labels, val_fraction, seed)
+        split = grouped_split if manifest.data["task"] == "embedding" else stratified_split
+        train_idx, val_idx = split(records.labels, val_fraction, seed)
         skipped = records.skipped
         records, val_records = records.subset(train_idx), records.subset(val_idx)
         records.skipped = skipped  # the file's skipped rows, listed once, with the training part

@@ -22,6 +22,11 @@ class LabelReader:
         self.index = {name: i for i, name in enumerate(self.names)}
         # Models exported without label names accept plain class numbers too.
         self.numbered = self.names == [f"LABEL_{i}" for i in range(len(self.names))]
+        self.groups: dict[str, int] = {}  # embedding: each group's number, in order of appearance
+
+    def group(self, raw: Any) -> int:
+        """An embedding example's group (any name or number: the texts that belong together)."""
+        return self.groups.setdefault(str(raw).strip(), len(self.groups))
 
     def _hint(self) -> str:
         shown = ", ".join(repr(name) for name in self.names[:5])
@@ -64,6 +69,8 @@ class LabelReader:
         """A CSV/TSV cell: a label name; names split by | or ; (multi-label); numbers split by spaces or commas."""
         if self.task == "classification":
             return self.class_index(raw, place)
+        if self.task == "embedding":
+            return self.group(raw)
         if self.task == "multi-label":
             return self._names(raw, place)
         return self._floats(re.split(r"[\s,]+", raw.strip()), place)
@@ -72,6 +79,12 @@ class LabelReader:
         """A JSONL value: a name or class number; a list of names (multi-label); a number or list of numbers."""
         if isinstance(value, str):
             return self.from_text(value, place)
+        if self.task == "embedding":
+            if not isinstance(value, (str, int)) or isinstance(value, bool):
+                raise EdgeftError(f"The group in {place} must be a name or a number, not {value!r}.", where=place,
+                                  hint="give each text a group (e.g. an intent, a topic, a note's id): texts of a "
+                                       "group should embed close together.")
+            return self.group(value)
         if self.task == "regression":
             items = value if isinstance(value, list) else [value]
             if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in items):
@@ -97,6 +110,8 @@ class LabelReader:
     def from_array(self, path: str, labels: np.ndarray) -> np.ndarray:
         """npz labels, already of the labels tensor's shape and dtype, checked: class numbers for
         classification, [N, K] 0/1 or finite targets otherwise."""
+        if self.task == "embedding":
+            return labels
         if self.task == "classification":
             bad = np.flatnonzero((labels < 0) | (labels >= len(self.names)))
             if bad.size:
@@ -116,6 +131,6 @@ class LabelReader:
 
     def stack(self, values: list[Any]) -> np.ndarray:
         """The labels tensor of the examples read: int64 [N], or float32 [N, K]."""
-        if self.task == "classification":
+        if self.task in ("classification", "embedding"):
             return np.array(values, dtype=np.int64)
         return np.stack(values).astype(np.float32, copy=False)

@@ -24,6 +24,7 @@ from edgeft.errors import EdgeftError
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp")
 TEXT_SUFFIXES = (".csv", ".tsv", ".jsonl")
 FORMATS = ".csv, .tsv or .jsonl (text), .npz (arrays), or a folder of images with one subfolder per class"
+PAIR_COLUMN = "positive"  # embedding data as (text, positive) pairs: a column of texts that match the text column
 
 
 @dataclass
@@ -80,6 +81,10 @@ def read_records(path: Path | str, manifest: dict[str, Any], text_column: str = 
     if modality != "text":
         raise EdgeftError(f"{path} holds text rows, but this model takes {modality} inputs.", where=str(path),
                           hint=_expected(manifest))
+    columns = _columns(path) if labels.task == "embedding" else []
+    pairs = label_column not in columns and PAIR_COLUMN in columns
+    if pairs:
+        label_column = PAIR_COLUMN
     rows = _json_rows(path, text_column, label_column) if suffix == ".jsonl" else \
         _table_rows(path, "\t" if suffix == ".tsv" else ",", text_column, label_column)
     texts: list[str] = []
@@ -94,9 +99,15 @@ def read_records(path: Path | str, manifest: dict[str, Any], text_column: str = 
         if missing:
             _skip(place, "missing " + " and ".join(missing), skipped, strict)
             continue
-        if not isinstance(text, str):
-            raise EdgeftError(f"The text in {place} is {type(text).__name__}, not a string.", where=place,
-                              hint=f"write the {text_column!r} value as a JSON string.")
+        for value, column in [(text, text_column)] + ([(label, label_column)] if pairs else []):
+            if not isinstance(value, str):
+                raise EdgeftError(f"The text in {place} is {type(value).__name__}, not a string.", where=place,
+                                  hint=f"write the {column!r} value as a JSON string.")
+        if pairs:  # the two texts of a pair make a group of two
+            texts += [text, label]
+            values += [labels.group(f"pair {place}")] * 2
+            places += [place, place]
+            continue
         texts.append(text)
         values.append(labels.from_json(label, place) if suffix == ".jsonl" else labels.from_text(label, place))
         places.append(place)
@@ -140,6 +151,29 @@ def read_column(path: Path | str, column: str, option: str = "--by") -> dict[str
     rows = _json_rows(path, column, None, option) if suffix == ".jsonl" else \
         _table_rows(path, "\t" if suffix == ".tsv" else ",", column, None, option)
     return {place: "" if _is_missing(value) else str(value) for place, value, _, _ in rows}
+
+
+def _columns(path: Path) -> list[str]:
+    """The column names of a CSV or TSV file's header, or the keys of a JSONL file's objects."""
+    suffix = path.suffix.lower()
+    if suffix == ".jsonl":
+        keys: dict[str, None] = {}
+        for line in _read_text(path).split("\n"):
+            try:
+                record = json.loads(line) if line.strip() else None
+            except ValueError:  # the row reader reports it with its line
+                continue
+            if isinstance(record, dict):
+                keys.update(dict.fromkeys(record))
+        return list(keys)
+    delimiter = "\t" if suffix == ".tsv" else ","
+    quoting = csv.QUOTE_NONE if delimiter == "\t" else csv.QUOTE_MINIMAL
+    try:
+        reader = csv.reader(io.StringIO(_read_text(path), newline=""), delimiter=delimiter, quoting=quoting)
+        header = next((row for row in reader if row), [])
+    except csv.Error:  # the row reader reports it with its line
+        return []
+    return [name.strip() for name in header]
 
 
 def _expected(manifest: dict[str, Any]) -> str:

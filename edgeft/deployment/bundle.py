@@ -23,7 +23,9 @@ class Prediction:
     ``label`` and ``score``: the top label and its probability (classification), or the first
     label above 0.5 (multi-label; None when none is); ``scores``: every label's probability, best
     first (classification), or the labels above 0.5 (multi-label); ``values``: the outputs of a
-    regression model (``label`` and ``score`` are then None).
+    regression model, or an embedding model's normalised vector (``label`` and ``score`` are then
+    None); ``matches``: the nearest corpus entries and their cosine similarity, best first
+    (:meth:`Bundle.search`).
     """
 
     input: str
@@ -31,6 +33,7 @@ class Prediction:
     score: float | None
     scores: dict[str, float] = field(default_factory=dict)
     values: list[float] | None = None
+    matches: list[tuple[str, float]] = field(default_factory=list)
 
     def top(self, k: int) -> list[tuple[str, float]]:
         """The ``k`` best labels and their scores."""
@@ -110,7 +113,7 @@ class Bundle:
 
     def prediction(self, item: str, row: np.ndarray) -> Prediction:
         """One row of scores as a :class:`Prediction`, with the bundle's label names."""
-        if self.task == "regression":
+        if self.task in ("regression", "embedding"):
             return Prediction(item, None, None, values=[float(v) for v in row])
         order = np.argsort(-row, kind="stable")
         if self.task == "multi-label":
@@ -119,9 +122,32 @@ class Bundle:
         best = next(iter(ranked.items()), (None, None))
         return Prediction(item, best[0], best[1], ranked)
 
+    def search(self, queries: str | Sequence[str], corpus: Sequence[str], k: int = 3,
+               batch_size: int = 32) -> list[Prediction]:
+        """For an embedding bundle: each query's ``k`` nearest entries of ``corpus`` (texts) by
+        cosine similarity, in :attr:`Prediction.matches`, with the query's embedding in ``values``.
+        Embeddings are normalised, so the similarity is a dot product."""
+        if self.task != "embedding":
+            raise EdgeftError(f"This bundle's model is {self.task}: it predicts labels, it does not embed texts.",
+                              where=str(self.folder), hint="search with a bundle of a model exported with "
+                                                           "--task embedding, or predict without a corpus.")
+        corpus = list(corpus)
+        if not corpus:
+            raise EdgeftError("The corpus is empty.", where="corpus", hint="give the texts to search among.")
+        names = [queries] if isinstance(queries, str) else [str(q) for q in queries]
+        found = self.scores(names, batch_size)
+        entries = self.scores(corpus, batch_size)
+        similarity = found @ entries.T
+        results = []
+        for name, vector, row in zip(names, found, similarity):
+            best = np.argsort(-row, kind="stable")[:k]
+            results.append(Prediction(name, None, None, values=[float(v) for v in vector],
+                                      matches=[(corpus[i], float(row[i])) for i in best]))
+        return results
+
     def scores(self, items: Sequence[str], batch_size: int = 32) -> np.ndarray:
         """Scores per item (a text, or an image path): probabilities (classification,
-        multi-label) or values (regression), one row per item."""
+        multi-label), values (regression) or the embedding, one row per item."""
         items = list(items)
         outputs = [self._run(self.encode(items[start : start + batch_size])) for start in range(0, len(items), batch_size)]
         return self._scores(outputs)
@@ -150,7 +176,8 @@ class Bundle:
         return self.session.run(None, {n: feed[n] for n in self.input_names})[0]
 
     def _scores(self, outputs: list[np.ndarray]) -> np.ndarray:
-        return scores(self.task, np.concatenate(outputs)) if outputs else np.zeros((0, len(self.labels)))
+        width = int(self.manifest.data["output"]["shape"][-1])
+        return scores(self.task, np.concatenate(outputs)) if outputs else np.zeros((0, width))
 
 
 TEXT_FILE_SUFFIXES = (".txt", ".csv", ".tsv", ".jsonl")

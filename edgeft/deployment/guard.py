@@ -40,11 +40,18 @@ def ladder(recipe: Any, head_patterns: list[str]) -> Iterator[tuple[str, Any]]:
         yield "no quantization (fp32)", dataclasses.replace(recipe, mode="none")
 
 
+def guarded_metric(task: str) -> str:
+    """The metric the guard compares: accuracy, RMSE (regression) or recall@1 (embedding: the share
+    of queries whose nearest neighbour is of their group, which quantization noise flips first)."""
+    return {"regression": "rmse", "embedding": "recall@1"}.get(task, "accuracy")
+
+
 def quality_drop(task: str, reference: dict[str, Any], candidate: dict[str, Any]) -> float:
-    """Accuracy lost in percentage points (regression: RMSE increase in percent)."""
+    """Accuracy (embedding: recall@1) lost in percentage points (regression: RMSE increase in percent)."""
+    metric = guarded_metric(task)
     if task == "regression":
-        return 100.0 * (candidate["rmse"] - reference["rmse"]) / max(reference["rmse"], 1e-12)
-    return 100.0 * (reference["accuracy"] - candidate["accuracy"])
+        return 100.0 * (candidate[metric] - reference[metric]) / max(reference[metric], 1e-12)
+    return 100.0 * (reference[metric] - candidate[metric])
 
 
 def examples_needed(task: str, max_drop: float) -> int:
@@ -61,8 +68,9 @@ def examples_needed(task: str, max_drop: float) -> int:
 
 
 def pooled(task: str, parts: list[tuple[dict[str, Any], int]]) -> dict[str, Any]:
-    """Metrics of several example sets as one: accuracy (or RMSE) weighted by their sizes."""
+    """Metrics of several example sets as one: the guarded metric weighted by their sizes."""
     total = sum(count for _, count in parts)
+    metric = guarded_metric(task)
     if task == "regression":
-        return {"rmse": math.sqrt(sum(m["rmse"] ** 2 * n for m, n in parts) / total)}
-    return {"accuracy": sum(m["accuracy"] * n for m, n in parts) / total}
+        return {metric: math.sqrt(sum(m[metric] ** 2 * n for m, n in parts) / total)}
+    return {metric: sum(m[metric] * n for m, n in parts) / total}

@@ -98,7 +98,17 @@ def _guard_top_up(train: ExampleSet | None, val: ExampleSet, needed: int) -> Exa
     """Training examples added to the guard's check when validation alone cannot resolve the tolerance."""
     if train is None or len(val) >= needed:
         return None
-    order = np.sort(np.random.default_rng(0).permutation(len(train))[: needed - len(val)])
+    rng = np.random.default_rng(0)
+    if train.manifest.data["task"] == "embedding":  # whole groups: an example counts only beside its group's others
+        labels = train.labels(np.arange(len(train)))
+        picked: list[int] = []
+        for group in rng.permutation(np.unique(labels)):
+            if len(picked) >= needed - len(val):
+                break
+            picked += np.flatnonzero(labels == group).tolist()
+        order = np.sort(np.array(picked, dtype=np.int64))
+    else:
+        order = np.sort(rng.permutation(len(train))[: needed - len(val)])
     return ExampleSet(train.records.subset(order), train.manifest)
 
 
@@ -367,7 +377,7 @@ def _checked_on(report: dict[str, Any]) -> str:
 def render_report(report: dict[str, Any]) -> str:
     """The readable REPORT.md of a bundle."""
     fp32, model = report["fp32"], report["bundle_model"]
-    metric = "accuracy" if "accuracy" in fp32["metrics"] else "rmse"
+    metric = next(m for m in ("accuracy", "recall@1", "rmse") if m in fp32["metrics"])
     lines = [
         f"# edgeft bundle for {report['device']}", "",
         f"Chosen recipe: **{report['chosen']}** (drop {report['accuracy_drop']:.2f} within the allowed "

@@ -40,6 +40,10 @@ def make_session(path: Path, threads: int | None = None, optimization: str = "al
 def loss_value(task: str, outputs: np.ndarray, labels: np.ndarray, loss: str) -> float:
     """The training loss recomputed in numpy (so inference models report it too)."""
     x = outputs.astype(np.float64)
+    if loss == "contrastive":
+        from edgeft.evaluation.metrics import contrastive_loss
+
+        return contrastive_loss(x, labels)
     if loss == "cross-entropy":
         shifted = x - x.max(axis=1, keepdims=True)
         logp = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
@@ -67,7 +71,8 @@ class InferenceStepper:
 
 
 def scores(task: str, outputs: np.ndarray) -> np.ndarray:
-    """Probabilities for classification (softmax) and multi-label (sigmoid); values for regression."""
+    """Probabilities for classification (softmax) and multi-label (sigmoid); values for regression
+    and embeddings."""
     x = outputs.astype(np.float64)
     if task == "classification":
         e = np.exp(x - x.max(axis=1, keepdims=True))

@@ -34,7 +34,7 @@ from edgeft.manifest import TAIL_PREFIX, Manifest, write_manifest
 from edgeft.ortcompat import runtime_versions, session_options
 from edgeft.outputs import check_output, output_check
 from edgeft.selection import select_trainable
-from edgeft.tasks import LOSSES, OPTIMIZERS, label_input
+from edgeft.tasks import DEFAULT_LOSS, LOSSES, OPTIMIZERS, TASKS, label_input
 
 FORMATS = ("portable", ORT_FORMAT)
 
@@ -46,7 +46,8 @@ class ExportOptions:
     model: str | None = None
     output: Path | None = None
     train: str = "last:1"
-    loss: str = "cross-entropy"
+    loss: str | None = None  # None: the task's default loss (see edgeft.tasks.DEFAULT_LOSS)
+    task: str | None = None  # None: the loss's task (classification by default); embedding: the encoder's own embedding
     optimizer: str = "adamw"
     label_names: list[str] = field(default_factory=list)
     num_labels: int | None = None
@@ -119,14 +120,21 @@ class ExportResult:
 def load_source(options: ExportOptions) -> tuple[LoadedModel, str]:
     """Resolve the model argument to a loaded model and a default name."""
     ref = options.model or DEFAULT_MODEL
+    embedding = _resolve_task(options).task == "embedding"
+    if embedding and (options.label_names or options.num_labels is not None):
+        raise EdgeftError("An embedding has no labels: its training data says which texts belong together.",
+                          where="--labels / --num-labels", hint="leave out --labels and --num-labels with --task embedding.")
     if ref in BUILTIN_MODELS:
         from edgeft.exporting.hf_source import load_text
 
         loaded = load_text(builtin_path(ref), options.label_names, options.num_labels, options.max_length,
-                           options.seed)
+                           options.seed, embedding)
         loaded.source.update({"builtin": ref})
         return loaded, ref
     path = Path(ref)
+    if embedding and not path.is_dir():
+        raise EdgeftError("The embedding task fine-tunes a Hugging Face text encoder (mean pooling, normalised).",
+                          where=ref, hint="give the built-in model or a transformers text model folder.")
     if path.suffix == ".onnx" or path.is_file() and not ref.endswith(".py"):
         if not path.is_file():
             raise EdgeftError(f"The model file {ref} does not exist.", where=ref, hint="check the path.")
@@ -139,10 +147,14 @@ def load_source(options: ExportOptions) -> tuple[LoadedModel, str]:
         from edgeft.exporting.hf_source import detect_modality, load_image, load_text
 
         modality = options.modality or detect_modality(path)
+        if embedding and modality != "text":
+            raise EdgeftError(f"The embedding task fine-tunes text encoders, and {path} holds a model of {modality} inputs.",
+                              where=ref, hint="give a transformers text model folder, or leave out --task embedding.")
         if modality == "image":
             loaded = load_image(path, options.label_names, options.num_labels, options.seed)
         else:
-            loaded = load_text(path, options.label_names, options.num_labels, options.max_length, options.seed)
+            loaded = load_text(path, options.label_names, options.num_labels, options.max_length, options.seed,
+                               embedding)
         loaded.source["folder"] = path.resolve().name
         return loaded, path.resolve().name
     if ":" in ref and not path.exists():
@@ -226,6 +238,21 @@ def _versions() -> dict[str, str]:
     return versions
 
 
+def _resolve_task(options: ExportOptions) -> ExportOptions:
+    """``task`` and ``loss`` made one: a task without a loss takes its default loss (embedding: the
+    contrastive loss), a loss without a task implies its task, and a loss of another task is refused."""
+    import dataclasses
+
+    if options.task is not None and options.task not in TASKS:
+        raise EdgeftError(f"Unknown task {options.task!r}.", where="--task", hint=f"use one of {', '.join(TASKS)}.")
+    loss = options.loss or DEFAULT_LOSS[options.task or "classification"]
+    if options.task is not None and loss in LOSSES and LOSSES[loss].task != options.task:
+        raise EdgeftError(f"--loss {loss} is a {LOSSES[loss].task} loss, but --task is {options.task}.",
+                          where="--task / --loss", hint=f"leave out --loss (the {options.task} task's is "
+                                                        f"{DEFAULT_LOSS[options.task]}), or --task.")
+    return dataclasses.replace(options, loss=loss, task=LOSSES[loss].task if loss in LOSSES else options.task)
+
+
 def export_artifacts(options: ExportOptions, progress: Callable[[str], None] | None = None) -> ExportResult:
     """Run the whole export; see the module docstring. Raises EdgeftError on user mistakes.
 
@@ -233,6 +260,7 @@ def export_artifacts(options: ExportOptions, progress: Callable[[str], None] | N
     """
     start = time.perf_counter()
     step = progress or (lambda _text: None)
+    options = _resolve_task(options)
     if options.loss not in LOSSES:
         raise EdgeftError(f"Unknown loss {options.loss!r}.", where="--loss", hint=f"use one of {', '.join(LOSSES)}.")
     if options.optimizer not in OPTIMIZERS:
@@ -328,7 +356,8 @@ def _write_artifacts(dest: Path, options: ExportOptions, loaded: LoadedModel, na
         frozen_t = [t for t in tensors if not t.trainable]
         data = {
             "kind": "artifacts", "name": name, "source": loaded.source,
-            "modality": {"text-classification": "text", "image-classification": "image"}.get(loaded.task_hint or "", "tensor"),
+            "modality": {"text-classification": "text", "text-embedding": "text",
+                         "image-classification": "image"}.get(loaded.task_hint or "", "tensor"),
             "task": info.task, "loss": options.loss, "optimizer": options.optimizer,
             "inputs": [i.as_dict() for i in loaded.inputs],
             "output": {"name": loaded.output, "dtype": "float32", "shape": ["batch", loaded.num_outputs]},
@@ -336,6 +365,7 @@ def _write_artifacts(dest: Path, options: ExportOptions, loaded: LoadedModel, na
             "preprocessing": {"kind": loaded.preprocessing.kind, **loaded.preprocessing.settings},
             "trainable": {"spec": options.train, "dropout": options.dropout,
                           "tensors": [{"name": t.name, "shape": t.shape} for t in trainable_t],
+                          "new": [t.name for t in trainable_t if t.name in set(loaded.new_parameters)],
                           "parameters": sum(t.numel for t in trainable_t),
                           "frozen_tensors": len(frozen_t), "frozen_parameters": sum(t.numel for t in frozen_t)},
             **({"l2sp": {"strength": options.l2sp, "tensors": l2sp}} if l2sp is not None else {}),

@@ -1,8 +1,10 @@
-"""Hugging Face transformers folders: text and image classification.
+"""Hugging Face transformers folders: text and image classification, and sentence embeddings.
 
 A folder with a classification head is used as it is (the head is replaced when the label count
 differs). A bare text encoder, such as a sentence-transformers model, gets mean pooling and a
-new linear head, initialised from a fixed seed so exports are reproducible.
+new linear head, initialised from a fixed seed so exports are reproducible. For the embedding
+task any text encoder gets mean pooling and L2 normalisation, and no head: the embedding itself
+is what trains.
 """
 
 from __future__ import annotations
@@ -31,9 +33,28 @@ class MeanPoolClassifier(nn.Module):
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         hidden = self.backbone(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
-        mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
-        pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
-        return self.classifier(pooled)
+        return self.classifier(mean_pool(hidden, attention_mask))
+
+
+def mean_pool(hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    """The mean of the token vectors the attention mask keeps."""
+    mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
+    return (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
+
+
+class MeanPoolEmbedder(nn.Module):
+    """Encoder + attention-masked mean pooling + L2 normalisation: all-MiniLM-L6-v2's own recipe,
+    so the exported model embeds as sentence-transformers does. The norm is written with
+    products and a square root (not ReduceL2), which every gradient builder differentiates."""
+
+    def __init__(self, backbone: nn.Module) -> None:
+        super().__init__()
+        self.backbone = backbone
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        pooled = mean_pool(self.backbone(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state,
+                           attention_mask)
+        return pooled / torch.sqrt((pooled * pooled).sum(-1, keepdim=True) + 1e-12)
 
 
 def _read_config(folder: Path) -> dict[str, Any]:
@@ -121,20 +142,27 @@ def _initialised(info: dict[str, Any]) -> list[str]:
 
 
 def load_text(folder: Path, label_names: list[str], num_labels: int | None, max_length: int,
-              seed: int) -> LoadedModel:
-    """A text classifier from a transformers folder (new mean-pool head for a bare encoder)."""
+              seed: int, embedding: bool = False) -> LoadedModel:
+    """A text classifier from a transformers folder (new mean-pool head for a bare encoder), or
+    with ``embedding`` the encoder's normalised mean-pooled embedding."""
     from transformers import AutoConfig, AutoModel, AutoModelForSequenceClassification, AutoTokenizer
 
     refuse_audio(folder)
     raw = _read_config(folder)
-    count, names = _num_labels(raw, label_names, num_labels)
+    count, names = (0, []) if embedding else _num_labels(raw, label_names, num_labels)
     notes = []
     try:
         tokenizer = AutoTokenizer.from_pretrained(folder, use_fast=True, local_files_only=True)
         config = AutoConfig.from_pretrained(folder, local_files_only=True)
         has_head = any(a.endswith("ForSequenceClassification") for a in (config.architectures or []))
         torch.manual_seed(seed)
-        if has_head:
+        if embedding:
+            backbone = AutoModel.from_pretrained(folder, local_files_only=True, attn_implementation="eager")
+            module = MeanPoolEmbedder(backbone)
+            count, new = int(config.hidden_size), []
+            notes.append(f"embedding: mean pooling and L2 normalisation of the encoder's {count} dimensions, no head"
+                         + (" (the folder's classification head is left out)" if has_head else ""))
+        elif has_head:
             model, info = AutoModelForSequenceClassification.from_pretrained(
                 folder, num_labels=count, ignore_mismatched_sizes=True, local_files_only=True,
                 attn_implementation="eager", output_loading_info=True)
@@ -165,11 +193,11 @@ def load_text(folder: Path, label_names: list[str], num_labels: int | None, max_
         kind="tokenizer",
         settings={"file": "tokenizer.json", "max_length": limit, "pad_token_id": int(tokenizer.pad_token_id or 0)},
         files={"tokenizer.json": tokenizer_json})
-    return LoadedModel(inputs=inputs, output="logits", num_outputs=count,
+    return LoadedModel(inputs=inputs, output="embedding" if embedding else "logits", num_outputs=count,
                        source={"kind": "transformers", "model_type": config.model_type,
                                "num_attention_heads": getattr(config, "num_attention_heads", None),
                                "hidden_size": getattr(config, "hidden_size", None)},
-                       module=module, sample=sample, task_hint="text-classification",
+                       module=module, sample=sample, task_hint="text-embedding" if embedding else "text-classification",
                        label_names=names, preprocessing=preprocessing, notes=notes, new_parameters=new)
 
 

@@ -48,13 +48,15 @@ def generate(model: onnx.ModelProto, trainable: list[str], frozen: list[str], lo
     from onnxruntime.training.onnxblock import _graph_utils
 
     from edgeft.exporting.l2sp import ort_loss_block
+    from edgeft.exporting.losses import ort_contrastive_block
 
     # onnxblock numbers the names it generates with a process-wide counter; restart it so the
     # same model always gives the same bytes, however many exports ran before in this process
     _graph_utils._GRAPH_TOKEN = 0
 
     loss = {"cross-entropy": onnxblock.loss.CrossEntropyLoss, "bce": onnxblock.loss.BCEWithLogitsLoss,
-            "mse": onnxblock.loss.MSELoss, "l1": onnxblock.loss.L1Loss}[loss_name]()
+            "mse": onnxblock.loss.MSELoss, "l1": onnxblock.loss.L1Loss,
+            "contrastive": ort_contrastive_block}[loss_name]()
     if l2sp is not None:
         loss = ort_loss_block(loss, l2sp)
     optim = {"adamw": artifacts.OptimType.AdamW, "sgd": artifacts.OptimType.SGD}[optimizer]

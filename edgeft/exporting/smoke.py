@@ -35,10 +35,14 @@ def _reference_loss(forward: Path, batch: dict[str, np.ndarray], manifest: Manif
 def smoke_step(manifest: Manifest, loaded: LoadedModel, seed: int) -> float:
     """Run one training step of every written format and check that each computes the full
     graph's loss (through the frozen prefix and the tail where the folder is split)."""
-    batch = {spec.name: sample_array(spec, seed) for spec in loaded.inputs}
+    # the contrastive loss needs groups of two beside other groups to be more than 0
+    size = 4 if manifest.task == "embedding" else 2
+    batch = {spec.name: sample_array(spec, seed, {"batch": size}) for spec in loaded.inputs}
     labels = manifest.data["labels"]["input"]
-    shape = [d if isinstance(d, int) else 2 for d in labels["shape"]]
+    shape = [d if isinstance(d, int) else size for d in labels["shape"]]
     batch["labels"] = np.zeros(shape, dtype=labels["dtype"])
+    if manifest.task == "embedding":
+        batch["labels"] = np.array([0, 0, 1, 1], dtype=np.int64)
     expected = _reference_loss(manifest.path("forward_model"), batch, manifest)
     trainers = []
     if manifest.data["portable"]["available"]:
@@ -64,7 +68,7 @@ def smoke_step(manifest: Manifest, loaded: LoadedModel, seed: int) -> float:
         if not (np.isfinite(loss) and np.isfinite(after) and all(np.isfinite(g).all() for g in gradients.values())):
             raise EdgeftError(f"The first training step gave a non-finite loss or gradient ({loss}).",
                               where=str(manifest.folder), hint="check the model's numerics, or try --train head.")
-        shape = (2, loaded.num_outputs)
+        shape = (size, loaded.num_outputs)
         if tuple(np.asarray(outputs).shape) != shape:
             raise EdgeftError(f"The model's output has shape {np.asarray(outputs).shape}, expected {shape}.",
                               where=loaded.output, hint="the model's output must be [batch, labels].")

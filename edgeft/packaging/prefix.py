@@ -95,13 +95,16 @@ def prepare_prefix(manifest: Manifest, profile: DeviceProfile, work: Path, guard
 
     checked = guard is not None and len(guard) >= 10
     section: dict[str, Any] = {"examples": len(guard) if guard is not None else 0, "max_drop": tolerance,
-                               "checked": checked, "method": "ridge probes fitted on the fp32 prefix's pooled features "
-                                                              "(5-fold cross-validation), scored on each candidate's"}
+                               "checked": checked, "method": "retrieval among the examples (recall@1) by the cosine "
+                                                              "similarity of each candidate's pooled features"
+                               if task == "embedding" else "ridge probes fitted on the fp32 prefix's pooled features "
+                                                           "(5-fold cross-validation), scored on each candidate's"}
     if checked:
         step("frozen prefix: probing the fp32 features")
         probe = Probe(task, features(reference, {}), guard.labels(np.arange(len(guard))), num_labels)
         section["fp32"] = {k: round(v, 6) for k, v in probe.reference.items()}
-        section["ridge"] = round(probe.strength, 4)
+        if task != "embedding":
+            section["ridge"] = round(probe.strength, 4)
     else:
         section["note"] = ("not checked: no guard data (export --guard-data FILE, labelled examples of the task)"
                            if guard is None else f"not checked: {len(guard)} guard example(s), at least 10 are needed")

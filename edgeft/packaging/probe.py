@@ -89,12 +89,16 @@ class Probe:
     def __init__(self, task: str, features: np.ndarray, labels: np.ndarray, num_labels: int,
                  folds: int = FOLDS, seed: int = 0) -> None:
         self.task, self.labels, self.num_labels = task, labels, num_labels
+        self.fits = []
+        if task == "embedding":  # no probe to fit: retrieval on the features themselves is the measure
+            self.strength = 0.0
+            self.reference = self.metrics(features)
+            return
         count = len(features)
         folds = max(2, min(folds, count // 2))
         self.assignment = np.random.default_rng(seed).permutation(count) % folds
         targets = _targets(task, labels, num_labels)
         self.strength = choose_ridge(features, targets)
-        self.fits = []
         for fold in range(folds):
             train = features[self.assignment != fold]
             mean, std = train.mean(axis=0), train.std(axis=0)
@@ -109,7 +113,10 @@ class Probe:
         self.reference = self.metrics(features)
 
     def metrics(self, features: np.ndarray) -> dict[str, Any]:
-        """The task's metrics of the fold probes on ``features`` (see the class docstring)."""
+        """The task's metrics of the fold probes on ``features`` (see the class docstring); for
+        the embedding task, retrieval among the examples by the features' cosine similarity."""
+        if self.task == "embedding":
+            return metrics.retrieval(features, self.labels)
         predicted = np.zeros((len(features), self.fits[0][2].shape[1]))
         for fold, (mean, std, weights) in enumerate(self.fits):
             held = self.assignment == fold

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from edgeft.backends.select import Trainer, check_l2sp, open_trainer, resolve_backend
-from edgeft.data.batching import length_bucketed_batches, token_pieces
+from edgeft.data.batching import grouped_batches, length_bucketed_batches, token_pieces
 from edgeft.data.cache import CachedExamples
 from edgeft.data.examples import KEPT_DATA, DataOptions, load_examples
 from edgeft.errors import EdgeftError
@@ -169,6 +169,10 @@ def train(artifacts: Path, data: DataOptions, run_dir: Path, config: TrainConfig
         raise EdgeftError("ONNX Runtime's SGD optimizer has no weight decay.", where="--weight-decay",
                           hint="pass --weight-decay 0, or export with --optimizer adamw.")
     check_l2sp(manifest, config.l2sp)
+    if task == "embedding" and config.batch_size < 2:
+        raise EdgeftError("The embedding task learns from the other examples of a batch (in-batch negatives): a "
+                          "batch of one teaches nothing.", where="--batch-size",
+                          hint="use --batch-size 16 or more (larger batches give more negatives).")
     train_set, val_set = load_examples(manifest, data, config.val_fraction, config.seed, reporter)
     record = _run_record(manifest, data, config, run_dir)
     _prepare_run_dir(run_dir, record, resume, force)
@@ -198,7 +202,9 @@ def train(artifacts: Path, data: DataOptions, run_dir: Path, config: TrainConfig
     elif config.cache and not manifest.data.get("cache", {}).get("available"):
         reporter.message(f"frozen-prefix cache not available: {manifest.data.get('cache', {}).get('reason', 'old artifacts')}")
     cache_seconds = time.perf_counter() - cache_started
-    batches_per_epoch = math.ceil(len(examples) / config.batch_size)
+    batches_per_epoch = len(grouped_batches(examples.labels(np.arange(len(examples))), config.batch_size,
+                                            np.random.default_rng([config.seed, 0]))) if task == "embedding" \
+        else math.ceil(len(examples) / config.batch_size)
     steps_per_epoch = math.ceil(batches_per_epoch / config.accumulate)
     total_steps = config.max_steps or config.epochs * steps_per_epoch
     epochs = math.ceil(total_steps / steps_per_epoch)
@@ -225,14 +231,17 @@ def train(artifacts: Path, data: DataOptions, run_dir: Path, config: TrainConfig
     reporter.start(total_steps, state.step, epochs)
     started = time.perf_counter() - state.seconds
     stop = False
+    # the contrastive loss couples a batch's examples: a batch cannot run in pieces, and is made of groups
+    contrastive = task == "embedding"
     for epoch in range(state.epoch, epochs):
-        order = length_bucketed_batches(examples.lengths, config.batch_size,
-                                        np.random.default_rng([config.seed, epoch]), config.bucket)
+        rng = np.random.default_rng([config.seed, epoch])
+        order = grouped_batches(examples.labels(np.arange(len(examples))), config.batch_size, rng) if contrastive \
+            else length_bucketed_batches(examples.lengths, config.batch_size, rng, config.bucket)
         train_losses: list[float] = []
         window_start, window_examples = time.perf_counter(), 0
         for index in range(state.batch, len(order)):
             pieces = token_pieces(order[index], examples.lengths, config.micro_batch_tokens) \
-                if trainer.weighted_steps else [order[index]]
+                if trainer.weighted_steps and not contrastive else [order[index]]
             loss = 0.0
             for piece in pieces:
                 batch = examples.inputs(piece)
