@@ -1,0 +1,140 @@
+"""Small random-weight models of the architectures edgeft supports, built locally (no model hub).
+
+Shared by the tests (gradient parity, export errors) and by ``tools/support_table.py`` (the
+README's support table): each builder writes a folder (or an .onnx file) that ``edgeft export``
+takes as a user's model, with a config small enough to export and train in seconds.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+IMAGE = 32  # pixels: enough for a stride-32 network to keep a 1x1 map
+
+
+def _bert_tokenizer(folder: Path) -> None:
+    from conftest import _tokenizer
+
+    _tokenizer(folder)
+
+
+def _image_processor(folder: Path, kind: str) -> None:
+    from transformers import (ConvNextImageProcessor, MobileNetV2ImageProcessor, ViTImageProcessor)
+
+    if kind == "convnext":
+        ConvNextImageProcessor(size={"shortest_edge": IMAGE}, crop_pct=None).save_pretrained(folder)
+    elif kind == "mobilenet_v2":
+        MobileNetV2ImageProcessor(size={"shortest_edge": IMAGE}, crop_size={"height": IMAGE, "width": IMAGE},
+                                  do_center_crop=True).save_pretrained(folder)
+    else:
+        ViTImageProcessor(size={"height": IMAGE, "width": IMAGE}).save_pretrained(folder)
+
+
+def resnet(folder: Path) -> Path:
+    import torch
+    from transformers import ResNetConfig, ResNetForImageClassification
+
+    torch.manual_seed(3)
+    config = ResNetConfig(num_channels=3, embedding_size=8, hidden_sizes=[8, 16], depths=[1, 1], layer_type="basic",
+                          num_labels=3)
+    ResNetForImageClassification(config).save_pretrained(folder)
+    _image_processor(folder, "resnet")
+    return folder
+
+
+def convnext(folder: Path) -> Path:
+    import torch
+    from transformers import ConvNextConfig, ConvNextForImageClassification
+
+    torch.manual_seed(4)
+    config = ConvNextConfig(num_channels=3, hidden_sizes=[8, 16], depths=[1, 1], patch_size=4, num_labels=3)
+    ConvNextForImageClassification(config).save_pretrained(folder)
+    _image_processor(folder, "convnext")
+    return folder
+
+
+def mobilenet_v2(folder: Path) -> Path:
+    import torch
+    from transformers import MobileNetV2Config, MobileNetV2ForImageClassification
+
+    torch.manual_seed(5)
+    config = MobileNetV2Config(num_channels=3, image_size=IMAGE, depth_multiplier=0.25, min_depth=4, num_labels=3)
+    MobileNetV2ForImageClassification(config).save_pretrained(folder)
+    _image_processor(folder, "mobilenet_v2")
+    return folder
+
+
+def deberta_v2(folder: Path) -> Path:
+    import torch
+    from transformers import DebertaV2Config, DebertaV2ForSequenceClassification
+
+    torch.manual_seed(6)
+    config = DebertaV2Config(vocab_size=128, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                             intermediate_size=64, max_position_embeddings=64, relative_attention=True,
+                             position_buckets=16, pos_att_type=["p2c", "c2p"], num_labels=3)
+    DebertaV2ForSequenceClassification(config).save_pretrained(folder)
+    _bert_tokenizer(folder)
+    return folder
+
+
+def mobilenet_v3_onnx(folder: Path) -> Path:
+    """An ONNX MobileNetV3-style network (inverted residuals with squeeze-excitation, HardSwish and
+    HardSigmoid), exported by torch as a user would: torchvision's mobilenet_v3 in miniature."""
+    import torch
+    from torch import nn
+
+    class SqueezeExcite(nn.Module):
+        def __init__(self, channels: int) -> None:
+            super().__init__()
+            self.reduce = nn.Conv2d(channels, max(channels // 4, 4), 1)
+            self.expand = nn.Conv2d(max(channels // 4, 4), channels, 1)
+
+        def forward(self, x):
+            scale = nn.functional.adaptive_avg_pool2d(x, 1)
+            return x * nn.functional.hardsigmoid(self.expand(torch.relu(self.reduce(scale))))
+
+    class Block(nn.Module):
+        def __init__(self, cin: int, cout: int, stride: int) -> None:
+            super().__init__()
+            wide = cin * 4
+            self.expand = nn.Sequential(nn.Conv2d(cin, wide, 1, bias=False), nn.BatchNorm2d(wide), nn.Hardswish())
+            self.depthwise = nn.Sequential(nn.Conv2d(wide, wide, 3, stride, 1, groups=wide, bias=False),
+                                           nn.BatchNorm2d(wide), nn.Hardswish())
+            self.se = SqueezeExcite(wide)
+            self.project = nn.Sequential(nn.Conv2d(wide, cout, 1, bias=False), nn.BatchNorm2d(cout))
+            self.residual = stride == 1 and cin == cout
+
+        def forward(self, x):
+            y = self.project(self.se(self.depthwise(self.expand(x))))
+            return x + y if self.residual else y
+
+    class MobileNetV3(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.stem = nn.Sequential(nn.Conv2d(3, 8, 3, 2, 1, bias=False), nn.BatchNorm2d(8), nn.Hardswish())
+            self.blocks = nn.Sequential(Block(8, 8, 1), Block(8, 16, 2), Block(16, 16, 1))
+            self.classifier = nn.Sequential(nn.Linear(16, 32), nn.Hardswish(), nn.Linear(32, 3))
+
+        def forward(self, pixel_values):
+            x = self.blocks(self.stem(pixel_values))
+            return self.classifier(torch.flatten(nn.functional.adaptive_avg_pool2d(x, 1), 1))
+
+    torch.manual_seed(7)
+    model = MobileNetV3().eval()
+    for module in model.modules():  # running statistics that differ from the identity
+        if isinstance(module, nn.BatchNorm2d):
+            module.running_mean.uniform_(-0.2, 0.2)
+            module.running_var.uniform_(0.5, 1.5)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "mobilenet_v3.onnx"
+    torch.onnx.export(model, (torch.randn(2, 3, IMAGE, IMAGE),), str(path), input_names=["pixel_values"],
+                      output_names=["logits"], dynamic_axes={"pixel_values": {0: "batch"}, "logits": {0: "batch"}},
+                      opset_version=17, dynamo=False)
+    return path
+
+
+BUILDERS: dict[str, Callable[[Path], Path]] = {
+    "ResNet": resnet, "ConvNeXt": convnext, "MobileNetV2": mobilenet_v2, "DeBERTa-v2": deberta_v2,
+    "MobileNetV3 (ONNX)": mobilenet_v3_onnx,
+}
