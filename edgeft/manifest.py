@@ -258,6 +258,33 @@ _KIND_NAMES = {"str": "a string", "int": "a whole number", "list": "a list", "di
 SESSION_CONFIG_KEYS = {"session.disable_quant_qdq": ("0", "1")}
 
 
+IMAGE_RESAMPLING = ("nearest", "lanczos", "bilinear", "bicubic", "box", "hamming")  # pillow's filters
+
+
+def _check_image_steps(check: _Fields, settings: dict[str, Any], channels: int) -> None:
+    """The optional resize / crop / resample / offset / extra-std steps of image preprocessing
+    (absent in manifests written before them: a plain resize to the model's size)."""
+    for key, shapes in (("resize", ({"height", "width"}, {"shortest_edge"})), ("crop", ({"height", "width"},))):
+        if settings.get(key) is None:
+            continue
+        step = check.get(f"preprocessing.{key}", dict, settings, key)
+        if set(step) not in shapes:
+            raise check.fail(f"preprocessing.{key}", f"has {sorted(step)}; allowed: "
+                                                     + " or ".join(str(sorted(k)) for k in shapes))
+        for name in step:
+            check.count(f"preprocessing.{key}.{name}", step, name, maximum=1 << 14)
+    if "resample" in settings:
+        check.choice("preprocessing.resample", IMAGE_RESAMPLING, settings, "resample")
+    if "rescale_offset" in settings:
+        check.get("preprocessing.rescale_offset", bool, settings, "rescale_offset")
+    if settings.get("extra_std") is not None:
+        values = check.get("preprocessing.extra_std", list, settings, "extra_std")
+        for index in range(len(values)):
+            check.get(f"preprocessing.extra_std[{index}]", (int, float), values, index)
+        if len(values) != channels or 0 in values:
+            raise check.fail("preprocessing.extra_std", f"must hold {channels} number(s), none zero")
+
+
 def check_fields(manifest: Manifest) -> Manifest:
     """Check the fields training, evaluation, deployment and prediction read; returns ``manifest``.
 
@@ -317,6 +344,7 @@ def check_fields(manifest: Manifest) -> Manifest:
                 check.get(f"preprocessing.{key}[{index}]", (int, float), values, index)
             if len(values) != channels or key == "std" and 0 in values:
                 raise check.fail(f"preprocessing.{key}", f"must hold {channels} number(s) (no zero std)")
+        _check_image_steps(check, settings, channels)
     if "source" in data:
         source = check.get("source", dict)
         for key in ("num_attention_heads", "hidden_size"):

@@ -48,7 +48,8 @@ def convnext(folder: Path) -> Path:
     from transformers import ConvNextConfig, ConvNextForImageClassification
 
     torch.manual_seed(4)
-    config = ConvNextConfig(num_channels=3, hidden_sizes=[8, 16], depths=[1, 1], patch_size=4, num_labels=3)
+    config = ConvNextConfig(num_channels=3, num_stages=2, hidden_sizes=[8, 16], depths=[1, 1], patch_size=4,
+                            num_labels=3)
     ConvNextForImageClassification(config).save_pretrained(folder)
     _image_processor(folder, "convnext")
     return folder

@@ -14,6 +14,7 @@ import numpy as np
 from tokenizers import Tokenizer
 
 from edgeft.errors import EdgeftError
+from edgeft.manifest import IMAGE_RESAMPLING
 
 
 def _preprocessing(manifest: dict[str, Any], kind: str) -> dict[str, Any]:
@@ -57,28 +58,71 @@ class TextEncoder:
 
 
 class ImageEncoder:
-    """Decode, resize and normalise images like the model's image processor."""
+    """Decode, resize, crop and normalise images as the model's image processor does (transformers'
+    PIL-based processors: the same pillow resize, centre crop, rescale and normalisation)."""
 
     def __init__(self, manifest: dict[str, Any]) -> None:
         settings = _preprocessing(manifest, "image")
         self.size = (int(settings["width"]), int(settings["height"]))
         self.channels = int(settings["channels"])
+        # artifacts written before these settings resize straight to the model's size, bilinear
+        self.resize = settings.get("resize") or {"height": self.size[1], "width": self.size[0]}
+        self.crop = settings.get("crop")
+        self.resample = settings.get("resample", "bilinear")
         self.rescale = float(settings["rescale_factor"])
+        self.offset = bool(settings.get("rescale_offset", False))
         self.mean = np.array(settings["mean"], dtype=np.float32)[:, None, None]
         self.std = np.array(settings["std"], dtype=np.float32)[:, None, None]
+        extra = settings.get("extra_std")
+        self.extra_std = np.array(extra, dtype=np.float32)[:, None, None] if extra else None
+
+    def _target(self, width: int, height: int) -> tuple[int, int]:
+        """(width, height) of the resize: fixed, or the shortest edge with the aspect ratio kept."""
+        if "shortest_edge" not in self.resize:
+            return int(self.resize["width"]), int(self.resize["height"])
+        edge = int(self.resize["shortest_edge"])
+        if width <= height:
+            return edge, int(edge * height / width)
+        return int(edge * width / height), edge
 
     def load(self, path: Path) -> np.ndarray:
-        """float32 [C, H, W]: RGB (grey for one channel), bilinear resize, rescale, then (x - mean) / std."""
+        """float32 [C, H, W]: RGB (grey for one channel), resized, centre-cropped, rescaled, normalised."""
         from PIL import Image  # only image models pay for importing Pillow
 
         try:
             with Image.open(path) as image:
-                pixels = image.convert("L" if self.channels == 1 else "RGB").resize(self.size, Image.BILINEAR)
+                image = image.convert("L" if self.channels == 1 else "RGB")
+                pixels = image.resize(self._target(*image.size), RESAMPLING[self.resample])
         except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
             raise EdgeftError(f"{path} cannot be read as an image: {exc}.", where=str(path),
                               hint="replace or remove the file.") from exc
         except MemoryError as exc:  # a size under Pillow's decompression-bomb limit can still be too large here
             raise EdgeftError(f"{path} is too large to decode on this machine (not enough memory).", where=str(path),
                               hint="shrink or remove the image.") from exc
-        array = np.asarray(pixels, dtype=np.float32).reshape(self.size[1], self.size[0], -1) * self.rescale
-        return ((array.transpose(2, 0, 1) - self.mean) / self.std).astype(np.float32)
+        array = np.asarray(pixels).reshape(pixels.size[1], pixels.size[0], -1).transpose(2, 0, 1)
+        if self.crop is not None:
+            array = center_crop(array, int(self.crop["height"]), int(self.crop["width"]))
+        values = (array.astype(np.float64) * self.rescale).astype(np.float32)
+        if self.offset:
+            values = values - np.float32(1.0)
+        values = (values - self.mean) / self.std
+        if self.extra_std is not None:
+            values = values / self.extra_std
+        return values.astype(np.float32)
+
+
+RESAMPLING = {name: number for number, name in enumerate(IMAGE_RESAMPLING)}  # pillow's numbers for its filters
+
+
+def center_crop(array: np.ndarray, height: int, width: int) -> np.ndarray:
+    """The centre ``height`` x ``width`` of a [C, H, W] array, padded with zeros where the image is
+    smaller (transformers' rule: the top-left offset rounds down)."""
+    channels, rows, columns = array.shape
+    padded_rows, padded_columns = max(rows, height), max(columns, width)
+    if (padded_rows, padded_columns) != (rows, columns):
+        canvas = np.zeros((channels, padded_rows, padded_columns), dtype=array.dtype)
+        top, left = -(-(padded_rows - rows) // 2), -(-(padded_columns - columns) // 2)
+        canvas[:, top:top + rows, left:left + columns] = array
+        array = canvas
+    top, left = (array.shape[1] - height) // 2, (array.shape[2] - width) // 2
+    return array[:, top:top + height, left:left + width]

@@ -21,6 +21,7 @@ from torch import nn
 from edgeft.errors import EdgeftError
 from edgeft.exporting.source import InputSpec, LoadedModel, Preprocessing
 from edgeft.exporting.torch_export import PositionalModel
+from edgeft.manifest import IMAGE_RESAMPLING
 
 
 class MeanPoolClassifier(nn.Module):
@@ -201,6 +202,76 @@ def load_text(folder: Path, label_names: list[str], num_labels: int | None, max_
                        label_names=names, preprocessing=preprocessing, notes=notes, new_parameters=new)
 
 
+RESAMPLE = dict(enumerate(IMAGE_RESAMPLING))  # pillow's filter numbers, as image processors store them
+# settings an image processor may carry that change nothing edgeft must reproduce when they are off
+_IGNORED_OFF = ("do_pad", "do_reduce_labels", "do_flip_channel_order", "do_color_quantize")
+
+
+def image_settings(processor: Any, config: Any, folder: Path) -> dict[str, Any]:
+    """The preprocessing of a transformers image processor as the device reproduces it with
+    pillow and numpy (see edgeft.data.encode.ImageEncoder): resize (to a size, or the shortest
+    edge with the aspect ratio kept; ConvNeXt's crop_pct), centre crop, rescale (with an offset),
+    normalise. A setting edgeft cannot reproduce is an export error, not a silent difference."""
+    where = str(folder / "preprocessor_config.json")
+    name = type(processor).__name__
+
+    def refuse(what: str) -> EdgeftError:
+        return EdgeftError(f"The image processor ({name}) {what}, which edgeft's device-side preprocessing does not "
+                           "reproduce.", where=where, hint="change that setting in preprocessor_config.json (the "
+                                                           "model then sees what it will see on the device), or "
+                                                           "export the model as ONNX with its own preprocessing.")
+
+    for key in _IGNORED_OFF:
+        if getattr(processor, key, False):
+            raise refuse(f"sets {key}")
+    resample = getattr(processor, "resample", 2)
+    resample = RESAMPLE.get(int(resample) if resample is not None else 2)
+    if resample is None:
+        raise refuse(f"resamples with {processor.resample!r}")
+    size = dict(getattr(processor, "size", None) or {})
+    channels = int(getattr(config, "num_channels", 3))
+    resize: dict[str, int] | None = None
+    crop: dict[str, int] | None = None
+    if not getattr(processor, "do_resize", True):
+        raise refuse("does not resize (images of every size would reach the model)")
+    if "height" in size and "width" in size:
+        resize = {"height": int(size["height"]), "width": int(size["width"])}
+    elif "shortest_edge" in size and set(size) == {"shortest_edge"}:
+        edge = int(size["shortest_edge"])
+        crop_pct = getattr(processor, "crop_pct", None)
+        if name == "ConvNextImageProcessor":  # transformers' ConvNeXt rule: crop_pct below 384 pixels
+            if edge < 384:
+                resize, crop = {"shortest_edge": int(edge / (crop_pct or 224 / 256))}, {"height": edge, "width": edge}
+            else:
+                resize = {"height": edge, "width": edge}
+        elif crop_pct is not None:
+            raise refuse("sets crop_pct")
+        else:
+            resize = {"shortest_edge": edge}
+    else:
+        raise refuse(f"resizes to {size}")
+    if getattr(processor, "do_center_crop", False) and crop is None:
+        crop_size = dict(getattr(processor, "crop_size", None) or {})
+        if set(crop_size) != {"height", "width"}:
+            raise refuse(f"crops to {crop_size}")
+        crop = {"height": int(crop_size["height"]), "width": int(crop_size["width"])}
+    final = crop or resize
+    if "shortest_edge" in final:
+        raise refuse("keeps each image's aspect ratio without a crop (the model needs one size)")
+    do_rescale, do_normalize = getattr(processor, "do_rescale", True), getattr(processor, "do_normalize", True)
+    mean = [float(v) for v in (getattr(processor, "image_mean", None) or [0.5] * channels)] if do_normalize else [0.0] * channels
+    std = [float(v) for v in (getattr(processor, "image_std", None) or [0.5] * channels)] if do_normalize else [1.0] * channels
+    if len(mean) != channels or len(std) != channels:
+        raise refuse(f"normalises {len(mean)} channels, and the model reads {channels}")
+    return {"height": final["height"], "width": final["width"], "channels": channels,
+            "resize": resize, "crop": crop, "resample": resample,
+            "rescale_factor": float(getattr(processor, "rescale_factor", 1 / 255)) if do_rescale else 1.0,
+            "rescale_offset": bool(getattr(processor, "rescale_offset", False)) and do_rescale,
+            "mean": mean, "std": std,
+            # EfficientNet's include_top divides by the std a second time
+            "extra_std": std if getattr(processor, "include_top", False) else None}
+
+
 def load_image(folder: Path, label_names: list[str], num_labels: int | None, seed: int) -> LoadedModel:
     """An image classifier from a transformers folder (head replaced when the label count differs)."""
     from transformers import AutoConfig, AutoImageProcessor, AutoModelForImageClassification
@@ -217,16 +288,10 @@ def load_image(folder: Path, label_names: list[str], num_labels: int | None, see
             id2label=dict(enumerate(names)), label2id={n: i for i, n in enumerate(names)}, output_loading_info=True)
     except Exception as exc:
         raise _load_failed(folder, exc) from exc
-    size = getattr(processor, "size", None) or {}
-    height = int(size.get("height", size.get("shortest_edge", getattr(config, "image_size", 224))))
-    width = int(size.get("width", size.get("shortest_edge", getattr(config, "image_size", 224))))
-    channels = int(getattr(config, "num_channels", 3))
+    settings = image_settings(processor, config, folder)
+    height, width, channels = settings["height"], settings["width"], settings["channels"]
     sample = {"pixel_values": torch.randn(2, channels, height, width, generator=torch.Generator().manual_seed(seed))}
     inputs = [InputSpec("pixel_values", "float32", ["batch", channels, height, width])]
-    settings = {"height": height, "width": width, "channels": channels,
-                "mean": [float(v) for v in (getattr(processor, "image_mean", None) or [0.5] * channels)],
-                "std": [float(v) for v in (getattr(processor, "image_std", None) or [0.5] * channels)],
-                "rescale_factor": float(getattr(processor, "rescale_factor", 1 / 255))}
     preprocessing = Preprocessing(kind="image", settings=settings,
                                   files={"preprocessor_config.json": (folder / "preprocessor_config.json").read_bytes()})
     return LoadedModel(inputs=inputs, output="logits", num_outputs=count,
