@@ -3,7 +3,7 @@
 verification, the accuracy guard and the embedding task's loss, batches and metrics. Do the
 tests notice a plausible bug?
 
-Usage: python tools/mutants.py [--only resume verify guard embedding] [--list] [--json] [--keep-going]
+Usage: python tools/mutants.py [--only resume verify guard embedding gradients] [--list] [--json]
 
 Each mutant below is one hand-written plausible bug (a line changed as a person might get it
 wrong). The script copies the repository (tracked and new files) to a temporary folder, checks
@@ -50,6 +50,7 @@ AREAS = {
               "tests/test_deploy.py::test_quantized_bundle_is_smaller_and_accurate",
               "tests/test_deploy.py::test_every_profile_deploys_and_predicts"],
     "embedding": ["tests/test_embedding.py"],
+    "gradients": ["tests/test_conv_gradients.py"],
 }
 
 
@@ -67,6 +68,7 @@ LOOP, CHECKPOINTS, STATE = "edgeft/training/loop.py", "edgeft/run/checkpoints.py
 GUARD, PIPELINE = "edgeft/deployment/guard.py", "edgeft/deployment/pipeline.py"
 LOSSES, BATCHING, METRICS = "edgeft/exporting/losses.py", "edgeft/data/batching.py", "edgeft/evaluation/metrics.py"
 RECORDS, SPLIT = "edgeft/data/records.py", "edgeft/data/split.py"
+CONV_RULES = "edgeft/exporting/conv_rules.py"
 RESUME_LINE = "    latest = checkpoints.latest(run_dir) if resume else None\n"
 STEP_CHECKPOINT = "                    checkpoint(checkpoints.step_folder(run_dir, state.step))\n"
 
@@ -174,6 +176,15 @@ MUTANTS = [
            "if trainer.weighted_steps and not contrastive else", "if trainer.weighted_steps else"),
     Mutant("embedding", "the guard tops up with scattered examples", PIPELINE,
            '    if train.manifest.data["task"] == "embedding":', '    if False:'),
+    # --- portable gradients of convolutions ---------------------------------------------------------------
+    Mutant("gradients", "a depthwise kernel's rows and columns are swapped", CONV_RULES,
+           "            start = [a * dilation_h, b * dilation_w]", "            start = [b * dilation_h, a * dilation_w]"),
+    Mutant("gradients", "a depthwise window ignores the stride", CONV_RULES,
+           "ctx.b.ints([stride_h, stride_w])], stem=\"dw_window\")", "ctx.b.ints([1, 1])], stem=\"dw_window\")"),
+    Mutant("gradients", "a depthwise window ignores the padding", CONV_RULES,
+           "                      stem=\"dw_padded\") if any(pads) else x", "                      stem=\"dw_padded\") if False else x"),
+    Mutant("gradients", "the transposed convolution forgets the rows a stride left unread", CONV_RULES,
+           "        transposed = dict(attrs, output_padding=unread)", "        transposed = dict(attrs)"),
 ]
 
 

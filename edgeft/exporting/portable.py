@@ -42,6 +42,7 @@ from onnx import TensorProto, helper, numpy_helper
 from edgeft.backends.portable import ADAMW, CHECKPOINT, EVAL, GRAD_SUFFIX, OPTIMIZER, STEP
 from edgeft.backends.state import write_state
 from edgeft.errors import EdgeftError
+from edgeft.exporting.conv_rules import convolution_rules
 from edgeft.exporting.graph_tools import Names, const, prune
 from edgeft.exporting.l2sp import append_penalty
 from edgeft.exporting.losses import add_loss
@@ -301,7 +302,8 @@ def build_step(model: onnx.ModelProto, trainable: list[str], loss: str, output: 
     prepared, values = prepare(model, trainable, loss, output, num_outputs, training=True, l2sp=l2sp)
     prefix = "portable.adjoint."
     try:
-        derived = onnx_ad.reverse(prepared, inputs=trainable, outputs=["loss"], prefix=prefix, layout="onnx")
+        with convolution_rules():
+            derived = onnx_ad.reverse(prepared, inputs=trainable, outputs=["loss"], prefix=prefix, layout="onnx")
     except onnx_ad.UnsupportedOperator as exc:
         raise EdgeftError(f"The portable training step cannot be built: {exc}.", where="onnx-ad",
                           hint="train fewer layers (e.g. --train head), or report the operator.") from exc

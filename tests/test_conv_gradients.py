@@ -1,0 +1,136 @@
+"""Portable gradients for convolutional networks: every exported CNN trains on any onnxruntime.
+
+One depthwise convolution (strides, dilations, uneven pads) against PyTorch; then ResNet,
+ConvNeXt and MobileNetV2 (random-weight transformers models) with ``last:1``: the
+portable step's loss and gradients against PyTorch autograd (relative 1e-3), at a batch size
+other than the one export sampled, through depthwise convolutions and frozen BatchNorm. An ONNX
+MobileNetV3 (HardSwish, HardSigmoid, squeeze-excitation, BatchNorm folded by the exporter, as
+user files come) against a central difference of its own loss. Then a short fine-tune learns.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import architectures
+from edgeft.backends.portable import PortableTrainer
+from test_portable import _assert_gradients_match, _forward_weights
+
+HF_MODELS = ["ResNet", "ConvNeXt", "MobileNetV2"]
+
+
+@pytest.fixture(scope="module")
+def cnn_exports(tmp_path_factory, export_cache):
+    root = tmp_path_factory.mktemp("cnns")
+    built = {name: architectures.BUILDERS[name](root / name.split()[0]) for name in [*HF_MODELS, "MobileNetV3 (ONNX)"]}
+    return {name: export_cache(model=str(path), train="last:1", dropout=False, formats=("portable",))
+            for name, path in built.items()}, built
+
+
+def _pixels(count: int, seed: int = 0) -> np.ndarray:
+    size = architectures.IMAGE
+    return np.random.default_rng(seed).standard_normal((count, 3, size, size)).astype(np.float32)
+
+
+@pytest.mark.parametrize("name", HF_MODELS)
+def test_gradients_match_pytorch_autograd(cnn_exports, name):
+    import torch
+    from transformers import AutoModelForImageClassification
+
+    exports, folders = cnn_exports
+    result = exports[name]
+    batch = {"pixel_values": _pixels(5), "labels": np.array([0, 1, 2, 1, 0], dtype=np.int64)}
+    trainer = PortableTrainer(result.manifest, threads=1)  # the prefix, then the tail's step graph
+    loss, logits = trainer.train_step(batch)
+
+    reference = AutoModelForImageClassification.from_pretrained(folders[name], local_files_only=True).eval()
+    weights = _forward_weights(result.folder)
+    reference.load_state_dict({k: weights[f"model.{k}"] for k in reference.state_dict() if f"model.{k}" in weights},
+                              strict=False)
+    out = reference(pixel_values=torch.from_numpy(batch["pixel_values"])).logits
+    expected = torch.nn.functional.cross_entropy(out, torch.from_numpy(batch["labels"]))
+    expected.backward()
+    params = {f"model.{k}": v for k, v in reference.named_parameters()}
+    trainable = [t.name for t in result.trainable]
+    assert any(params[n].dim() == 4 for n in trainable)  # convolution kernels train
+    assert loss == pytest.approx(expected.item(), rel=1e-4)
+    np.testing.assert_allclose(logits, out.detach().numpy(), rtol=1e-3, atol=1e-4)
+    _assert_gradients_match(trainer.gradients(), {n: params[n].grad.numpy() for n in trainable})
+
+
+def test_an_onnx_mobilenet_v3_gradient_is_its_losss_derivative(cnn_exports):
+    exports, _ = cnn_exports
+    manifest = exports["MobileNetV3 (ONNX)"].manifest
+    batch = {"pixel_values": _pixels(3, seed=1), "labels": np.array([2, 0, 1], dtype=np.int64)}
+    trainer = PortableTrainer(manifest, threads=1)
+    trainer.train_step(batch)
+    gradients = trainer.gradients()
+    start = trainer.parameters()
+    rng = np.random.default_rng(2)
+    direction = {n: rng.standard_normal(v.shape).astype(np.float32) for n, v in start.items()}
+    step = 1e-2
+    losses = []
+    for sign in (1, -1):
+        trainer.load_parameters({n: (v.astype(np.float64) + sign * step * direction[n]).astype(np.float32)
+                                 for n, v in start.items()})
+        losses.append(trainer.eval_step(batch)[0])
+    numeric = (losses[0] - losses[1]) / (2 * step)
+    analytic = sum(float((gradients[n].reshape(d.shape) * d).sum()) for n, d in direction.items())
+    assert analytic == pytest.approx(numeric, rel=2e-2)
+    kinds = {node.op_type for node in __import__("onnx").load(str(manifest.path("tail_portable_step"))).graph.node}
+    assert {"HardSwish", "HardSigmoid"} <= kinds or {"HardSigmoid"} <= kinds
+
+
+def test_a_cnn_fine_tunes_on_the_portable_backend(cnn_exports, tmp_path):
+    from edgeft.training.loop import DataOptions, TrainConfig, train
+
+    exports, _ = cnn_exports
+    rng = np.random.default_rng(3)
+    labels = rng.integers(0, 3, 48).astype(np.int64)
+    pixels = _pixels(48, seed=4) + labels[:, None, None, None].astype(np.float32)  # the class shifts the image
+    np.savez(tmp_path / "train.npz", pixel_values=pixels, labels=labels)
+    summary = train(exports["MobileNetV2"].folder, DataOptions(train=tmp_path / "train.npz"), tmp_path / "run",
+                    TrainConfig(epochs=6, batch_size=8, lr=1e-2, val_fraction=0.25), threads=1, backend="portable")
+    assert summary["backend"] == "portable"
+    assert summary["after"]["loss"] < summary["before"]["loss"]
+
+
+@pytest.mark.parametrize("stride,dilation,pads", [(1, 1, [1, 1, 1, 1]), (2, 1, [1, 0, 1, 2]), (2, 1, [0, 1, 1, 0]),
+                                                  (1, 2, [2, 2, 2, 2])])
+def test_a_depthwise_kernels_gradient_matches_pytorch_on_one_convolution(stride, dilation, pads):
+    """The Conv rule alone (the depthwise weight, and the input through the transposed convolution
+    at a symbolic batch), on asymmetric data, strides, dilations and uneven pads."""
+    import onnx
+    import onnx_ad
+    import onnxruntime as ort
+    import torch
+    from onnx import TensorProto, helper
+
+    from edgeft.exporting.conv_rules import convolution_rules
+
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((2, 4, 9, 7)).astype(np.float32)
+    w = rng.standard_normal((4, 1, 3, 3)).astype(np.float32)
+    weights, image = torch.from_numpy(w).requires_grad_(), torch.from_numpy(x).requires_grad_()
+    out = torch.nn.functional.conv2d(torch.nn.functional.pad(image, (pads[1], pads[3], pads[0], pads[2])),
+                                     weights, stride=stride, dilation=dilation, groups=4)
+    r = rng.standard_normal(tuple(out.shape)).astype(np.float32)
+    (out * torch.from_numpy(r)).sum().backward()
+    graph = helper.make_graph(
+        [helper.make_node("Conv", ["x", "w"], ["y"], group=4, kernel_shape=[3, 3], strides=[stride] * 2,
+                          dilations=[dilation] * 2, pads=pads),
+         helper.make_node("Mul", ["y", "r"], ["yr"]), helper.make_node("ReduceSum", ["yr"], ["loss"], keepdims=0)],
+        "depthwise", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 4, 9, 7]),
+                      helper.make_tensor_value_info("w", TensorProto.FLOAT, [4, 1, 3, 3]),
+                      helper.make_tensor_value_info("r", TensorProto.FLOAT, ["batch", *out.shape[1:]])],
+        [helper.make_tensor_value_info("loss", TensorProto.FLOAT, [])])
+    model = onnx.shape_inference.infer_shapes(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]))
+    with convolution_rules():
+        derived = onnx_ad.reverse(model, inputs=["w", "x"], outputs=["loss"], prefix="d.", layout="onnx")
+    session = ort.InferenceSession(derived.SerializeToString(), providers=["CPUExecutionProvider"])
+    names = [o.name for o in session.get_outputs()]
+    feed = {"x": x, "w": w, "r": r, "d.loss": np.ones([1], np.float32)}
+    found = dict(zip(names, session.run(None, {i.name: feed[i.name] for i in session.get_inputs()})))
+    np.testing.assert_allclose(found["d.w"].reshape(w.shape), weights.grad.numpy(), rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(found["d.x"].reshape(x.shape), image.grad.numpy(), rtol=1e-4, atol=1e-4)
