@@ -50,7 +50,7 @@ AREAS = {
               "tests/test_deploy.py::test_quantized_bundle_is_smaller_and_accurate",
               "tests/test_deploy.py::test_every_profile_deploys_and_predicts"],
     "embedding": ["tests/test_embedding.py"],
-    "gradients": ["tests/test_conv_gradients.py"],
+    "gradients": ["tests/test_architecture_gradients.py"],
 }
 
 
@@ -68,7 +68,7 @@ LOOP, CHECKPOINTS, STATE = "edgeft/training/loop.py", "edgeft/run/checkpoints.py
 GUARD, PIPELINE = "edgeft/deployment/guard.py", "edgeft/deployment/pipeline.py"
 LOSSES, BATCHING, METRICS = "edgeft/exporting/losses.py", "edgeft/data/batching.py", "edgeft/evaluation/metrics.py"
 RECORDS, SPLIT = "edgeft/data/records.py", "edgeft/data/split.py"
-CONV_RULES = "edgeft/exporting/conv_rules.py"
+CONV_RULES, PORTABLE = "edgeft/exporting/conv_rules.py", "edgeft/exporting/portable.py"
 RESUME_LINE = "    latest = checkpoints.latest(run_dir) if resume else None\n"
 STEP_CHECKPOINT = "                    checkpoint(checkpoints.step_folder(run_dir, state.step))\n"
 
@@ -185,6 +185,9 @@ MUTANTS = [
            "                      stem=\"dw_padded\") if any(pads) else x", "                      stem=\"dw_padded\") if False else x"),
     Mutant("gradients", "the transposed convolution forgets the rows a stride left unread", CONV_RULES,
            "        transposed = dict(attrs, output_padding=unread)", "        transposed = dict(attrs)"),
+    Mutant("gradients", "a run-time Tile's copies are interleaved instead of concatenated", PORTABLE,
+           '                  helper.make_node("Concat", columns, [pairs], axis=1),',
+           '                  helper.make_node("Concat", columns[::-1], [pairs], axis=1),'),
 ]
 
 

@@ -290,6 +290,9 @@ def export_artifacts(options: ExportOptions, progress: Callable[[str], None] | N
         name_on_disk = name
     dest = Path(options.output) if options.output else Path("artifacts") / name_on_disk
     check_output(dest, options.force, "package" if profile is not None else "artifacts")  # before the slow part
+    if options.task == "embedding" and options.train == "head":
+        raise EdgeftError("An embedding has no head: what trains is the encoder's last blocks.", where="--train head",
+                          hint="use --train last:1 (or last:N) with --task embedding.")
     step("exporting the forward graph to ONNX")
     forward, order, trainable = _forward_graph(loaded, options.train, options.dropout)
     float_inits = {i.name for i in forward.graph.initializer if i.data_type == onnx.TensorProto.FLOAT}

@@ -16,7 +16,7 @@ installed while edgeft differentiates a training graph (see :func:`convolution_r
    Other grouped convolutions (several channels per group, or a channel multiplier) are still
    refused by onnx-ad's rule, by name.
 
-Both are checked against PyTorch autograd in ``tests/test_conv_gradients.py``. They use onnx-ad's
+Both are checked against PyTorch autograd in ``tests/test_architecture_gradients.py``. They use onnx-ad's
 rule table and graph builder, so they are tied to the pinned onnx-ad version (``ONNX_AD``):
 another version gets onnx-ad's own rules and, where they refuse, export's error names the
 operator as before.

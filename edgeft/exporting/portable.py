@@ -140,6 +140,44 @@ def _masked_dropout(graph: onnx.GraphProto, names: Names, training: bool) -> int
     return count
 
 
+def _tile_as_expand(model: onnx.ModelProto, names: Names) -> int:
+    """Tile(x, repeats) with repeats computed at run time (DeBERTa tiles its relative-position
+    keys over the batch) -> the same copies as a broadcast: x gets a size-1 axis before each of
+    its axes, is expanded to (repeat, size) pairs and reshaped to the products. onnx-ad
+    differentiates Expand and Reshape at any shape, and Tile only with constant repeats."""
+    graph = model.graph
+    constant = {i.name for i in graph.initializer} | {o for n in graph.node if n.op_type == "Constant" for o in n.output}
+    shapes = _shapes(model)
+    nodes, count = [], 0
+    for node in graph.node:
+        counted = shapes.get(node.input[1]) if node.op_type == "Tile" else None  # repeats: one per axis of x
+        rank = counted[0] if counted and len(counted) == 1 else None
+        if rank is None or node.input[1] in constant:
+            nodes.append(node)
+            continue
+        x, repeats, y = node.input[0], node.input[1], node.output[0]
+        stem = y.replace("/", "_").strip("_") or "tile"
+        shape, spaced, pairs, pair_shape, target, sizes = (names(f"{stem}.{s}") for s in (
+            "shape", "spaced", "pairs", "pair_shape", "expanded", "sizes"))
+        columns = [names(f"{stem}.repeats_column"), names(f"{stem}.shape_column")]
+        axes = const(graph, names, f"{stem}.axes", np.arange(0, 2 * rank, 2, dtype=np.int64))
+        one = const(graph, names, f"{stem}.one", np.array([1], np.int64))
+        flat = const(graph, names, f"{stem}.flat", np.array([-1], np.int64))
+        nodes += [helper.make_node("Shape", [x], [shape]),
+                  helper.make_node("Unsqueeze", [x, axes], [spaced]),
+                  helper.make_node("Unsqueeze", [repeats, one], [columns[0]]),
+                  helper.make_node("Unsqueeze", [shape, one], [columns[1]]),
+                  helper.make_node("Concat", columns, [pairs], axis=1),
+                  helper.make_node("Reshape", [pairs, flat], [pair_shape]),
+                  helper.make_node("Expand", [spaced, pair_shape], [target]),
+                  helper.make_node("Mul", [repeats, shape], [sizes]),
+                  helper.make_node("Reshape", [target, sizes], [y], name=node.name)]
+        count += 1
+    del graph.node[:]
+    graph.node.extend(nodes)
+    return count
+
+
 def prepare(model: onnx.ModelProto, trainable: list[str], loss: str, output: str, num_outputs: int,
             training: bool, l2sp: list[str] | None = None) -> tuple[onnx.ModelProto, dict[str, np.ndarray]]:
     """Forward graph + loss (+ the L2-SP term over ``l2sp``, see :mod:`edgeft.exporting.l2sp`) with
@@ -165,6 +203,7 @@ def prepare(model: onnx.ModelProto, trainable: list[str], loss: str, output: str
     _masked_dropout(graph, names, training)
     if training:
         _flatten_linear(prepared, names)
+        _tile_as_expand(prepared, names)
     add_loss(graph, names, loss, output, num_outputs)
     if l2sp is not None:
         task = names("loss.task")

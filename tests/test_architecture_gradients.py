@@ -1,4 +1,4 @@
-"""Portable gradients for convolutional networks: every exported CNN trains on any onnxruntime.
+"""Portable gradients for the architectures onnx-ad alone could not differentiate: CNNs and DeBERTa-v2.
 
 One depthwise convolution (strides, dilations, uneven pads) against PyTorch; then ResNet,
 ConvNeXt and MobileNetV2 (random-weight transformers models) with ``last:1``: the
@@ -134,3 +134,33 @@ def test_a_depthwise_kernels_gradient_matches_pytorch_on_one_convolution(stride,
     found = dict(zip(names, session.run(None, {i.name: feed[i.name] for i in session.get_inputs()})))
     np.testing.assert_allclose(found["d.w"].reshape(w.shape), weights.grad.numpy(), rtol=1e-4, atol=1e-4)
     np.testing.assert_allclose(found["d.x"].reshape(x.shape), image.grad.numpy(), rtol=1e-4, atol=1e-4)
+
+
+def test_deberta_v2_gradients_match_pytorch_autograd(tmp_path, export_cache):
+    """DeBERTa-v2 tiles its relative-position keys over the batch with run-time repeats, which
+    onnx-ad does not differentiate: the step graph writes the Tile as a broadcast instead."""
+    import torch
+    from transformers import AutoModelForSequenceClassification
+
+    from conftest import text_batch
+
+    folder = architectures.deberta_v2(tmp_path / "deberta")
+    result = export_cache(model=str(folder), train="last:1", dropout=False, formats=("portable",))
+    batch = text_batch(result.folder, ["turn on the lights", "play some music please", "is it rain", "the door"])
+    batch["labels"] = np.array([0, 1, 2, 1], dtype=np.int64)
+    trainer = PortableTrainer(result.manifest, threads=1)
+    loss, logits = trainer.train_step(batch)
+
+    reference = AutoModelForSequenceClassification.from_pretrained(folder, local_files_only=True,
+                                                                   attn_implementation="eager").eval()
+    weights = _forward_weights(result.folder)
+    reference.load_state_dict({k: weights[f"model.{k}"] for k in reference.state_dict() if f"model.{k}" in weights},
+                              strict=False)
+    out = reference(input_ids=torch.from_numpy(batch["input_ids"]),
+                    attention_mask=torch.from_numpy(batch["attention_mask"])).logits
+    expected = torch.nn.functional.cross_entropy(out, torch.from_numpy(batch["labels"]))
+    expected.backward()
+    params = {f"model.{k}": v for k, v in reference.named_parameters()}
+    assert loss == pytest.approx(expected.item(), rel=1e-4)
+    np.testing.assert_allclose(logits, out.detach().numpy(), rtol=1e-3, atol=1e-4)
+    _assert_gradients_match(trainer.gradients(), {t.name: params[t.name].grad.numpy() for t in result.trainable})

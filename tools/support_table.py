@@ -1,0 +1,112 @@
+#!/usr/bin/env python
+"""The README's support table: which architectures and tasks train with which backend and --train.
+
+Builds small random-weight models of each architecture locally (``tests/architectures.py``, the
+tiny BERT and ViT of the tests), exports each with every ``--train`` form and training format,
+and runs a real training step and an evaluation on each artifact set, with the backend the
+format is for. A cell is "yes" when export and the step succeed, else the reason export gave.
+ONNX Runtime's training format is tried only where its training API is installed (run the
+script with the ort-training environment to fill that column).
+
+Usage: python tools/support_table.py [--write-readme] [--out artifacts/support]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tests"))
+
+import numpy as np  # noqa: E402
+
+START, END = "<!-- support-table: tools/support_table.py -->", "<!-- /support-table -->"
+TRAIN_FORMS = ("head", "last:1")
+
+
+def _models(root: Path) -> list[tuple[str, str, Path, dict]]:
+    """(architecture, task, model path, export options) of every row."""
+    import architectures
+    from conftest import make_tiny_bert
+
+    bert = make_tiny_bert(root / "bert")
+    rows = [("BERT (bare encoder, mean pooling + new head)", "text classification", bert, {"num_labels": 3}),
+            ("BERT", "sentence embedding", bert, {"task": "embedding"})]
+    vit = root / "vit"
+    import torch
+    from transformers import ViTConfig, ViTForImageClassification, ViTImageProcessor
+
+    torch.manual_seed(2)
+    ViTForImageClassification(ViTConfig(image_size=16, patch_size=8, hidden_size=32, num_hidden_layers=2,
+                                        num_attention_heads=2, intermediate_size=64, num_labels=3)).save_pretrained(vit)
+    ViTImageProcessor(size={"height": 16, "width": 16}).save_pretrained(vit)
+    rows.append(("ViT", "image classification", vit, {}))
+    for name, build in architectures.BUILDERS.items():
+        task = "text classification" if name.startswith("DeBERTa") else "image classification"
+        rows.append((name, task, build(root / name.split()[0]), {}))
+    return rows
+
+
+def _batch(manifest) -> dict[str, np.ndarray]:
+    from edgeft.deployment.measure import sample_feed
+
+    feed = sample_feed(manifest.data, manifest.folder, 4, 8)
+    spec = manifest.data["labels"]["input"]
+    feed["labels"] = np.array([0, 0, 1, 1], dtype=np.int64) if spec["dtype"] == "int64" else \
+        np.zeros([4, *spec["shape"][1:]], dtype=spec["dtype"])
+    return feed
+
+
+def _cell(model: Path, options: dict, train: str, fmt: str, out: Path) -> str:
+    from edgeft.backends.select import open_trainer
+    from edgeft.errors import EdgeftError
+    from edgeft.exporting.artifacts import ExportOptions, export_artifacts
+
+    try:
+        result = export_artifacts(ExportOptions(model=str(model), train=train, formats=(fmt,), output=out, force=True,
+                                                **options))
+        trainer = open_trainer(result.manifest, fmt if fmt == "ort-training" else "portable", threads=1)
+        batch = _batch(result.manifest)
+        loss, _ = trainer.train_step(batch)
+        trainer.optimizer_step()
+        trainer.eval_step(batch)
+        return "yes" if np.isfinite(loss) else f"non-finite loss {loss}"
+    except EdgeftError as exc:
+        if "has no head" in exc.what:
+            return "n/a (no head: the encoder trains)"
+        reason = exc.what.replace("The portable training step cannot be built: ", "").split(" (node")[0]
+        reason = reason.split(", which")[0].rstrip(".").replace("|", "/")
+        return f"no: {reason if len(reason) <= 90 else reason[:89] + '...'}"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--write-readme", action="store_true", help="replace the table in README.md")
+    args = parser.parse_args()
+    from edgeft.ortcompat import has_training_api
+
+    formats = ["portable"] + (["ort-training"] if has_training_api() else [])
+    header = ["architecture", "task"] + [f"{fmt} `--train {train}`" for fmt in formats for train in TRAIN_FORMS]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    with tempfile.TemporaryDirectory(prefix="edgeft-support-") as tmp:
+        root = Path(tmp)
+        for name, task, model, options in _models(root):
+            cells = [_cell(model, options, train, fmt, root / "out") for fmt in formats for train in TRAIN_FORMS]
+            lines.append("| " + " | ".join([name, task, *cells]) + " |")
+            print(lines[-1], file=sys.stderr)
+    table = "\n".join(lines)
+    print(table)
+    if args.write_readme:
+        readme = ROOT / "README.md"
+        text = readme.read_text(encoding="utf-8")
+        before, rest = text.split(START, 1)
+        _, after = rest.split(END, 1)
+        readme.write_text(f"{before}{START}\n{table}\n{END}{after}", encoding="utf-8")
+
+
+if __name__ == "__main__":
+    main()
