@@ -384,6 +384,10 @@ def _evaluate_folder(path: Path, data: Path, checkpoint: Path | None = None, bat
     result = {"model": str(path), "checkpoint": str(checkpoint) if checkpoint else None, "data": str(data),
               "examples": len(records), "skipped": len(records.skipped), "labels": names,
               "loss": loss, **metrics.compute(task, outputs, labels, len(names))}
+    if manifest.data["task"] == "embedding" and not result.get("queries"):
+        raise EdgeftError(f"No text of {data} has another of its group to be found by, so retrieval cannot be "
+                          "measured.", where=str(data), hint="give texts in groups of two or more (the label column), "
+                                                             "or (text, positive) pairs.")
     if groups is not None:
         result["by"] = _slices(by, [groups.get(place, "") for place in records.places], task, outputs, labels,
                                len(names))

@@ -273,6 +273,9 @@ def _check_image_steps(check: _Fields, settings: dict[str, Any], channels: int) 
                                                      + " or ".join(str(sorted(k)) for k in shapes))
         for name in step:
             check.count(f"preprocessing.{key}.{name}", step, name, maximum=1 << 14)
+    if (settings.get("resize") or {}).get("shortest_edge") and settings.get("crop") is None:
+        raise check.fail("preprocessing.crop", "is missing: a shortest-edge resize keeps each image's aspect ratio, "
+                                               "and the model takes one size")
     if "resample" in settings:
         check.choice("preprocessing.resample", IMAGE_RESAMPLING, settings, "resample")
     if "rescale_offset" in settings:

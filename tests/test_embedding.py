@@ -204,7 +204,7 @@ def test_what_does_not_fit_the_task_is_refused(embedding_artifacts, tiny_bert, t
     with pytest.raises(EdgeftError, match="a regression loss"):
         export_artifacts(ExportOptions(model=str(tiny_bert), task="embedding", loss="mse"))
     data = write_csv(tmp_path / "d.csv", dataset(0, 4))
-    with pytest.raises(EdgeftError, match="batch of one"):
+    with pytest.raises(EdgeftError, match="batch of 1 holds one group"):
         edgeft.train(embedding_artifacts.folder, data, run_dir=tmp_path / "run", batch_size=1)
     assert not (tmp_path / "run").exists()
 
@@ -238,3 +238,66 @@ def test_the_guard_tops_up_with_whole_groups(embedding_artifacts, tmp_path):
     labels = extra.labels(np.arange(len(extra)))
     assert len(extra) >= 58
     assert all((labels == group).sum() == 5 for group in np.unique(labels))  # each picked group whole
+
+
+def test_small_groups_and_lone_texts_split_so_that_validation_can_retrieve():
+    pairs = np.repeat(np.arange(5), 2)  # 5 pairs at 10%: round(0.5) would hold out none
+    _, val = grouped_split(pairs, 0.1, seed=0)
+    assert len(val) == 2 and len(set(pairs[val])) == 1
+    lone_and_pairs = np.concatenate([np.arange(30), np.repeat(np.arange(30, 35), 2)])
+    for seed in range(5):
+        _, val = grouped_split(lone_and_pairs, 0.2, seed)
+        assert len(val) and all((lone_and_pairs[val] == g).sum() == 2 for g in lone_and_pairs[val])
+
+
+def test_pairs_that_share_a_text_are_one_group(embedding_artifacts, tmp_path):
+    from edgeft.data.records import read_records
+
+    path = tmp_path / "faq.jsonl"
+    rows = [("how do i reset", "press the button"), ("reset help", "press the button"), ("play music", "music please")]
+    path.write_text("".join(json.dumps({"text": a, "positive": b}) + "\n" for a, b in rows))
+    assert read_records(path, embedding_artifacts.manifest.data).labels.tolist() == [0, 0, 0, 0, 1, 1]
+
+
+def test_retrieval_in_blocks_equals_retrieval_at_once(monkeypatch):
+    from edgeft.evaluation import metrics
+
+    rng = np.random.default_rng(4)
+    x, groups = rng.standard_normal((50, 6)), rng.integers(0, 8, 50)
+    whole = retrieval(x, groups)
+    monkeypatch.setattr(metrics, "BLOCK", 7)
+    assert retrieval(x, groups) == pytest.approx(whole)
+    assert retrieval(np.zeros((0, 6)), np.zeros(0, dtype=np.int64))["queries"] == 0
+
+
+def test_an_epoch_count_of_grouped_batches_is_counted_per_epoch(embedding_artifacts, tmp_path):
+    import math
+
+    from edgeft.training.loop import DataOptions, TrainConfig, train
+
+    rows = [(f"{w} lights", f"g{i}") for i, w in enumerate(["turn", "play", "set", "lock", "stop"]) for _ in range(3)]
+    rows += [(f"my {w}", f"p{i}") for i, w in enumerate(["door", "alarm", "rain", "timer", "music", "kitchen"])
+             for _ in range(2)]
+    data = write_csv(tmp_path / "train.csv", rows)
+    config = TrainConfig(epochs=6, batch_size=5, lr=1e-3, val_fraction=0)
+    summary = train(embedding_artifacts.folder, DataOptions(train=data), tmp_path / "run", config, threads=1,
+                    backend="portable")
+    from edgeft.data.records import read_records
+
+    groups = read_records(data, embedding_artifacts.manifest.data).labels
+    counts = [len(grouped_batches(groups, 5, np.random.default_rng([0, e]))) for e in range(6)]
+    assert len(set(counts)) > 1  # the case at hand: epochs of different lengths
+    assert summary["steps"] == sum(counts) and summary["epochs"] == 6
+    with pytest.raises(EdgeftError, match="not a metric the embedding task reports"):
+        train(embedding_artifacts.folder, DataOptions(train=data), tmp_path / "run2",
+              TrainConfig(metric="accuracy"), threads=1)
+    with pytest.raises(EdgeftError, match="batch of 3"):
+        train(embedding_artifacts.folder, DataOptions(train=data), tmp_path / "run3", TrainConfig(batch_size=3))
+    lone = write_csv(tmp_path / "lone.csv", [("a door", "x"), ("the rain", "y")])
+    with pytest.raises(EdgeftError, match="No validation text"):
+        train(embedding_artifacts.folder, DataOptions(train=data, val=lone), tmp_path / "run4", config)
+    import edgeft
+
+    with pytest.raises(EdgeftError, match="No text of"):
+        edgeft.evaluate(embedding_artifacts.folder, lone)
+    assert math.isfinite(summary["after"]["loss"]) if summary["after"] else True

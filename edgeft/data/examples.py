@@ -111,6 +111,10 @@ def load_examples(manifest: Manifest, data: DataOptions, val_fraction: float, se
     elif val_fraction > 0 and len(records) >= 10:
         split = grouped_split if manifest.data["task"] == "embedding" else stratified_split
         train_idx, val_idx = split(records.labels, val_fraction, seed)
+        if not len(val_idx):
+            reporter.message("validation: nothing to hold out (every class or group has too few examples); "
+                             "training without validation (give --val FILE)")
+            return ExampleSet(records, manifest), None
         skipped = records.skipped
         records, val_records = records.subset(train_idx), records.subset(val_idx)
         records.skipped = skipped  # the file's skipped rows, listed once, with the training part

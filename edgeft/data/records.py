@@ -103,16 +103,37 @@ def read_records(path: Path | str, manifest: dict[str, Any], text_column: str = 
             if not isinstance(value, str):
                 raise EdgeftError(f"The text in {place} is {type(value).__name__}, not a string.", where=place,
                                   hint=f"write the {column!r} value as a JSON string.")
-        if pairs:  # the two texts of a pair make a group of two
+        if pairs:  # grouped below, once every pair is read
             texts += [text, label]
-            values += [labels.group(f"pair {place}")] * 2
             places += [place, place]
             continue
         texts.append(text)
         values.append(labels.from_json(label, place) if suffix == ".jsonl" else labels.from_text(label, place))
         places.append(place)
     _require_examples(path, texts, skipped)
+    if pairs:
+        values = [labels.group(root) for root in _pair_groups(texts)]
     return Records(source=str(path), texts=texts, labels=labels.stack(values), places=places, skipped=skipped)
+
+
+def _pair_groups(texts: list[str]) -> list[str]:
+    """The group of each text of (text, positive) pairs (texts 2i and 2i + 1), named by one of its
+    texts: pairs that share a text join one group (many questions with one answer), so that a
+    text is never the negative of its own copy."""
+    parent: dict[str, str] = {}
+
+    def root(text: str) -> str:
+        parent.setdefault(text, text)
+        while parent[text] != text:
+            parent[text] = parent[parent[text]]
+            text = parent[text]
+        return text
+
+    for first, second in zip(texts[::2], texts[1::2]):
+        a, b = root(first), root(second)
+        if a != b:
+            parent[b] = a
+    return [root(text) for text in texts]
 
 
 def read_texts(path: Path | str, text_column: str = "text", skipped: list[str] | None = None) -> list[str]:

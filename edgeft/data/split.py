@@ -41,15 +41,17 @@ def grouped_split(groups: np.ndarray, fraction: float, seed: int) -> tuple[np.nd
     """(train_indices, val_indices) for the embedding task, where an example is evaluated by
     retrieving the other members of its group: validation needs two members of a group or none.
 
-    A group of at least four examples is split within itself (at least two on each side); smaller
-    groups, such as (text, positive) pairs, go whole to one side, ``fraction`` of them to
-    validation. The same groups, fraction and seed give the same split."""
+    A group of at least four examples is split within itself (at least two on each side); groups
+    of two or three, such as (text, positive) pairs, go whole to one side, ``fraction`` of them to
+    validation (at least one when nothing else is there and two or more exist); a group of one
+    stays in training. The same groups, fraction and seed give the same split."""
     groups = np.asarray(groups)
     rng = np.random.default_rng(seed)
     members = [np.flatnonzero(groups == value) for value in np.unique(groups)]
     val = [rng.permutation(m)[:min(max(2, round(fraction * len(m))), len(m) - 2)] for m in members if len(m) >= 4]
-    small = [m for m in members if len(m) < 4]
-    val += [small[i] for i in rng.permutation(len(small))[:round(fraction * len(small))]]
+    small = [m for m in members if 2 <= len(m) < 4]  # a lone text has nothing to be found by: it stays to train
+    taken = round(fraction * len(small)) if val else max(1, round(fraction * len(small))) if len(small) >= 2 else 0
+    val += [small[i] for i in rng.permutation(len(small))[:taken]]
     val_indices = np.sort(np.concatenate(val)) if val else np.zeros(0, dtype=np.int64)
     train_indices = np.setdiff1d(np.arange(len(groups)), val_indices)
     return train_indices.astype(np.int64), val_indices.astype(np.int64)

@@ -69,7 +69,9 @@ def examples_needed(task: str, max_drop: float) -> int:
 
 def pooled(task: str, parts: list[tuple[dict[str, Any], int]]) -> dict[str, Any]:
     """Metrics of several example sets as one: the guarded metric weighted by their sizes."""
-    total = sum(count for _, count in parts)
+    if task == "embedding":  # a retrieval metric counts its queries, not its examples
+        parts = [(m, m.get("queries", n)) for m, n in parts]
+    total = sum(count for _, count in parts) or 1
     metric = guarded_metric(task)
     if task == "regression":
         return {metric: math.sqrt(sum(m[metric] ** 2 * n for m, n in parts) / total)}

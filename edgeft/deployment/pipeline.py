@@ -238,6 +238,10 @@ def deploy(options: DeployOptions, progress: Callable[[str], None] | None = None
                 return results[0], pooled(task, [(m, n) for m, n in zip(results, sizes)])
 
             fp32_metrics, fp32_guard = check(model.fp32)
+            if task == "embedding" and not fp32_metrics.get("queries"):
+                raise EdgeftError("No validation text has another of its group to be found by, so the guard cannot "
+                                  "measure retrieval.", where="validation data",
+                                  hint="give --val texts in groups of two or more (or (text, positive) pairs).")
             # without training data (a federated run, or artifacts and --val) static ranges come from validation
             calibration = _calibration(train if train is not None else val, profile.quantization.calibration_examples,
                                        model.examples) \

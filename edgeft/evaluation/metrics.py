@@ -17,6 +17,20 @@ from edgeft.tasks import TEMPERATURE
 HIGHER_IS_BETTER = {"accuracy": True, "macro_f1": True, "micro_f1": True, "loss": False, "mae": False, "rmse": False,
                     "recall@1": True, "recall@5": True, "recall@10": True, "mrr": True}
 RECALL_AT = (1, 5, 10)
+BLOCK = 1024  # query rows at a time: an N x N similarity matrix of a 10,000-text set would take 800 MB
+
+
+def task_metrics(task: str) -> tuple[str, ...]:
+    """The metrics a ``task`` model reports, which early stopping and the best checkpoint can follow."""
+    return {"classification": ("accuracy", "macro_f1", "loss"),
+            "multi-label": ("micro_f1", "macro_f1", "accuracy", "loss"),
+            "embedding": ("recall@1", "recall@5", "recall@10", "mrr", "loss")}.get(task, ("rmse", "mae", "loss"))
+
+
+def retrieval_queries(groups: np.ndarray) -> int:
+    """How many examples have another of their group to be found by (count as retrieval queries)."""
+    _, inverse, counts = np.unique(np.asarray(groups), return_inverse=True, return_counts=True)
+    return int((counts[inverse] > 1).sum())
 
 
 def _f1(tp: np.ndarray, fp: np.ndarray, fn: np.ndarray) -> np.ndarray:
@@ -57,42 +71,57 @@ def regression(predictions: np.ndarray, targets: np.ndarray) -> dict[str, Any]:
     return {"mae": float(np.abs(error).mean()), "rmse": float(np.sqrt((error ** 2).mean()))}
 
 
+def _normalised(embeddings: np.ndarray) -> np.ndarray:
+    x = np.asarray(embeddings, np.float64)
+    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+
+
+def _blocks(count: int):
+    return (np.arange(start, min(start + BLOCK, count)) for start in range(0, count, BLOCK))
+
+
 def contrastive_loss(embeddings: np.ndarray, groups: np.ndarray, temperature: float = TEMPERATURE) -> float:
     """The embedding task's training loss (see ``edgeft.exporting.losses.add_contrastive``) with the
     whole set as one batch: a validation loss that does not depend on how batches are cut."""
-    x = embeddings.astype(np.float64)
-    scaled = (x @ x.T - 1.0) / temperature
-    others = ~np.eye(len(x), dtype=bool)
-    positive = (groups[:, None] == groups[None, :]) & others
-    has = positive.any(axis=1)
-    if not has.any():
-        return 0.0
-    exp = np.exp(scaled)
-    den, num = (exp * others).sum(axis=1)[has], (exp * positive).sum(axis=1)[has]
-    return float(np.mean(np.log(den) - np.log(num)))
+    x, groups = np.asarray(embeddings, np.float64), np.asarray(groups)
+    total, counted = 0.0, 0
+    for rows in _blocks(len(x)):
+        exp = np.exp((x[rows] @ x.T - 1.0) / temperature)
+        others = np.ones_like(exp, dtype=bool)
+        others[np.arange(len(rows)), rows] = False
+        positive = (groups[rows, None] == groups[None, :]) & others
+        has = positive.any(axis=1)
+        total += float((np.log((exp * others).sum(axis=1)[has]) - np.log((exp * positive).sum(axis=1)[has])).sum())
+        counted += int(has.sum())
+    return total / counted if counted else 0.0
 
 
 def retrieval(embeddings: np.ndarray, groups: np.ndarray, temperature: float = TEMPERATURE) -> dict[str, Any]:
     """Each example as a query against all the others (leave one out), by cosine similarity: the
     share of queries with a member of their group among the k nearest (recall@k), the mean
     reciprocal rank of the first one (MRR), and the contrastive loss. Queries whose group has no
-    other member are left out (``queries`` says how many count)."""
-    x = embeddings.astype(np.float64)
-    norms = np.linalg.norm(x, axis=1, keepdims=True)
-    x = x / np.maximum(norms, 1e-12)
-    similarity = x @ x.T
-    np.fill_diagonal(similarity, -np.inf)
-    same = groups[:, None] == groups[None, :]
-    np.fill_diagonal(same, False)
-    queries = np.flatnonzero(same.any(axis=1))
+    other member are left out (``queries`` says how many count). Computed a block of queries at a
+    time, so memory grows with the set, not with its square."""
+    groups = np.asarray(groups)
+    x = _normalised(embeddings) if len(embeddings) else np.zeros((0, 1))
+    if not len(x):
+        return {"loss": 0.0, **{f"recall@{k}": 0.0 for k in RECALL_AT}, "mrr": 0.0, "queries": 0}
+    ranks = []
+    for rows in _blocks(len(x)):
+        similarity = x[rows] @ x.T
+        similarity[np.arange(len(rows)), rows] = -np.inf
+        same = groups[rows, None] == groups[None, :]
+        same[np.arange(len(rows)), rows] = False
+        asked = same.any(axis=1)
+        # rank of the first positive: how many candidates score strictly higher than the best positive
+        best = np.where(same[asked], similarity[asked], -np.inf).max(axis=1, initial=-np.inf)
+        ranks.append((similarity[asked] > best[:, None]).sum(axis=1) + 1)
+    rank = np.concatenate(ranks) if ranks else np.zeros(0, dtype=np.int64)
     result: dict[str, Any] = {"loss": contrastive_loss(x, groups, temperature)}
-    if not len(queries):
+    if not len(rank):
         return {**result, **{f"recall@{k}": 0.0 for k in RECALL_AT}, "mrr": 0.0, "queries": 0}
-    # rank of the first positive: how many candidates score strictly higher than the best positive
-    best = np.where(same[queries], similarity[queries], -np.inf).max(axis=1)
-    rank = (similarity[queries] > best[:, None]).sum(axis=1) + 1
     result.update({f"recall@{k}": float((rank <= k).mean()) for k in RECALL_AT})
-    result.update({"mrr": float((1.0 / rank).mean()), "queries": int(len(queries))})
+    result.update({"mrr": float((1.0 / rank).mean()), "queries": int(len(rank))})
     return result
 
 

@@ -280,7 +280,7 @@ def load_image(folder: Path, label_names: list[str], num_labels: int | None, see
     raw = _read_config(folder)
     count, names = _num_labels(raw, label_names, num_labels)
     try:
-        processor = AutoImageProcessor.from_pretrained(folder, local_files_only=True)
+        processor = AutoImageProcessor.from_pretrained(folder, local_files_only=True, use_fast=False)
         config = AutoConfig.from_pretrained(folder, local_files_only=True)
         torch.manual_seed(seed)
         model, info = AutoModelForImageClassification.from_pretrained(

@@ -158,9 +158,9 @@ def train(artifacts: Path, data: DataOptions, run_dir: Path, config: TrainConfig
     manifest = check_fields(load_manifest(artifacts, kind=TRAINABLE_KINDS))
     task, labels = manifest.data["task"], manifest.data["labels"]["names"]
     metric = config.metric or metrics.default_metric(task)
-    if metric not in metrics.HIGHER_IS_BETTER:
-        raise EdgeftError(f"Unknown metric {metric!r}.", where="--metric",
-                          hint=f"use one of {', '.join(metrics.HIGHER_IS_BETTER)}.")
+    if metric not in metrics.task_metrics(task):
+        raise EdgeftError(f"{metric!r} is not a metric the {task} task reports.", where="--metric",
+                          hint=f"use one of {', '.join(metrics.task_metrics(task))}.")
     if config.schedule not in SCHEDULES:
         raise EdgeftError(f"Unknown learning-rate schedule {config.schedule!r}.", where="--schedule",
                           hint=f"use one of {', '.join(SCHEDULES)}.")
@@ -169,11 +169,16 @@ def train(artifacts: Path, data: DataOptions, run_dir: Path, config: TrainConfig
         raise EdgeftError("ONNX Runtime's SGD optimizer has no weight decay.", where="--weight-decay",
                           hint="pass --weight-decay 0, or export with --optimizer adamw.")
     check_l2sp(manifest, config.l2sp)
-    if task == "embedding" and config.batch_size < 2:
-        raise EdgeftError("The embedding task learns from the other examples of a batch (in-batch negatives): a "
-                          "batch of one teaches nothing.", where="--batch-size",
-                          hint="use --batch-size 16 or more (larger batches give more negatives).")
+    contrastive = task == "embedding"  # the loss couples a batch's examples: batches are made of groups
+    if contrastive and config.batch_size < 4:
+        raise EdgeftError(f"The embedding task learns from the other examples of a batch (in-batch negatives): a "
+                          f"batch of {config.batch_size} holds one group, whose texts have no negative.",
+                          where="--batch-size", hint="use --batch-size 16 or more (larger batches give more negatives).")
     train_set, val_set = load_examples(manifest, data, config.val_fraction, config.seed, reporter)
+    if contrastive and val_set is not None and not metrics.retrieval_queries(val_set.labels(np.arange(len(val_set)))):
+        raise EdgeftError("No validation text has another of its group to be found by, so retrieval cannot be "
+                          "measured.", where=str(data.val) if data.val is not None else "--val-fraction",
+                          hint="give validation texts in groups of two or more (or (text, positive) pairs).")
     record = _run_record(manifest, data, config, run_dir)
     _prepare_run_dir(run_dir, record, resume, force)
     if data.keep_in_run and not resume:
@@ -202,12 +207,21 @@ def train(artifacts: Path, data: DataOptions, run_dir: Path, config: TrainConfig
     elif config.cache and not manifest.data.get("cache", {}).get("available"):
         reporter.message(f"frozen-prefix cache not available: {manifest.data.get('cache', {}).get('reason', 'old artifacts')}")
     cache_seconds = time.perf_counter() - cache_started
-    batches_per_epoch = len(grouped_batches(examples.labels(np.arange(len(examples))), config.batch_size,
-                                            np.random.default_rng([config.seed, 0]))) if task == "embedding" \
-        else math.ceil(len(examples) / config.batch_size)
-    steps_per_epoch = math.ceil(batches_per_epoch / config.accumulate)
-    total_steps = config.max_steps or config.epochs * steps_per_epoch
-    epochs = math.ceil(total_steps / steps_per_epoch)
+    groups = examples.labels(np.arange(len(examples))) if contrastive else None
+
+    def epoch_steps(epoch: int) -> int:
+        """Optimizer steps of an epoch (grouped batches vary in number from epoch to epoch)."""
+        batches = len(grouped_batches(groups, config.batch_size, np.random.default_rng([config.seed, epoch]))) \
+            if contrastive else math.ceil(len(examples) / config.batch_size)
+        return math.ceil(batches / config.accumulate)
+
+    if config.max_steps:
+        total_steps, epochs, counted = config.max_steps, 0, 0
+        while counted < total_steps:
+            counted, epochs = counted + epoch_steps(epochs), epochs + 1
+    else:
+        epochs = config.epochs
+        total_steps = sum(epoch_steps(epoch) for epoch in range(epochs))
     warmup = int(round(config.warmup * total_steps))
     lr_scale = 1.0 / config.accumulate if manifest.data["optimizer"] == "sgd" else 1.0
     num_labels = len(labels)
@@ -231,11 +245,9 @@ def train(artifacts: Path, data: DataOptions, run_dir: Path, config: TrainConfig
     reporter.start(total_steps, state.step, epochs)
     started = time.perf_counter() - state.seconds
     stop = False
-    # the contrastive loss couples a batch's examples: a batch cannot run in pieces, and is made of groups
-    contrastive = task == "embedding"
     for epoch in range(state.epoch, epochs):
         rng = np.random.default_rng([config.seed, epoch])
-        order = grouped_batches(examples.labels(np.arange(len(examples))), config.batch_size, rng) if contrastive \
+        order = grouped_batches(groups, config.batch_size, rng) if contrastive \
             else length_bucketed_batches(examples.lengths, config.batch_size, rng, config.bucket)
         train_losses: list[float] = []
         window_start, window_examples = time.perf_counter(), 0
