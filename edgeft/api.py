@@ -380,14 +380,12 @@ def _evaluate_folder(path: Path, data: Path, checkpoint: Path | None = None, bat
     records = read_records(data, spec, text_column=text_column, label_column=label_column, strict=strict)
     groups = read_column(data, by) if by is not None else None
     task, names = manifest.data["task"], manifest.data["labels"]["names"]
+    if task == "embedding":
+        metrics.require_queries(records.labels, f"text of {data}", str(data))
     loss, outputs, labels = predict_examples(stepper, ExampleSet(records, manifest), batch_size)
     result = {"model": str(path), "checkpoint": str(checkpoint) if checkpoint else None, "data": str(data),
               "examples": len(records), "skipped": len(records.skipped), "labels": names,
               "loss": loss, **metrics.compute(task, outputs, labels, len(names))}
-    if manifest.data["task"] == "embedding" and not result.get("queries"):
-        raise EdgeftError(f"No text of {data} has another of its group to be found by, so retrieval cannot be "
-                          "measured.", where=str(data), hint="give texts in groups of two or more (the label column), "
-                                                             "or (text, positive) pairs.")
     if groups is not None:
         result["by"] = _slices(by, [groups.get(place, "") for place in records.places], task, outputs, labels,
                                len(names))

@@ -54,39 +54,36 @@ def _lively(model: "torch.nn.Module") -> "torch.nn.Module":  # noqa: F821
     return model
 
 
-def resnet(folder: Path) -> Path:
+def _image_classifier(folder: Path, seed: int, config: "transformers.PretrainedConfig", kind: str) -> Path:  # noqa: F821
+    """A lively random-weight image classifier of ``config``'s architecture, with its image processor."""
     import torch
-    from transformers import ResNetConfig, ResNetForImageClassification
+    from transformers import AutoModelForImageClassification
 
-    torch.manual_seed(3)
-    config = ResNetConfig(num_channels=3, embedding_size=8, hidden_sizes=[8, 16], depths=[1, 1], layer_type="basic",
-                          num_labels=3)
-    _lively(ResNetForImageClassification(config)).save_pretrained(folder)
-    _image_processor(folder, "resnet")
+    torch.manual_seed(seed)
+    _lively(AutoModelForImageClassification.from_config(config)).save_pretrained(folder)
+    _image_processor(folder, kind)
     return folder
+
+
+def resnet(folder: Path) -> Path:
+    from transformers import ResNetConfig
+
+    return _image_classifier(folder, 3, ResNetConfig(num_channels=3, embedding_size=8, hidden_sizes=[8, 16],
+                                                     depths=[1, 1], layer_type="basic", num_labels=3), "resnet")
 
 
 def convnext(folder: Path) -> Path:
-    import torch
-    from transformers import ConvNextConfig, ConvNextForImageClassification
+    from transformers import ConvNextConfig
 
-    torch.manual_seed(4)
-    config = ConvNextConfig(num_channels=3, num_stages=2, hidden_sizes=[8, 16], depths=[1, 1], patch_size=4,
-                            num_labels=3)
-    _lively(ConvNextForImageClassification(config)).save_pretrained(folder)
-    _image_processor(folder, "convnext")
-    return folder
+    return _image_classifier(folder, 4, ConvNextConfig(num_channels=3, num_stages=2, hidden_sizes=[8, 16],
+                                                       depths=[1, 1], patch_size=4, num_labels=3), "convnext")
 
 
 def mobilenet_v2(folder: Path) -> Path:
-    import torch
-    from transformers import MobileNetV2Config, MobileNetV2ForImageClassification
+    from transformers import MobileNetV2Config
 
-    torch.manual_seed(5)
-    config = MobileNetV2Config(num_channels=3, image_size=IMAGE, depth_multiplier=0.25, min_depth=4, num_labels=3)
-    _lively(MobileNetV2ForImageClassification(config)).save_pretrained(folder)
-    _image_processor(folder, "mobilenet_v2")
-    return folder
+    return _image_classifier(folder, 5, MobileNetV2Config(num_channels=3, image_size=IMAGE, depth_multiplier=0.25,
+                                                          min_depth=4, num_labels=3), "mobilenet_v2")
 
 
 def deberta_v2(folder: Path) -> Path:

@@ -11,8 +11,9 @@ from typing import Any
 import numpy as np
 
 from edgeft.data.records import IMAGE_SUFFIXES, read_texts
-from edgeft.deployment.runtime import make_session, scores
+from edgeft.deployment.runtime import make_session
 from edgeft.errors import EdgeftError
+from edgeft.evaluation.metrics import scores
 from edgeft.manifest import check_fields, load_manifest
 
 

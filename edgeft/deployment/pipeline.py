@@ -32,6 +32,7 @@ from edgeft.reporter import Reporter
 from edgeft.run.record import RUN_FILE, RunRecord
 from edgeft.data.cache import CachedExamples
 from edgeft.data.examples import DataOptions, ExampleSet, load_examples
+from edgeft.evaluation import metrics
 from edgeft.evaluation.evaluate import Examples, checkpoint_parameters, evaluate, resolve_model
 
 REPORT_JSON = "report.json"
@@ -215,6 +216,8 @@ def deploy(options: DeployOptions, progress: Callable[[str], None] | None = None
     check_output(dest, options.force, "bundle")  # fail before the slow part
     step("reading validation data")
     val, train = _validation(manifest, options, run)
+    if manifest.data["task"] == "embedding":  # the guard's own measure must have something to find
+        metrics.require_queries(val.labels(np.arange(len(val))), "validation text", "validation data")
     task, max_drop = manifest.data["task"], profile.targets.max_accuracy_drop if options.max_drop is None else options.max_drop
     threads, level = profile.hardware.threads, profile.runtime.graph_optimization
     measured_threads = usable_threads(threads)
@@ -238,10 +241,6 @@ def deploy(options: DeployOptions, progress: Callable[[str], None] | None = None
                 return results[0], pooled(task, [(m, n) for m, n in zip(results, sizes)])
 
             fp32_metrics, fp32_guard = check(model.fp32)
-            if task == "embedding" and not fp32_metrics.get("queries"):
-                raise EdgeftError("No validation text has another of its group to be found by, so the guard cannot "
-                                  "measure retrieval.", where="validation data",
-                                  hint="give --val texts in groups of two or more (or (text, positive) pairs).")
             # without training data (a federated run, or artifacts and --val) static ranges come from validation
             calibration = _calibration(train if train is not None else val, profile.quantization.calibration_examples,
                                        model.examples) \

@@ -69,14 +69,3 @@ class InferenceStepper:
         outputs = self.session.run([self.output], {n: batch[n] for n in self.names})[0]
         return loss_value(self.task, outputs, batch["labels"], self.loss), outputs
 
-
-def scores(task: str, outputs: np.ndarray) -> np.ndarray:
-    """Probabilities for classification (softmax) and multi-label (sigmoid); values for regression
-    and embeddings."""
-    x = outputs.astype(np.float64)
-    if task == "classification":
-        e = np.exp(x - x.max(axis=1, keepdims=True))
-        return e / e.sum(axis=1, keepdims=True)
-    if task == "multi-label":
-        return 1.0 / (1.0 + np.exp(-x))
-    return x

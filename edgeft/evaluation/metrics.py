@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 
+from edgeft.errors import EdgeftError
 from edgeft.tasks import TEMPERATURE
 
 # what "better" means for each metric early stopping can watch
@@ -27,10 +28,14 @@ def task_metrics(task: str) -> tuple[str, ...]:
             "embedding": ("recall@1", "recall@5", "recall@10", "mrr", "loss")}.get(task, ("rmse", "mae", "loss"))
 
 
-def retrieval_queries(groups: np.ndarray) -> int:
-    """How many examples have another of their group to be found by (count as retrieval queries)."""
-    _, inverse, counts = np.unique(np.asarray(groups), return_inverse=True, return_counts=True)
-    return int((counts[inverse] > 1).sum())
+def require_queries(groups: np.ndarray, subject: str, where: str) -> None:
+    """Refuse a set in which no example has another of its group (``subject`` names its texts):
+    its retrieval metrics would read 0 whatever the model, and a guard on them accepts anything."""
+    _, counts = np.unique(np.asarray(groups), return_counts=True)
+    if not (counts > 1).any():
+        raise EdgeftError(f"No {subject} has another of its group to be found by, so retrieval cannot be measured.",
+                          where=where, hint="give texts in groups of two or more (the label column), or "
+                                            "(text, positive) pairs.")
 
 
 def _f1(tp: np.ndarray, fp: np.ndarray, fn: np.ndarray) -> np.ndarray:
@@ -71,7 +76,20 @@ def regression(predictions: np.ndarray, targets: np.ndarray) -> dict[str, Any]:
     return {"mae": float(np.abs(error).mean()), "rmse": float(np.sqrt((error ** 2).mean()))}
 
 
-def _normalised(embeddings: np.ndarray) -> np.ndarray:
+def scores(task: str, outputs: np.ndarray) -> np.ndarray:
+    """Probabilities for classification (softmax) and multi-label (sigmoid); values for regression
+    and embeddings."""
+    x = outputs.astype(np.float64)
+    if task == "classification":
+        e = np.exp(x - x.max(axis=1, keepdims=True))
+        return e / e.sum(axis=1, keepdims=True)
+    if task == "multi-label":
+        return 1.0 / (1.0 + np.exp(-x))
+    return x
+
+
+def normalised(embeddings: np.ndarray) -> np.ndarray:
+    """Each row scaled to unit length (float64): cosine similarities are then dot products."""
     x = np.asarray(embeddings, np.float64)
     return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
 
@@ -103,9 +121,7 @@ def retrieval(embeddings: np.ndarray, groups: np.ndarray, temperature: float = T
     other member are left out (``queries`` says how many count). Computed a block of queries at a
     time, so memory grows with the set, not with its square."""
     groups = np.asarray(groups)
-    x = _normalised(embeddings) if len(embeddings) else np.zeros((0, 1))
-    if not len(x):
-        return {"loss": 0.0, **{f"recall@{k}": 0.0 for k in RECALL_AT}, "mrr": 0.0, "queries": 0}
+    x = normalised(embeddings) if len(embeddings) else np.zeros((0, 1))
     ranks = []
     for rows in _blocks(len(x)):
         similarity = x[rows] @ x.T

@@ -16,25 +16,14 @@ from typing import Any
 
 import numpy as np
 
-
-def _normalised(x: np.ndarray) -> np.ndarray:
-    x = x.astype(np.float64)
-    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
-
-
-def _probabilities(task: str, outputs: np.ndarray) -> np.ndarray:
-    x = outputs.astype(np.float64)
-    if task == "classification":
-        e = np.exp(x - x.max(axis=1, keepdims=True))
-        return e / e.sum(axis=1, keepdims=True)
-    return 1.0 / (1.0 + np.exp(-x))
+from edgeft.evaluation.metrics import normalised, scores
 
 
 def embedding_retention(original: np.ndarray, tuned: np.ndarray) -> dict[str, Any]:
     """Per-text cosine similarity of the two embeddings (mean and minimum), the Pearson correlation
     of the texts' pairwise similarities before and after, and the share of texts whose nearest
     other reference text is unchanged."""
-    a, b = _normalised(original), _normalised(tuned)
+    a, b = normalised(original), normalised(tuned)
     cosine = (a * b).sum(axis=1)
     result: dict[str, Any] = {"mean_cosine": float(cosine.mean()), "min_cosine": float(cosine.min())}
     if len(a) >= 3:
@@ -57,7 +46,7 @@ def retention(task: str, original: np.ndarray, tuned: np.ndarray) -> dict[str, A
         change = np.abs(tuned.astype(np.float64) - original)
         spread = float(original.std()) or 1.0
         return {**result, "mean_abs_change": float(change.mean()), "relative_change": float(change.mean() / spread)}
-    p, q = _probabilities(task, original), _probabilities(task, tuned)
+    p, q = scores(task, original), scores(task, tuned)
     if task == "classification":
         agreement = float((p.argmax(axis=1) == q.argmax(axis=1)).mean())
         distance = float(0.5 * np.abs(p - q).sum(axis=1).mean())  # total variation, 0..1

@@ -146,6 +146,8 @@ def _tile_as_expand(model: onnx.ModelProto, names: Names) -> int:
     its axes, is expanded to (repeat, size) pairs and reshaped to the products. onnx-ad
     differentiates Expand and Reshape at any shape, and Tile only with constant repeats."""
     graph = model.graph
+    if not any(node.op_type == "Tile" for node in graph.node):
+        return 0  # spares the shape inference below
     constant = {i.name for i in graph.initializer} | {o for n in graph.node if n.op_type == "Constant" for o in n.output}
     shapes = _shapes(model)
     nodes, count = [], 0

@@ -175,10 +175,9 @@ def train(artifacts: Path, data: DataOptions, run_dir: Path, config: TrainConfig
                           f"batch of {config.batch_size} holds one group, whose texts have no negative.",
                           where="--batch-size", hint="use --batch-size 16 or more (larger batches give more negatives).")
     train_set, val_set = load_examples(manifest, data, config.val_fraction, config.seed, reporter)
-    if contrastive and val_set is not None and not metrics.retrieval_queries(val_set.labels(np.arange(len(val_set)))):
-        raise EdgeftError("No validation text has another of its group to be found by, so retrieval cannot be "
-                          "measured.", where=str(data.val) if data.val is not None else "--val-fraction",
-                          hint="give validation texts in groups of two or more (or (text, positive) pairs).")
+    if contrastive and val_set is not None:
+        metrics.require_queries(val_set.labels(np.arange(len(val_set))), "validation text",
+                                str(data.val) if data.val is not None else "--val-fraction")
     record = _run_record(manifest, data, config, run_dir)
     _prepare_run_dir(run_dir, record, resume, force)
     if data.keep_in_run and not resume:
