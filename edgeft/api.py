@@ -205,12 +205,13 @@ def export(model: PathLike | None = None, *, labels: Sequence[str] | PathLike | 
            num_labels: int | None = None, train: str = "last:1", output: PathLike | None = None,
            device: str | None = None, guard_data: Data | None = None, task: str | None = None, loss: str | None = None,
            optimizer: str = "adamw", max_length: int = 128, inputs: Sequence[str] = (), modality: str | None = None,
-           formats: Sequence[str] = ("portable",), dropout: bool = True, l2sp: float | None = None, seed: int = 0,
+           clip_seconds: float | None = None, formats: Sequence[str] = ("portable",), dropout: bool = True, l2sp: float | None = None, seed: int = 0,
            max_drop: float | None = None, text_column: str = "text", label_column: str = "label", force: bool = False,
            name: str | None = None, progress: Progress = None) -> Artifacts:
     """Export a pretrained model as training artifacts in which only ``train`` trains.
 
-    ``model``: None or ``"minilm"`` (the built-in all-MiniLM-L6-v2), a transformers folder, an
+    ``model``: None or ``"minilm"`` (the built-in all-MiniLM-L6-v2), a transformers folder (text,
+    image or audio; ``clip_seconds`` sets the clip length of waveform audio models), an
     ONNX forward model or ``module:factory`` of a PyTorch module (with ``inputs``). ``labels``: the
     label names, or a .txt / .json file of them. ``task``: None (the loss's; classification by
     default) or ``"embedding"`` (the encoder's normalised sentence embedding trains, with the
@@ -227,7 +228,8 @@ def export(model: PathLike | None = None, *, labels: Sequence[str] | PathLike | 
     with _data_files(guard=guard_data) as files:
         options = ExportOptions(model=None if model is None else str(model), output=Path(output) if output else None,
                                 train=train, task=task, loss=loss, optimizer=optimizer, label_names=names, num_labels=num_labels,
-                                max_length=max_length, inputs=list(inputs), modality=modality, seed=seed,
+                                max_length=max_length, inputs=list(inputs), modality=modality,
+                                clip_seconds=clip_seconds, seed=seed,
                                 dropout=dropout, l2sp=l2sp, formats=tuple(formats), device=device,
                                 guard_data=files["guard"], max_drop=max_drop, text_column=columns[0],
                                 label_column=columns[1], force=force, name=name)

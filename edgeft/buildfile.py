@@ -23,6 +23,7 @@ from edgeft.errors import EdgeftError
 from edgeft.fsutil import sha256_file
 from edgeft.manifest import load_manifest, verify_files
 from edgeft.ortcompat import runtime_versions
+from edgeft.run.record import content_sha256
 
 try:
     import tomllib
@@ -53,6 +54,7 @@ class BuildEntry:
     l2sp: float | None = None
     inputs: list[str] = field(default_factory=list)
     modality: str | None = None
+    clip_seconds: float | None = None
     formats: list[str] = field(default_factory=lambda: ["portable"])
     packages: list[str] = field(default_factory=list)  # device packages (profile names or .toml paths)
     guard_data: str | None = None  # labelled examples that check the packages' quantized prefixes
@@ -66,7 +68,7 @@ class BuildEntry:
 _TYPES: dict[str, tuple[type, ...]] = {
     "name": (str,), "model": (str,), "labels": (str,), "num_labels": (int,), "train": (str,), "task": (str,), "loss": (str,),
     "optimizer": (str,), "max_length": (int,), "seed": (int,), "dropout": (bool,), "l2sp": (float, int),
-    "inputs": (list,), "modality": (str,), "formats": (list,), "packages": (list,), "guard_data": (str,),
+    "inputs": (list,), "modality": (str,), "clip_seconds": (float, int), "formats": (list,), "packages": (list,), "guard_data": (str,),
     "devices": (list,), "val": (str,), "text_column": (str,),
     "label_column": (str,), "output": (str,),
 }
@@ -166,11 +168,13 @@ def model_files_digest(model: str, base: Path, digest: Any) -> None:
 def build_key(entry: BuildEntry, base: Path) -> str:
     """sha256 over the inputs of a build; equal keys give identical artifacts."""
     digest = hashlib.sha256()
-    digest.update(json.dumps(asdict(entry), sort_keys=True).encode())
+    # an unset clip_seconds (newer than the build file format) leaves earlier builds' keys as they were
+    fields = {k: v for k, v in asdict(entry).items() if not (k == "clip_seconds" and v is None)}
+    digest.update(json.dumps(fields, sort_keys=True).encode())
     model_files_digest(entry.model, base, digest)
     for extra in (entry.labels, entry.val, entry.guard_data):
         if extra:
-            digest.update(sha256_file(base / extra).encode())
+            digest.update(content_sha256(base / extra).encode())  # a file, or a folder of class subfolders
     digest.update(json.dumps({"edgeft": __version__, **runtime_versions()}, sort_keys=True).encode())
     return digest.hexdigest()
 
@@ -217,7 +221,7 @@ def run_builds(path: Path, force: bool = False, only: list[str] | None = None,
                 output=output, train=entry.train, task=entry.task, loss=entry.loss, optimizer=entry.optimizer,
                 label_names=read_label_file(base / entry.labels) if entry.labels else [],
                 num_labels=entry.num_labels, max_length=entry.max_length, inputs=entry.inputs,
-                modality=entry.modality, seed=entry.seed, dropout=entry.dropout, l2sp=entry.l2sp,
+                modality=entry.modality, clip_seconds=entry.clip_seconds, seed=entry.seed, dropout=entry.dropout, l2sp=entry.l2sp,
                 formats=tuple(entry.formats), force=True,
                 name=entry.name,
                 extra={"build_key": key}))

@@ -258,6 +258,11 @@ _KIND_NAMES = {"str": "a string", "int": "a whole number", "list": "a list", "di
 SESSION_CONFIG_KEYS = {"session.disable_quant_qdq": ("0", "1")}
 
 
+MODALITIES = ("text", "image", "audio", "tensor")
+AUDIO_FEATURES = ("waveform", "whisper-log-mel", "kaldi-fbank")  # the recipes of edgeft.data.spectrogram
+AUDIO_FEATURE_FILE = "audio_features.npz"  # the window and mel filters of the spectrogram recipes
+# the files table's entries of preprocessing files, which every folder downstream of export carries
+PREPROCESSING_FILES = ("tokenizer", "preprocessor_config", AUDIO_FEATURE_FILE.split(".")[0])
 IMAGE_RESAMPLING = ("nearest", "lanczos", "bilinear", "bicubic", "box", "hamming")  # pillow's filters
 
 
@@ -288,6 +293,43 @@ def _check_image_steps(check: _Fields, settings: dict[str, Any], channels: int) 
             raise check.fail("preprocessing.extra_std", f"must hold {channels} number(s), none zero")
 
 
+def _check_audio(check: _Fields, settings: dict[str, Any], data: dict[str, Any]) -> None:
+    """The feature extractor's settings (see edgeft.data.spectrogram): the sampling rate, the
+    recipe, the lengths and sizes each recipe reads, and their agreement with the model's inputs."""
+    rate = check.count("preprocessing.sampling_rate", settings, "sampling_rate", maximum=1 << 20)
+    features = check.choice("preprocessing.features", AUDIO_FEATURES, settings, "features")
+    check.get("preprocessing.padding_value", (int, float), settings, "padding_value")
+    inputs = data["inputs"]
+    shape = inputs[0]["shape"][1:]
+    if features != "kaldi-fbank":
+        samples = check.count("preprocessing.samples", settings, "samples", maximum=600 * rate)
+        check.get("preprocessing.normalize", bool, settings, "normalize")
+    if features == "waveform":
+        mask = check.get("preprocessing.attention_mask", bool, settings, "attention_mask")
+        expected = [[samples]] * (2 if mask else 1)
+        if [spec["shape"][1:] for spec in inputs] != expected or mask and inputs[1]["name"] != "attention_mask":
+            raise check.fail("inputs", f"do not match the preprocessing's {samples} samples"
+                                       + (" and attention mask" if mask else ""))
+        return
+    sizes = {key: check.count(f"preprocessing.{key}", settings, key, maximum=1 << 20)
+             for key in ("hop_length", "fft_length", "mels", "frames")}
+    file = check.get("preprocessing.file", str, settings, "file")
+    if file not in [entry.get("path") for entry in data["files"].values()]:
+        raise check.fail("preprocessing.file", f"names {file!r}, which is not a file listed in the manifest"[:200])
+    if features == "whisper-log-mel":
+        if samples <= sizes["fft_length"] // 2:
+            raise check.fail("preprocessing.samples", f"is {samples}, too few for a window of {sizes['fft_length']}")
+        expected = [sizes["mels"], samples // sizes["hop_length"]]
+    else:
+        expected = [sizes["frames"], sizes["mels"]]
+        if settings.get("mean") is not None:
+            check.get("preprocessing.mean", (int, float), settings, "mean")
+            if not check.get("preprocessing.std", (int, float), settings, "std"):
+                raise check.fail("preprocessing.std", "is 0")
+    if len(inputs) != 1 or shape != expected:
+        raise check.fail("inputs", f"do not match the preprocessing's features {expected}")
+
+
 def check_fields(manifest: Manifest) -> Manifest:
     """Check the fields training, evaluation, deployment and prediction read; returns ``manifest``.
 
@@ -301,7 +343,7 @@ def check_fields(manifest: Manifest) -> Manifest:
     check = _Fields(manifest)
     data = manifest.data
     task = check.choice("task", TASKS)
-    modality = check.choice("modality", ("text", "image", "tensor"))
+    modality = check.choice("modality", MODALITIES)
     loss = check.choice("loss", tuple(LOSSES))
     if LOSSES[loss].task != task:
         raise check.fail("loss", f"is {loss!r}, which is a {LOSSES[loss].task} loss, but the task is {task!r}")
@@ -325,7 +367,7 @@ def check_fields(manifest: Manifest) -> Manifest:
     if task in ("classification", "multi-label") and len(names) != width:
         raise check.fail("labels.names", f"lists {len(names)} labels, but the model has {width} outputs")
     settings = check.get("preprocessing", dict)
-    expected = {"text": "tokenizer", "image": "image"}.get(modality)
+    expected = {"text": "tokenizer", "image": "image", "audio": "audio"}.get(modality)
     if expected:
         check.choice("preprocessing.kind", (expected,), settings, "kind")
     if modality == "text":
@@ -348,6 +390,8 @@ def check_fields(manifest: Manifest) -> Manifest:
             if len(values) != channels or key == "std" and 0 in values:
                 raise check.fail(f"preprocessing.{key}", f"must hold {channels} number(s) (no zero std)")
         _check_image_steps(check, settings, channels)
+    elif modality == "audio":
+        _check_audio(check, settings, data)
     if "source" in data:
         source = check.get("source", dict)
         for key in ("num_attention_heads", "hidden_size"):

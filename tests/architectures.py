@@ -11,6 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 IMAGE = 32  # pixels: enough for a stride-32 network to keep a 1x1 map
+AUDIO_RATE = 16000
 
 
 def _bert_tokenizer(folder: Path) -> None:
@@ -155,7 +156,70 @@ def mobilenet_v3_onnx(folder: Path) -> Path:
     return path
 
 
+def _wav2vec2_config(config_class: type, **extra: object) -> object:
+    """A two-layer Wav2Vec2-family config: three convolutions (stride 80, 200 frames per second)."""
+    return config_class(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=37,
+                        conv_dim=(16, 16, 16), conv_stride=(5, 4, 4), conv_kernel=(10, 8, 4),
+                        num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=2, num_labels=3,
+                        classifier_proj_size=16, vocab_size=12, **extra)
+
+
+def wav2vec2(folder: Path, attention_mask: bool = False) -> Path:
+    """Wav2Vec2 for sequence classification; with ``attention_mask`` its extractor returns one (as
+    wav2vec2-large-lv60's and WavLM's do), so the model takes it as an input."""
+    import torch
+    from transformers import Wav2Vec2Config, Wav2Vec2FeatureExtractor, Wav2Vec2ForSequenceClassification
+
+    torch.manual_seed(8)
+    extra = {"feat_extract_norm": "layer", "do_stable_layer_norm": True} if attention_mask else {}
+    Wav2Vec2ForSequenceClassification(_wav2vec2_config(Wav2Vec2Config, **extra)).save_pretrained(folder)
+    Wav2Vec2FeatureExtractor(sampling_rate=AUDIO_RATE, return_attention_mask=attention_mask).save_pretrained(folder)
+    return folder
+
+
+def hubert(folder: Path) -> Path:
+    import torch
+    from transformers import HubertConfig, HubertForSequenceClassification, Wav2Vec2FeatureExtractor
+
+    torch.manual_seed(9)
+    HubertForSequenceClassification(_wav2vec2_config(HubertConfig)).save_pretrained(folder)
+    Wav2Vec2FeatureExtractor(sampling_rate=AUDIO_RATE).save_pretrained(folder)
+    return folder
+
+
+def whisper(folder: Path) -> Path:
+    """Whisper's encoder with a classification head, reading 1 s windows (100 frames) instead of
+    30 s, so tests stay fast; the recipe is Whisper's own."""
+    import torch
+    from transformers import WhisperConfig, WhisperFeatureExtractor, WhisperForAudioClassification
+
+    torch.manual_seed(10)
+    config = WhisperConfig(d_model=32, encoder_layers=2, decoder_layers=1, encoder_attention_heads=2,
+                           decoder_attention_heads=2, encoder_ffn_dim=37, decoder_ffn_dim=37, num_mel_bins=80,
+                           max_source_positions=50, num_labels=3, classifier_proj_size=16, vocab_size=100)
+    WhisperForAudioClassification(config).save_pretrained(folder)
+    WhisperFeatureExtractor(feature_size=80, chunk_length=1).save_pretrained(folder)
+    return folder
+
+
+def audio_spectrogram_transformer(folder: Path) -> Path:
+    """AST reading 100 frames (1 s) of a 128-bin Kaldi filter bank, in 16x16 patches."""
+    import torch
+    from transformers import ASTConfig, ASTFeatureExtractor, ASTForAudioClassification
+
+    torch.manual_seed(12)
+    config = ASTConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=37, patch_size=16,
+                       frequency_stride=10, time_stride=10, max_length=100, num_mel_bins=128, num_labels=3)
+    ASTForAudioClassification(config).save_pretrained(folder)
+    ASTFeatureExtractor(max_length=100, num_mel_bins=128).save_pretrained(folder)
+    return folder
+
+
 BUILDERS: dict[str, Callable[[Path], Path]] = {
     "ResNet": resnet, "ConvNeXt": convnext, "MobileNetV2": mobilenet_v2, "DeBERTa-v2": deberta_v2,
-    "MobileNetV3 (ONNX)": mobilenet_v3_onnx,
+    "MobileNetV3 (ONNX)": mobilenet_v3_onnx, "Wav2Vec2": wav2vec2, "HuBERT": hubert, "Whisper encoder": whisper,
+    "AST": audio_spectrogram_transformer,
 }
+TASKS = {name: "text classification" if name.startswith("DeBERTa") else
+         "audio classification" if name in ("Wav2Vec2", "HuBERT", "Whisper encoder", "AST") else "image classification"
+         for name in BUILDERS}

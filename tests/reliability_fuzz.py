@@ -744,7 +744,7 @@ def _reset(folder: Path) -> Path:
 def _consistent(records: Any) -> str:
     """Invariants of a successful read: one label and one place per example, finite float labels."""
     count = len(records.labels)
-    examples = records.texts if records.texts is not None else records.images
+    examples = records.texts if records.texts is not None else records.files
     if examples is not None and len(examples) != count or len(records.places) != count or count == 0:
         return f"{count} labels for {len(examples or [])} examples and {len(records.places)} places"
     if records.labels.dtype.kind == "f" and not np.isfinite(records.labels).all():

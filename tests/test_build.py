@@ -145,3 +145,17 @@ def test_the_example_build_file_rebuilds_byte_identical_and_skips(tmp_path):
     assert [p["status"] for p in skipped["builds"][0]["packages"]] == ["skipped"]
     assert skipped["builds"][0]["status"] == "skipped" and shas(skipped) == shas(first)
     assert written(skipped) == before  # nothing was exported, trained or deployed again
+
+
+def test_a_folder_of_class_subfolders_as_validation_data_enters_the_build_key(tmp_path):
+    """val / guard_data may be a folder (images, WAV files): its files' contents make the key."""
+    from edgeft.buildfile import BuildEntry, build_key
+
+    (tmp_path / "clips" / "yes").mkdir(parents=True)
+    clip = tmp_path / "clips" / "yes" / "a.wav"
+    clip.write_bytes(b"one")
+    entry = BuildEntry(name="kws", model="minilm", val="clips")
+    before = build_key(entry, tmp_path)
+    assert build_key(entry, tmp_path) == before
+    clip.write_bytes(b"two")
+    assert build_key(entry, tmp_path) != before

@@ -94,7 +94,7 @@ def test_csv_classification_labels_texts_and_places(here):
     assert records.labels.dtype == np.int64 and records.labels.tolist() == [0, 1, 2]
     assert records.places == ["train.csv:2", "train.csv:3", "train.csv:4"]  # a quoted newline: the row's first line
     assert records.skipped == [] and len(records) == 3 and records.source == "train.csv"
-    assert records.images is None and records.arrays is None
+    assert records.files is None and records.arrays is None
 
 
 def test_csv_rows_with_missing_values_are_skipped_and_listed(here):
@@ -244,7 +244,7 @@ def test_nonexistent_path_and_unknown_format_are_refused(here):
 def test_text_file_for_an_image_model_is_refused(here):
     write(here, "train.csv", "text,label\nturn on,cat\n")
     message = error(read_records, "train.csv", manifest(modality="image", names=["cat", "dog"]))
-    assert "holds text rows, but this model takes image inputs" in message
+    assert "train.csv has no 'path' column, and this model reads image files" in message and "text, label" in message
 
 
 # ---- JSONL --------------------------------------------------------------------------------------------------
@@ -405,7 +405,7 @@ def test_image_folder_classes_and_skipped_files(here):
     write(here / "pets" / "cat", ".DS_Store", "x")
     png(here / "pets" / "stray.png")
     records = read_records("pets", spec)
-    assert records.images == [Path("pets/cat/nested/c.png"), Path("pets/dog/a.PNG"), Path("pets/dog/b.png")]
+    assert records.files == [Path("pets/cat/nested/c.png"), Path("pets/dog/a.PNG"), Path("pets/dog/b.png")]
     assert records.labels.tolist() == [0, 1, 1]
     assert records.places == ["pets/cat/nested/c.png", "pets/dog/a.PNG", "pets/dog/b.png"]
     assert records.skipped == ["pets/cat/notes.txt: not an image file",
@@ -422,9 +422,9 @@ def test_image_folder_with_an_unknown_class_names_the_folder(here):
 
 def test_image_folder_is_refused_for_other_models_and_when_empty(here):
     png(here / "pets" / "cat" / "a.png")
-    assert "only image models read folders" in error(read_records, "pets", manifest())
+    assert "only image and audio models read folders" in error(read_records, "pets", manifest())
     spec = manifest(task="multi-label", modality="image", names=["cat", "dog"])
-    assert "image folders work only with classification" in error(read_records, "pets", spec)
+    assert "A folder of class subfolders gives one class per file" in error(read_records, "pets", spec)
     (here / "empty" / "cat").mkdir(parents=True)
     assert "empty holds no usable examples" in error(read_records, "empty", manifest(modality="image",
                                                                                   names=["cat"]))

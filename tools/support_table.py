@@ -5,15 +5,18 @@ Builds small random-weight models of each architecture locally (``tests/architec
 tiny BERT and ViT of the tests), exports each with every ``--train`` form and training format,
 and runs a real training step and an evaluation on each artifact set, with the backend the
 format is for. A cell is "yes" when export and the step succeed, else the reason export gave.
-ONNX Runtime's training format is tried only where its training API is installed (run the
-script with the ort-training environment to fill that column).
+The portable cells run on this environment's onnxruntime (the current one the portable backend
+is for); ONNX Runtime's training format runs in the ort-training environment (``--ort-python``,
+by default ``.venv-ort``, which ``make test`` builds), where its training API is installed.
 
-Usage: python tools/support_table.py [--write-readme] [--out artifacts/support]
+Usage: python tools/support_table.py [--write-readme] [--ort-python .venv-ort/bin/python]
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -46,8 +49,7 @@ def _models(root: Path) -> list[tuple[str, str, Path, dict]]:
     ViTImageProcessor(size={"height": 16, "width": 16}).save_pretrained(vit)
     rows.append(("ViT", "image classification", vit, {}))
     for name, build in architectures.BUILDERS.items():
-        task = "text classification" if name.startswith("DeBERTa") else "image classification"
-        rows.append((name, task, build(root / name.split()[0]), {}))
+        rows.append((name, architectures.TASKS[name], build(root / name.split()[0]), {}))
     return rows
 
 
@@ -83,22 +85,40 @@ def _cell(model: Path, options: dict, train: str, fmt: str, out: Path) -> str:
         return f"no: {reason if len(reason) <= 90 else reason[:89] + '...'}"
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--write-readme", action="store_true", help="replace the table in README.md")
-    args = parser.parse_args()
-    from edgeft.ortcompat import has_training_api
-
-    formats = ["portable"] + (["ort-training"] if has_training_api() else [])
-    header = ["architecture", "task"] + [f"{fmt} `--train {train}`" for fmt in formats for train in TRAIN_FORMS]
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+def _rows(formats: list[str]) -> list[list[str]]:
+    """[architecture, task, cell per format and --train form] of every model."""
+    rows = []
     with tempfile.TemporaryDirectory(prefix="edgeft-support-") as tmp:
         root = Path(tmp)
         for name, task, model, options in _models(root):
-            cells = [_cell(model, options, train, fmt, root / "out") for fmt in formats for train in TRAIN_FORMS]
-            lines.append("| " + " | ".join([name, task, *cells]) + " |")
-            print(lines[-1], file=sys.stderr)
-    table = "\n".join(lines)
+            rows.append([name, task, *(_cell(model, options, train, fmt, root / "out") for fmt in formats
+                                       for train in TRAIN_FORMS)])
+            print("| " + " | ".join(rows[-1]) + " |", file=sys.stderr)
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--write-readme", action="store_true", help="replace the table in README.md")
+    parser.add_argument("--ort-python", type=Path, default=ROOT / ".venv-ort" / "bin" / "python",
+                        help="the Python of the ort-training environment (its column is left out when it is absent)")
+    parser.add_argument("--format", dest="only", help=argparse.SUPPRESS)  # one format's rows as JSON (the ort half)
+    args = parser.parse_args()
+    if args.only:
+        print(json.dumps(_rows([args.only])))
+        return
+    rows = _rows(["portable"])
+    formats = ["portable"]
+    if args.ort_python.exists():
+        out = subprocess.run([str(args.ort_python), __file__, "--format", "ort-training"], stdout=subprocess.PIPE,
+                             text=True, check=True)
+        for row, ort_row in zip(rows, json.loads(out.stdout)):
+            assert row[0] == ort_row[0], (row[0], ort_row[0])
+            row += ort_row[2:]
+        formats.append("ort-training")
+    header = ["architecture", "task"] + [f"{fmt} `--train {train}`" for fmt in formats for train in TRAIN_FORMS]
+    table = "\n".join(["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+                      + ["| " + " | ".join(row) + " |" for row in rows])
     print(table)
     if args.write_readme:
         readme = ROOT / "README.md"

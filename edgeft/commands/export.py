@@ -30,8 +30,11 @@ from edgeft.tasks import LOSSES, OPTIMIZERS, TASKS
               help="Longest token sequence for text models.")
 @click.option("--input", "inputs", multiple=True, metavar="NAME:DTYPE:DIMS",
               help="Input of a PyTorch factory, e.g. x:float32:batch,16 (repeat per input).")
-@click.option("--modality", type=click.Choice(["text", "image"]),
-              help="For a transformers folder: force text or image [default: detected].")
+@click.option("--modality", type=click.Choice(["text", "image", "audio"]),
+              help="For a transformers folder: force text, image or audio [default: detected].")
+@click.option("--clip-seconds", type=click.FloatRange(min=0.05, max=600), metavar="SECONDS",
+              help="Audio models that read the waveform (Wav2Vec2, HuBERT, WavLM): the clip length they hear; longer "
+                   "clips are cut, shorter ones padded [default: 1].")
 @click.option("--no-dropout", is_flag=True, help="Export the trainable part without dropout (deterministic steps).")
 @click.option("--l2sp", type=click.FloatRange(min=0), metavar="STRENGTH",
               help="Add an L2-SP term to the training loss: STRENGTH/2 * ||w - w_pretrained||^2 over the "
@@ -44,8 +47,9 @@ from edgeft.tasks import LOSSES, OPTIMIZERS, TASKS
                                 "or auto) instead of the artifact folder: the frozen prefix quantized for it, the "
                                 "tail's training graphs, nothing else [default folder: artifacts/NAME-DEVICE].")
 @click.option("--guard-data", type=click.Path(path_type=Path),
-              help="Labelled examples (CSV/TSV/JSONL/images, as for train) that check the package's quantized "
-                   "prefix: a linear probe on its features must stay within the profile's accuracy tolerance.")
+              help="Labelled examples (CSV/TSV/JSONL, a folder of images or WAV files, as for train) that check the "
+                   "package's quantized prefix: a linear probe on its features must stay within the profile's "
+                   "accuracy tolerance.")
 @click.option("--max-drop", type=click.FloatRange(min=0),
               help="Accuracy drop (points) the prefix guard accepts [default: the profile's].")
 @click.option("--text-column", default="text", show_default=True, help="Text column of --guard-data.")
@@ -60,13 +64,14 @@ from edgeft.tasks import LOSSES, OPTIMIZERS, TASKS
 def command(model: str | None, output: Path | None, name: str | None, train: str, task: str | None,
             loss: str | None, optimizer: str,
             labels_file: Path | None, num_labels: int | None, max_length: int, inputs: tuple[str, ...],
-            modality: str | None, no_dropout: bool, l2sp: float | None, formats: tuple[str, ...], device: str | None,
+            modality: str | None, clip_seconds: float | None, no_dropout: bool, l2sp: float | None, formats: tuple[str, ...], device: str | None,
             guard_data: Path | None, max_drop: float | None, text_column: str, label_column: str, seed: int,
             force: bool, list_parameters: bool, verbose: bool, as_json: bool) -> None:
     """Turn a pretrained MODEL into training artifacts in which only the chosen last layers train.
 
     MODEL is a built-in name (default: minilm, all-MiniLM-L6-v2 with mean pooling and a new
-    linear head), a Hugging Face transformers folder (text or image classification), an ONNX
+    linear head), a Hugging Face transformers folder (text, image or audio classification: the
+    device reproduces its tokenizer, image processor or feature extractor), an ONNX
     forward model (.onnx), or a PyTorch factory package.module:factory (with --input).
 
     The training graphs (standard ONNX operators, gradients by onnx-ad) are loaded and trained
@@ -80,6 +85,7 @@ def command(model: str | None, output: Path | None, name: str | None, train: str
       edgeft export mypkg.nets:build --input x:float32:batch,16 --loss mse
       edgeft export --labels labels.txt --train last:2 --l2sp 0.01
       edgeft export --task embedding --train last:1   # on-device search over your own texts
+      edgeft export ./my-wav2vec2 --labels words.txt --clip-seconds 1   # keyword spotting
       edgeft export --labels labels.txt --format portable --format ort-training
       edgeft export --labels labels.txt --device raspberry-pi-5 --guard-data train.csv
       edgeft export ./my-bert --list-parameters --train 'layer\\.11\\.'   # check a regex first
@@ -95,14 +101,15 @@ def command(model: str | None, output: Path | None, name: str | None, train: str
 
         _list_parameters(ExportOptions(model=model, train=train, task=task, loss=loss, label_names=read_label_file(labels_file)
                                        if labels_file else [], num_labels=num_labels, max_length=max_length,
-                                       inputs=list(inputs), modality=modality, seed=seed, dropout=not no_dropout),
+                                       inputs=list(inputs), modality=modality, clip_seconds=clip_seconds, seed=seed,
+                                       dropout=not no_dropout),
                          as_json)
         return
 
     def run(progress=None):  # -> ExportResult
         return api.export(model, labels=labels_file, num_labels=num_labels, train=train, output=output, device=device,
                           guard_data=guard_data, task=task, loss=loss, optimizer=optimizer, max_length=max_length, inputs=inputs,
-                          modality=modality, formats=formats or ("portable",), dropout=not no_dropout, l2sp=l2sp,
+                          modality=modality, clip_seconds=clip_seconds, formats=formats or ("portable",), dropout=not no_dropout, l2sp=l2sp,
                           seed=seed, max_drop=max_drop, text_column=text_column, label_column=label_column,
                           force=force, name=name, progress=progress).built
 

@@ -25,11 +25,11 @@ import click
 def command(bundle: Path, inputs: tuple[str, ...], as_text: bool, as_file: bool, top_k: int, corpus: Path | None,
             text_column: str, threads: int | None, as_json: bool) -> None:
     """Predict with BUNDLE for each of INPUTS: texts, or files (.txt lines, .csv/.tsv/.jsonl with a
-    text column, images or image folders for image bundles, .npz files of input arrays for
-    bundles of models that take tensors).
+    text column, images or WAV files and folders of them for image and audio bundles, .npz files
+    of input arrays for bundles of models that take tensors).
 
     An input is a file when it exists or ends with a data file's suffix (.txt, .csv, .tsv,
-    .jsonl, .npz, an image's), else a text; a missing file is an error. --text and --file
+    .jsonl, .npz, an image's, .wav), else a text; a missing file is an error. --text and --file
     decide for every input instead.
 
     An embedding bundle (export --task embedding) prints each input's normalised vector (in full
@@ -41,6 +41,7 @@ def command(bundle: Path, inputs: tuple[str, ...], as_text: bool, as_file: bool,
       edgeft predict artifacts/bundles/smart-home messages.txt --json
       edgeft predict artifacts/bundles/smart-home --text "open report.csv"
       edgeft predict artifacts/bundles/sensor-model readings.npz
+      edgeft predict artifacts/bundles/keywords clips/   # every .wav under clips/
       edgeft predict artifacts/bundles/notes-search "where did I park" --corpus notes.txt
     """
     from rich.markup import escape

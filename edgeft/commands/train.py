@@ -58,8 +58,9 @@ def command(artifacts: Path, data: Path, val: Path | None, val_fraction: float, 
             label_column: str, strict: bool, resume: bool, force: bool, as_json: bool) -> None:
     """Fine-tune the trainable layers of ARTIFACTS on DATA, on this machine's CPU.
 
-    DATA is a CSV, TSV or JSONL file with a text and a label column, a folder of images with one
-    subfolder per class, or an .npz file of model inputs and `labels`. For an embedding model
+    DATA is a CSV, TSV or JSONL file with a text and a label column, a folder of images or WAV
+    files with one subfolder per class (or a table with their `path` and a label column), or an
+    .npz file of model inputs and `labels`. For an embedding model
     (export --task embedding) the label column names each text's group (texts that should embed
     close together), or the file has a `positive` column instead: (text, positive) pairs. When only the last layers
     train, the frozen part runs once per example and later epochs cost only the tail.

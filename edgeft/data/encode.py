@@ -1,8 +1,8 @@
 """Turning records into model inputs exactly as the exported model expects them.
 
 The settings come from the manifest's ``preprocessing`` (written at export from the model's own
-tokenizer or image processor), so the device reproduces the host's preprocessing with the
-``tokenizers`` library and pillow alone.
+tokenizer, image processor or feature extractor), so the device reproduces the host's
+preprocessing with the ``tokenizers`` library, pillow and numpy alone.
 """
 
 from __future__ import annotations
@@ -13,6 +13,8 @@ from typing import Any
 import numpy as np
 from tokenizers import Tokenizer
 
+from edgeft.data.spectrogram import kaldi_fbank, normalised_waveform, whisper_log_mel
+from edgeft.data.wav import read_wav, resample
 from edgeft.errors import EdgeftError
 from edgeft.manifest import IMAGE_RESAMPLING
 
@@ -63,6 +65,7 @@ class ImageEncoder:
 
     def __init__(self, manifest: dict[str, Any]) -> None:
         settings = _preprocessing(manifest, "image")
+        self.name = manifest["inputs"][0]["name"]
         self.size = (int(settings["width"]), int(settings["height"]))
         self.channels = int(settings["channels"])
         # artifacts written before these settings resize straight to the model's size, bilinear
@@ -109,6 +112,71 @@ class ImageEncoder:
         if self.extra_std is not None:
             values = values / self.extra_std
         return values.astype(np.float32)
+
+
+    def inputs(self, paths: list[Path]) -> dict[str, np.ndarray]:
+        """The model input of a batch of image files."""
+        return {self.name: np.stack([self.load(Path(p)) for p in paths])}
+
+
+class AudioEncoder:
+    """Read WAV clips, resample them to the model's rate and compute its features as the model's
+    feature extractor does (see :mod:`edgeft.data.spectrogram`)."""
+
+    def __init__(self, folder: Path, manifest: dict[str, Any]) -> None:
+        self.settings = _preprocessing(manifest, "audio")
+        self.name = manifest["inputs"][0]["name"]
+        self.rate = int(self.settings["sampling_rate"])
+        self.arrays: dict[str, np.ndarray] = {}
+        if self.settings["features"] != "waveform":
+            path = Path(folder) / self.settings["file"]
+            try:
+                with np.load(path, allow_pickle=False) as archive:
+                    self.arrays = {name: archive[name] for name in ("window", "mel_filters")}
+            except Exception as exc:  # numpy and zipfile raise many types for a missing or damaged archive
+                raise EdgeftError(f"The audio feature tables cannot be read: {str(exc)[:200]}.", where=str(path),
+                                  hint="the folder is incomplete; copy it again or re-export it.") from exc
+            window, filters = self.arrays["window"], self.arrays["mel_filters"]
+            bins = int(self.settings["fft_length"]) // 2 + 1
+            if window.ndim != 1 or not 0 < len(window) <= int(self.settings["fft_length"]) or \
+                    filters.shape != (bins, int(self.settings["mels"])) or \
+                    not (np.isfinite(window).all() and np.isfinite(filters).all()):
+                raise EdgeftError(f"The audio feature tables do not fit the manifest (window {list(window.shape)}, mel "
+                                  f"filters {list(filters.shape)}; expected [{bins}, {self.settings['mels']}] filters).",
+                                  where=str(path), hint="re-export the model; do not edit the folder by hand.")
+        # the samples the features read at the model's rate (the rest of a long recording is never decoded)
+        if self.settings["features"] == "kaldi-fbank":
+            self.needed = (int(self.settings["frames"]) - 1) * int(self.settings["hop_length"]) + len(self.arrays["window"])
+        else:
+            self.needed = int(self.settings["samples"])
+
+    def load(self, path: Path) -> dict[str, np.ndarray]:
+        """The model inputs of one clip: the features, and the count of real samples."""
+        # the margin keeps the resampling kernel's reach: the kept samples equal those of the whole clip
+        samples, rate = read_wav(path, max_seconds=self.needed / self.rate + 0.05)
+        samples = resample(samples, rate, self.rate)[:self.needed]
+        settings = self.settings
+        if settings["features"] == "waveform":
+            values, real = normalised_waveform(samples, int(settings["samples"]), float(settings["padding_value"]),
+                                               bool(settings["normalize"]))
+            return {"values": values, "real": np.int64(real)}
+        compute = whisper_log_mel if settings["features"] == "whisper-log-mel" else kaldi_fbank
+        return {"values": compute(samples, settings, self.arrays)}
+
+    def inputs(self, paths: list[Path]) -> dict[str, np.ndarray]:
+        """The model inputs of a batch of WAV files (with the attention mask the model may take)."""
+        clips = [self.load(Path(p)) for p in paths]
+        feed = {self.name: np.stack([clip["values"] for clip in clips])}
+        if self.settings.get("attention_mask"):
+            length = feed[self.name].shape[1]
+            feed["attention_mask"] = (np.arange(length)[None, :] < np.array([c["real"] for c in clips])[:, None]) \
+                .astype(np.int64)
+        return feed
+
+
+def file_encoder(folder: Path, manifest: dict[str, Any]) -> ImageEncoder | AudioEncoder:
+    """The encoder of a model that reads files: images or WAV clips."""
+    return AudioEncoder(folder, manifest) if manifest["modality"] == "audio" else ImageEncoder(manifest)
 
 
 RESAMPLING = {name: number for number, name in enumerate(IMAGE_RESAMPLING)}  # pillow's numbers for its filters

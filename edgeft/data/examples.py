@@ -1,4 +1,4 @@
-"""Examples turned into model inputs: tokenized text, decoded images or npz arrays.
+"""Examples turned into model inputs: tokenized text, decoded images, audio features or npz arrays.
 
 Encoding happens once when the set is built; batches are then cut from it in any order, which
 is what shuffling, bucketing and the frozen-prefix cache need.
@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgeft.data.encode import ImageEncoder, TextEncoder
+from edgeft.data.encode import TextEncoder, file_encoder
 from edgeft.data.records import Records, read_records
 from edgeft.data.split import grouped_split, stratified_split
 from edgeft.errors import EdgeftError
@@ -42,12 +42,11 @@ class ExampleSet:
             self._text = TextEncoder(manifest.folder, manifest.data)
             self._ids = self._text.encode(records.texts)
             self.lengths = np.array([len(ids) for ids in self._ids], dtype=np.int64)
-        elif records.images is not None:
-            if modality != "image":
-                raise EdgeftError(f"{records.source} is an image folder, but the model takes {modality} inputs.",
+        elif records.files is not None:
+            if modality not in ("image", "audio"):
+                raise EdgeftError(f"{records.source} holds image or audio files, but the model takes {modality} inputs.",
                                   where=records.source, hint="give data that matches the model (see edgeft inspect).")
-            encoder = ImageEncoder(manifest.data)
-            self._arrays = {manifest.data["inputs"][0]["name"]: np.stack([encoder.load(p) for p in records.images])}
+            self._arrays = file_encoder(manifest.folder, manifest.data).inputs(records.files)
             self.lengths = np.ones(len(records), dtype=np.int64)
         else:
             raise EdgeftError(f"{records.source} holds no examples.", where=records.source, hint="check the file.")

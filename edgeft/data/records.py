@@ -1,4 +1,5 @@
-"""Reading the user's data files into examples and labels, before tokenization or image decoding.
+"""Reading the user's data files into examples and labels, before tokenization or decoding images
+and sound.
 
 Everything here is checked against the manifest as it is read, so a wrong label, a missing
 column or a bad value is reported with the file and line it came from, long before training
@@ -19,11 +20,16 @@ from typing import Any
 import numpy as np
 
 from edgeft.data.label_values import LabelReader
+from edgeft.data.wav import AUDIO_SUFFIXES
 from edgeft.errors import EdgeftError
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp")
 TEXT_SUFFIXES = (".csv", ".tsv", ".jsonl")
-FORMATS = ".csv, .tsv or .jsonl (text), .npz (arrays), or a folder of images with one subfolder per class"
+FORMATS = (".csv, .tsv or .jsonl (texts, or paths of images or WAV files), .npz (arrays), or a folder of images or "
+           "WAV files with one subfolder per class")
+# the files of each modality that reads files, and what one is called in messages
+MEDIA = {"image": (IMAGE_SUFFIXES, "image file"), "audio": (AUDIO_SUFFIXES, "WAV file")}
+PATH_COLUMN = "path"  # the column of a table of image or WAV files, relative to the table's folder
 PAIR_COLUMN = "positive"  # embedding data as (text, positive) pairs: a column of texts that match the text column
 
 
@@ -33,7 +39,7 @@ class Records:
 
     source: str  # the file or folder, for messages
     texts: list[str] | None = None  # text modality
-    images: list[Path] | None = None  # image modality
+    files: list[Path] | None = None  # image or audio modality: the image or WAV files
     arrays: dict[str, np.ndarray] | None = None  # npz: model inputs by name, axis 0 = example
     labels: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
     places: list[str] = field(default_factory=list)  # "file:line" (or "file[index]") of each example
@@ -48,7 +54,7 @@ class Records:
         return Records(
             source=self.source,
             texts=[self.texts[i] for i in idx] if self.texts is not None else None,
-            images=[self.images[i] for i in idx] if self.images is not None else None,
+            files=[self.files[i] for i in idx] if self.files is not None else None,
             arrays={name: values[idx] for name, values in self.arrays.items()} if self.arrays is not None else None,
             labels=self.labels[idx],
             places=[self.places[i] for i in idx],
@@ -57,10 +63,13 @@ class Records:
 
 def read_records(path: Path | str, manifest: dict[str, Any], text_column: str = "text", label_column: str = "label",
                  strict: bool = False) -> Records:
-    """Read a .csv, .tsv, .jsonl or .npz file or an image folder, with labels converted for the manifest's task.
+    """Read a .csv, .tsv, .jsonl or .npz file or a folder of class subfolders, with labels
+    converted for the manifest's task.
 
-    ``manifest`` is the manifest's JSON object (``Manifest.data``). With ``strict`` a row with a
-    missing text or label is an error instead of being skipped.
+    ``manifest`` is the manifest's JSON object (``Manifest.data``). For image and audio models a
+    table names the files in its ``path`` column (``text_column`` when it is not ``text``),
+    relative to the table's folder. With ``strict`` a row with a missing text or label, or a
+    file that is missing or of the wrong kind, is an error instead of being skipped.
     """
     path = Path(path)
     modality = manifest["modality"]
@@ -68,16 +77,19 @@ def read_records(path: Path | str, manifest: dict[str, Any], text_column: str = 
     if not path.exists():
         raise EdgeftError(f"The data path {path} does not exist.", where=str(path), hint="check the path.")
     if path.is_dir():
-        if modality != "image":
-            raise EdgeftError(f"{path} is a folder, but only image models read folders (this model takes "
+        if modality not in MEDIA:
+            raise EdgeftError(f"{path} is a folder, but only image and audio models read folders (this model takes "
                               f"{modality} inputs).", where=str(path), hint=_expected(manifest))
-        return _read_image_folder(path, labels, strict)
+        return _read_class_folder(path, labels, strict, *MEDIA[modality])
     suffix = path.suffix.lower()
     if suffix == ".npz":
         return _read_npz(path, manifest, labels)
     if suffix not in TEXT_SUFFIXES:
         raise EdgeftError(f"edgeft cannot read {path.suffix or 'files without a suffix'} data.", where=str(path),
                           hint=f"give {FORMATS}.")
+    if modality in MEDIA:
+        return _read_file_table(path, labels, PATH_COLUMN if text_column == "text" else text_column, label_column,
+                                strict, *MEDIA[modality])
     if modality != "text":
         raise EdgeftError(f"{path} holds text rows, but this model takes {modality} inputs.", where=str(path),
                           hint=_expected(manifest))
@@ -201,7 +213,9 @@ def _expected(manifest: dict[str, Any]) -> str:
     """What data this model reads, for hints."""
     names = ", ".join(spec["name"] for spec in manifest["inputs"])
     return {"text": "give a .csv, .tsv or .jsonl file with a text and a label column.",
-            "image": "give a folder with one subfolder of images per class."}.get(
+            "image": "give a folder with one subfolder of images per class, or a table with a path and a label column.",
+            "audio": "give a folder with one subfolder of WAV files per class, or a table with a path and a label "
+                     "column."}.get(
         manifest["modality"], f"give a .npz file with the arrays {names} and labels.")
 
 
@@ -344,37 +358,89 @@ def _json_rows(path: Path, text_column: str, label_column: str | None, text_opti
     return rows
 
 
-def _read_image_folder(folder: Path, labels: LabelReader, strict: bool) -> Records:
-    """Images under one subfolder per class; the subfolder's name is the label."""
+def _read_class_folder(folder: Path, labels: LabelReader, strict: bool, suffixes: tuple[str, ...],
+                       kind: str) -> Records:
+    """Image or WAV files under one subfolder per class; the subfolder's name is the label."""
     if labels.task != "classification":
-        raise EdgeftError(f"An image folder gives one class per image, but this model is {labels.task}.",
-                          where=str(folder), hint="image folders work only with classification models.")
-    images: list[Path] = []
+        raise EdgeftError(f"A folder of class subfolders gives one class per file, but this model is {labels.task}.",
+                          where=str(folder), hint=f"give a table with a {PATH_COLUMN} and a label column instead.")
+    files: list[Path] = []
     values: list[Any] = []
     skipped: list[str] = []
     for entry in sorted(folder.iterdir()):
         if entry.name.startswith("."):
             continue
         if not entry.is_dir():
-            reason = "missing label (not inside a class subfolder)" if _is_image(entry) else "not an image file"
+            reason = "missing label (not inside a class subfolder)" if _is_kind(entry, suffixes) else _not_a(kind)
             _skip(str(entry), reason, skipped, strict)
             continue
         index = labels.class_index(entry.name, str(entry), what="class folder")
         for file in sorted(entry.rglob("*")):
             if any(part.startswith(".") for part in file.relative_to(entry).parts) or file.is_dir():
                 continue
-            if not _is_image(file):
-                _skip(str(file), "not an image file", skipped, strict)
+            if not _is_kind(file, suffixes):
+                _skip(str(file), _not_a(kind), skipped, strict)
                 continue
-            images.append(file)
+            files.append(file)
             values.append(index)
-    _require_examples(folder, images, skipped)
-    return Records(source=str(folder), images=images, labels=labels.stack(values),
-                   places=[str(p) for p in images], skipped=skipped)
+    _require_examples(folder, files, skipped)
+    return Records(source=str(folder), files=files, labels=labels.stack(values),
+                   places=[str(p) for p in files], skipped=skipped)
 
 
-def _is_image(path: Path) -> bool:
-    return path.suffix.lower() in IMAGE_SUFFIXES
+def _read_file_table(path: Path, labels: LabelReader, path_column: str, label_column: str, strict: bool,
+                     suffixes: tuple[str, ...], kind: str) -> Records:
+    """A table of files (images or WAV files) and their labels; relative paths start at the table's folder."""
+    columns = _columns(path)
+    if columns and path_column not in columns:
+        raise EdgeftError(f"{path} has no {path_column!r} column, and this model reads {kind}s: a table names them in "
+                          f"a column of paths (its columns are: {', '.join(columns)[:200]}).", where=str(path),
+                          hint=f"give the {kind}s' paths (relative to the table) in a {PATH_COLUMN!r} column, or name "
+                               "the column with --text-column; or give a folder with one subfolder per class.")
+    option = "--text-column (the column of file paths)"
+    rows = _json_rows(path, path_column, label_column, option) if path.suffix.lower() == ".jsonl" else \
+        _table_rows(path, "\t" if path.suffix.lower() == ".tsv" else ",", path_column, label_column, option)
+    files: list[Path] = []
+    values: list[Any] = []
+    places: list[str] = []
+    skipped: list[str] = []
+    for place, name, label, problem in rows:
+        if problem:
+            _skip(place, problem[0], skipped, strict, fix=problem[1])
+            continue
+        missing = [what for what, value in ((path_column, name), ("label", label)) if _is_missing(value)]
+        if missing:
+            _skip(place, "missing " + " and ".join(missing), skipped, strict)
+            continue
+        if not isinstance(name, str):
+            raise EdgeftError(f"The path in {place} is {type(name).__name__}, not a string.", where=place,
+                              hint=f"write the {path_column!r} value as a JSON string.")
+        file = path.parent / name.strip()
+        try:
+            exists = file.is_file()
+        except OSError as exc:  # a name too long, a folder it may not read
+            _skip(place, f"{name.strip()[:100]} cannot be read ({exc.strerror or exc})", skipped, strict)
+            continue
+        if not exists:
+            _skip(place, f"{name.strip()} does not exist", skipped, strict, fix="correct the path (relative to the "
+                                                                               "table's folder) or remove the row")
+            continue
+        if not _is_kind(file, suffixes):
+            _skip(place, f"{name.strip()} is {_not_a(kind)}", skipped, strict)
+            continue
+        files.append(file)
+        values.append(labels.from_json(label, place) if path.suffix.lower() == ".jsonl" else labels.from_text(label, place))
+        places.append(place)
+    _require_examples(path, files, skipped)
+    return Records(source=str(path), files=files, labels=labels.stack(values), places=places, skipped=skipped)
+
+
+def _not_a(kind: str) -> str:
+    return f"not an {kind}" if kind[0] in "aeiou" else f"not a {kind}"
+
+
+def _is_kind(path: Path, suffixes: tuple[str, ...]) -> bool:
+    return path.suffix.lower() in suffixes
 
 
 def _read_npz(path: Path, manifest: dict[str, Any], labels: LabelReader) -> Records:

@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from edgeft.data.records import IMAGE_SUFFIXES, read_texts
+from edgeft.data.records import MEDIA, read_texts
 from edgeft.deployment.runtime import make_session
 from edgeft.errors import EdgeftError
 from edgeft.evaluation.metrics import scores
@@ -73,17 +73,17 @@ class Bundle:
         return [i.name for i in self.session.get_inputs()]
 
     @functools.cached_property
-    def _encoder(self) -> Any:  # TextEncoder or ImageEncoder, read once rather than per batch
+    def _encoder(self) -> Any:  # TextEncoder, ImageEncoder or AudioEncoder, read once rather than per batch
         data = self.manifest.data
         if data["modality"] == "text":
             from edgeft.data.encode import TextEncoder
 
             return TextEncoder(self.folder, data)
-        if data["modality"] == "image":
-            from edgeft.data.encode import ImageEncoder
+        if data["modality"] in MEDIA:
+            from edgeft.data.encode import file_encoder
 
-            return ImageEncoder(data)
-        raise EdgeftError("This bundle takes tensors, not texts or images.", where=str(self.folder),
+            return file_encoder(self.folder, data)
+        raise EdgeftError("This bundle takes tensors, not texts, images or sound.", where=str(self.folder),
                           hint="give .npz files holding the model's input arrays (see predict_npz).")
 
     @property
@@ -95,14 +95,14 @@ class Bundle:
         return json.loads(self.manifest.path("report").read_text(encoding="utf-8"))
 
     def encode(self, items: Sequence[str]) -> dict[str, np.ndarray]:
-        """Model inputs for texts, or for image paths."""
+        """Model inputs for texts, or for the paths of images or WAV files."""
         encoder = self._encoder
         if self.manifest.data["modality"] == "text":
             return encoder.pad(encoder.encode(list(items)))
-        return {self.manifest.data["inputs"][0]["name"]: np.stack([encoder.load(Path(p)) for p in items])}
+        return encoder.inputs([Path(p) for p in items])
 
     def predict(self, items: str | Sequence[str] | Mapping[str, np.ndarray], batch_size: int = 32) -> list[Prediction]:
-        """Predictions for texts, image paths, or (for models that take tensors) a mapping of input
+        """Predictions for texts, paths of images or WAV files, or (for models that take tensors) a mapping of input
         arrays with the examples on axis 0; one text may be given alone."""
         if isinstance(items, Mapping):
             values = self.scores_of_arrays({name: np.asarray(array) for name, array in items.items()}, batch_size)
@@ -147,7 +147,7 @@ class Bundle:
         return results
 
     def scores(self, items: Sequence[str], batch_size: int = 32) -> np.ndarray:
-        """Scores per item (a text, or an image path): probabilities (classification,
+        """Scores per item (a text, or the path of an image or WAV file): probabilities (classification,
         multi-label), values (regression) or the embedding, one row per item."""
         items = list(items)
         outputs = [self._run(self.encode(items[start : start + batch_size])) for start in range(0, len(items), batch_size)]
@@ -182,22 +182,22 @@ class Bundle:
 
 
 TEXT_FILE_SUFFIXES = (".txt", ".csv", ".tsv", ".jsonl")
-DATA_SUFFIXES = {*TEXT_FILE_SUFFIXES, ".npz", *IMAGE_SUFFIXES}
+DATA_SUFFIXES = {*TEXT_FILE_SUFFIXES, ".npz", *(suffix for suffixes, _ in MEDIA.values() for suffix in suffixes)}
 
 
 def read_items(args: list[str], modality: str, text_column: str = "text", as_text: bool = False,
                as_file: bool = False, skipped: list[str] | None = None) -> list[str]:
-    """What to predict: texts, or files (.txt lines, .csv/.tsv/.jsonl text column, images,
-    folders of images; .npz files for models that take tensors).
+    """What to predict: texts, or files (.txt lines, .csv/.tsv/.jsonl text column; images or WAV
+    files, and folders of them; .npz files for models that take tensors).
 
     The rule for each argument: with ``as_text`` it is a text, with ``as_file`` a file; otherwise
     it is a file when it exists (a file or a folder) or ends with a data file's suffix (.txt,
-    .csv, .tsv, .jsonl, .npz or an image's), and a text when not, so a mistyped file name is an
+    .csv, .tsv, .jsonl, .npz, an image's or .wav), and a text when not, so a mistyped file name is an
     error instead of a prediction for the name. Rows of a file without a text go to ``skipped``.
     """
     if as_text and modality != "text":
         raise EdgeftError(f"--text gives texts, but this bundle's model takes {modality} inputs.", where="--text",
-                          hint="give image files or folders." if modality == "image" else
+                          hint=f"give {MEDIA[modality][1]}s or folders of them." if modality in MEDIA else
                                "give .npz files holding the model's input arrays (axis 0 = example).")
     items: list[str] = []
     for arg in args:
@@ -215,10 +215,13 @@ def read_items(args: list[str], modality: str, text_column: str = "text", as_tex
                 raise EdgeftError(f"{arg} is not a .npz file; this bundle's model takes tensors.", where=arg,
                                   hint="give .npz files holding the model's input arrays (axis 0 = example).")
             items.append(str(path))
-        elif modality == "image":
+        elif modality in MEDIA:
+            suffixes, kind = MEDIA[modality]
             if not path.exists():
-                raise EdgeftError(f"The image {arg} does not exist.", where=arg, hint="give image files or a folder.")
-            items += sorted(str(p) for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES) \
+                raise EdgeftError(f"The {kind} {arg} does not exist.", where=arg, hint=f"give {kind}s or a folder of them.")
+            # files and folders whose names start with a dot (macOS's ._clip.wav) are not the user's clips
+            items += sorted(str(p) for p in path.rglob("*") if p.suffix.lower() in suffixes
+                            and not any(part.startswith(".") for part in p.relative_to(path).parts)) \
                 if path.is_dir() else [str(path)]
         elif path.is_dir():
             raise EdgeftError(f"{arg} is a folder, but this bundle reads texts.", where=arg,

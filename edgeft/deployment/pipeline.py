@@ -25,7 +25,7 @@ from edgeft.devices import DeviceProfile, load_profile
 from edgeft.errors import EdgeftError
 from edgeft.fsutil import staged_folder
 from edgeft.machine import auto_device
-from edgeft.manifest import Manifest, write_manifest
+from edgeft.manifest import PREPROCESSING_FILES, Manifest, write_manifest
 from edgeft.ortcompat import runtime_versions, usable_threads
 from edgeft.outputs import check_output, output_check
 from edgeft.reporter import Reporter
@@ -277,7 +277,7 @@ def deploy(options: DeployOptions, progress: Callable[[str], None] | None = None
         files = {"model": "model.onnx", "labels": "labels.txt", "profile": "profile.toml"}
         shutil.copyfile(manifest.path("labels"), stage / "labels.txt")
         shutil.copyfile(profile.path, stage / "profile.toml")
-        for key in ("tokenizer", "preprocessor_config"):
+        for key in PREPROCESSING_FILES:
             if key in manifest.data["files"]:
                 target = manifest.data["files"][key]["path"]
                 shutil.copyfile(manifest.path(key), stage / target)

@@ -52,6 +52,7 @@ class ExportOptions:
     label_names: list[str] = field(default_factory=list)
     num_labels: int | None = None
     max_length: int = 128
+    clip_seconds: float | None = None  # clip length of audio models that read the waveform [default: 1 s]
     inputs: list[str] = field(default_factory=list)
     modality: str | None = None
     seed: int = 0
@@ -120,6 +121,9 @@ class ExportResult:
 def load_source(options: ExportOptions) -> tuple[LoadedModel, str]:
     """Resolve the model argument to a loaded model and a default name."""
     ref = options.model or DEFAULT_MODEL
+    if options.clip_seconds is not None and not Path(ref).is_dir():
+        raise EdgeftError("--clip-seconds sets the clip length of Hugging Face audio models (a model folder).",
+                          where="--clip-seconds", hint="leave out --clip-seconds.")
     embedding = _resolve_task(options).task == "embedding"
     if embedding and (options.label_names or options.num_labels is not None):
         raise EdgeftError("An embedding has no labels: its training data says which texts belong together.",
@@ -150,7 +154,14 @@ def load_source(options: ExportOptions) -> tuple[LoadedModel, str]:
         if embedding and modality != "text":
             raise EdgeftError(f"The embedding task fine-tunes text encoders, and {path} holds a model of {modality} inputs.",
                               where=ref, hint="give a transformers text model folder, or leave out --task embedding.")
-        if modality == "image":
+        if options.clip_seconds is not None and modality != "audio":
+            raise EdgeftError(f"--clip-seconds sets the clip length of audio models, and {path} holds a {modality} model.",
+                              where="--clip-seconds", hint="leave out --clip-seconds.")
+        if modality == "audio":
+            from edgeft.exporting.hf_audio import load_audio
+
+            loaded = load_audio(path, options.label_names, options.num_labels, options.seed, options.clip_seconds)
+        elif modality == "image":
             loaded = load_image(path, options.label_names, options.num_labels, options.seed)
         else:
             loaded = load_text(path, options.label_names, options.num_labels, options.max_length, options.seed,
@@ -174,7 +185,7 @@ def _forward_graph(loaded: LoadedModel, spec: str, dropout: bool) -> tuple[onnx.
 
         order = forward_order(loaded.module, loaded.sample)
         trainable = select_trainable(order, spec)
-        set_export_modes(loaded.module, set(trainable), dropout)
+        set_export_modes(loaded.module, set(trainable), dropout, loaded.sample)
         axes = {i.name: {k: d for k, d in enumerate(i.shape) if isinstance(d, str)} for i in loaded.inputs}
         axes[loaded.output] = {0: "batch"}
         model = export_onnx(loaded.module, loaded.sample, [loaded.output], axes)
@@ -360,7 +371,7 @@ def _write_artifacts(dest: Path, options: ExportOptions, loaded: LoadedModel, na
         data = {
             "kind": "artifacts", "name": name, "source": loaded.source,
             "modality": {"text-classification": "text", "text-embedding": "text",
-                         "image-classification": "image"}.get(loaded.task_hint or "", "tensor"),
+                         "image-classification": "image", "audio-classification": "audio"}.get(loaded.task_hint or "", "tensor"),
             "task": info.task, "loss": options.loss, "optimizer": options.optimizer,
             "inputs": [i.as_dict() for i in loaded.inputs],
             "output": {"name": loaded.output, "dtype": "float32", "shape": ["batch", loaded.num_outputs]},

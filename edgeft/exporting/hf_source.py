@@ -1,4 +1,5 @@
-"""Hugging Face transformers folders: text and image classification, and sentence embeddings.
+"""Hugging Face transformers folders: text and image classification, and sentence embeddings
+(audio classifiers: :mod:`edgeft.exporting.hf_audio`).
 
 A folder with a classification head is used as it is (the head is replaced when the label count
 differs). A bare text encoder, such as a sentence-transformers model, gets mean pooling and a
@@ -87,28 +88,38 @@ def _json_file(path: Path) -> dict[str, Any]:
     return data if isinstance(data, dict) else {}
 
 
-def refuse_audio(folder: Path) -> None:
-    """A clear refusal for a speech or audio model (by its model type, or a feature extractor that
-    reads sound at a sampling rate), instead of an image model's long list of model types."""
+def is_audio(folder: Path) -> str | None:
+    """The kind of a speech or audio model (its model type, or a feature extractor that reads
+    sound at a sampling rate), or None."""
     model_type = _json_file(folder / "config.json").get("model_type")
     extractor = _json_file(folder / "preprocessor_config.json")
     if model_type in AUDIO_MODEL_TYPES or "sampling_rate" in extractor:
-        kind = model_type or extractor.get("feature_extractor_type") or "audio"
-        raise EdgeftError(f"{folder} holds an audio model ({kind}); edgeft does not support audio models yet.",
-                          where=str(folder), hint="export a text or image classification model, an .onnx model or "
-                                                  "a PyTorch factory (see edgeft export --help).")
+        return str(model_type or extractor.get("feature_extractor_type") or "audio")
+    return None
+
+
+def refuse_audio(folder: Path, modality: str) -> None:
+    """A clear refusal for an audio model read as text or images (``--modality``), instead of a
+    tokenizer or image-processor error."""
+    kind = is_audio(folder)
+    if kind:
+        raise EdgeftError(f"{folder} holds an audio model ({kind}), not {'an image' if modality == 'image' else 'a text'} "
+                          "model.", where=str(folder),
+                          hint="leave out --modality (or give --modality audio).")
 
 
 def detect_modality(folder: Path) -> str:
-    """``text`` when the folder has a tokenizer, ``image`` when it has an image processor (an audio
-    model is refused)."""
-    refuse_audio(folder)
+    """``audio`` for a speech or audio model, ``text`` when the folder has a tokenizer, ``image``
+    when it has an image processor."""
+    if is_audio(folder):
+        return "audio"
     if any((folder / n).is_file() for n in ("tokenizer.json", "tokenizer_config.json", "vocab.txt")):
         return "text"
     if (folder / "preprocessor_config.json").is_file():
         return "image"
-    raise EdgeftError(f"{folder} has neither a tokenizer nor an image preprocessor config.", where=str(folder),
-                      hint="add tokenizer.json (text) or preprocessor_config.json (images) to the folder.")
+    raise EdgeftError(f"{folder} has neither a tokenizer nor an image preprocessor or audio feature extractor config.",
+                      where=str(folder), hint="add tokenizer.json (text) or preprocessor_config.json (images, audio) "
+                                              "to the folder.")
 
 
 def _num_labels(config: dict[str, Any], label_names: list[str], num_labels: int | None) -> tuple[int, list[str]]:
@@ -148,7 +159,7 @@ def load_text(folder: Path, label_names: list[str], num_labels: int | None, max_
     with ``embedding`` the encoder's normalised mean-pooled embedding."""
     from transformers import AutoConfig, AutoModel, AutoModelForSequenceClassification, AutoTokenizer
 
-    refuse_audio(folder)
+    refuse_audio(folder, "text")
     raw = _read_config(folder)
     count, names = (0, []) if embedding else _num_labels(raw, label_names, num_labels)
     notes = []
@@ -276,7 +287,7 @@ def load_image(folder: Path, label_names: list[str], num_labels: int | None, see
     """An image classifier from a transformers folder (head replaced when the label count differs)."""
     from transformers import AutoConfig, AutoImageProcessor, AutoModelForImageClassification
 
-    refuse_audio(folder)
+    refuse_audio(folder, "image")
     raw = _read_config(folder)
     count, names = _num_labels(raw, label_names, num_labels)
     try:

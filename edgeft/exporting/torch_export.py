@@ -79,12 +79,20 @@ def forward_order(module: nn.Module, sample: Mapping[str, torch.Tensor]) -> list
     return ordered
 
 
-def set_export_modes(module: nn.Module, trainable: set[str], dropout: bool) -> None:
-    """Eval mode everywhere except the trainable part, whose dropout stays live if asked."""
+def set_export_modes(module: nn.Module, trainable: set[str], dropout: bool,
+                     sample: Mapping[str, torch.Tensor] | None = None) -> None:
+    """Eval mode everywhere except the trainable part, whose dropout stays live if asked.
+
+    A module without parameters (a Dropout) is live when its parent holds trainable parameters
+    and, given ``sample``, it first runs after the forward pass has used a trainable parameter:
+    Wav2Vec2's encoder applies a dropout before all its layers, which belongs to the frozen
+    prefix even when the encoder's last layer trains.
+    """
     module.eval()
     module.training = True  # root flag only: the exporter then keeps parameters distinct
     if not dropout:
         return
+    downstream = _called_after(module, sample, trainable) if sample is not None else None
     names = dict(module.named_modules())
     for name, mod in names.items():
         if not name or isinstance(mod, nn.modules.batchnorm._BatchNorm):
@@ -95,9 +103,37 @@ def set_export_modes(module: nn.Module, trainable: set[str], dropout: bool) -> N
         else:
             parent = names[name.rpartition(".")[0]] if "." in name else module
             parent_name = name.rpartition(".")[0]
-            live = any(n in trainable for n, _ in parent.named_parameters(prefix=parent_name))
+            live = any(n in trainable for n, _ in parent.named_parameters(prefix=parent_name)) and \
+                (downstream is None or name in downstream)
         if live:
             mod.training = True
+
+
+def _called_after(module: nn.Module, sample: Mapping[str, torch.Tensor], trainable: set[str]) -> set[str]:
+    """Names of the modules a forward pass first calls once it has used a trainable parameter."""
+    owners = {id(m): name for name, m in module.named_modules()}
+    called: set[str] = set()
+    after: set[str] = set()
+    started = False
+
+    def record(mod: nn.Module, _args: object) -> None:
+        nonlocal started
+        name = owners[id(mod)]
+        own = [f"{name}.{p}" if name else p for p, _ in mod.named_parameters(recurse=False)]
+        started = started or any(p in trainable for p in own)
+        if name not in called:
+            called.add(name)
+            if started:
+                after.add(name)
+
+    handles = [mod.register_forward_pre_hook(record) for mod in module.modules()]
+    try:
+        with torch.no_grad():
+            module(*sample.values())
+    finally:
+        for handle in handles:
+            handle.remove()
+    return after
 
 
 def export_onnx(module: nn.Module, sample: Mapping[str, torch.Tensor], output_names: list[str],
