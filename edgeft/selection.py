@@ -8,6 +8,7 @@ everything the forward pass uses after the last block.
 
 from __future__ import annotations
 
+import os
 import re
 from collections import defaultdict
 from dataclasses import dataclass
@@ -61,14 +62,25 @@ def head_names(order: list[str], blocks: Blocks | None) -> list[str]:
     return [n for n in order[last_pos + 1 :] if n not in in_blocks]
 
 
-def select_trainable(order: list[str], spec: str) -> list[str]:
-    """Names (in forward order) that ``spec`` makes trainable; raises a clear error when none."""
+def select_trainable(order: list[str], spec: str, shared: list[str] | tuple[str, ...] = ()) -> list[str]:
+    """Names (in forward order) that ``spec`` makes trainable; raises a clear error when none.
+
+    ``shared``: parameters the forward pass uses more than once (layers that share weights);
+    ``last:N`` on such a model is refused with the reason, since its last layer is every layer.
+    """
     spec = spec.strip()
     if not spec:  # as a regex it would match every parameter: most likely an unset shell variable
         raise EdgeftError("--train is empty.", where="--train",
                           hint="use head, last:N, or a regular expression; --train '.*' trains every parameter.")
     blocks = find_blocks(order)
     if spec == "head" or spec.startswith("last:"):
+        if blocks is None and spec != "head" and shared:
+            common = os.path.commonprefix(list(shared)).rpartition(".")[0]
+            raise EdgeftError(
+                f"--train {spec}: the model runs one set of layer weights ({common}) as each of its layers (shared "
+                "layers, as ALBERT has), so it has no last layers of their own; training them changes every layer.",
+                where="--train", hint=f"train the shared layer with --train '{re.escape(common)}' (every layer moves), or "
+                                      "only the head with --train head.")
         if blocks is None and spec != "head":
             raise EdgeftError(
                 f"--train {spec} needs a model made of numbered blocks, and none were found in its parameter names.",

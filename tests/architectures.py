@@ -100,6 +100,19 @@ def deberta_v2(folder: Path) -> Path:
     return folder
 
 
+def albert(folder: Path) -> Path:
+    """ALBERT: four layers that all run one shared layer's weights."""
+    import torch
+    from transformers import AlbertConfig, AlbertForSequenceClassification
+
+    torch.manual_seed(13)
+    config = AlbertConfig(vocab_size=128, embedding_size=16, hidden_size=32, num_hidden_layers=4, num_attention_heads=2,
+                          intermediate_size=37, max_position_embeddings=64, num_labels=3)
+    AlbertForSequenceClassification(config).save_pretrained(folder)
+    _bert_tokenizer(folder)
+    return folder
+
+
 def mobilenet_v3_onnx(folder: Path) -> Path:
     """An ONNX MobileNetV3-style network (inverted residuals with squeeze-excitation, HardSwish and
     HardSigmoid), exported by torch as a user would: torchvision's mobilenet_v3 in miniature."""
@@ -216,10 +229,10 @@ def audio_spectrogram_transformer(folder: Path) -> Path:
 
 
 BUILDERS: dict[str, Callable[[Path], Path]] = {
-    "ResNet": resnet, "ConvNeXt": convnext, "MobileNetV2": mobilenet_v2, "DeBERTa-v2": deberta_v2,
+    "ResNet": resnet, "ConvNeXt": convnext, "MobileNetV2": mobilenet_v2, "DeBERTa-v2": deberta_v2, "ALBERT": albert,
     "MobileNetV3 (ONNX)": mobilenet_v3_onnx, "Wav2Vec2": wav2vec2, "HuBERT": hubert, "Whisper encoder": whisper,
     "AST": audio_spectrogram_transformer,
 }
-TASKS = {name: "text classification" if name.startswith("DeBERTa") else
+TASKS = {name: "text classification" if name in ("DeBERTa-v2", "ALBERT") else
          "audio classification" if name in ("Wav2Vec2", "HuBERT", "Whisper encoder", "AST") else "image classification"
          for name in BUILDERS}

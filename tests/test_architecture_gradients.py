@@ -61,7 +61,14 @@ def test_gradients_match_pytorch_autograd(cnn_exports, name):
 
 def test_an_onnx_mobilenet_v3_gradient_is_its_losss_derivative(cnn_exports):
     exports, _ = cnn_exports
-    manifest = exports["MobileNetV3 (ONNX)"].manifest
+    result = exports["MobileNetV3 (ONNX)"]
+    manifest = result.manifest
+    # the exporter folded BatchNorm into the convolutions (onnx::Conv_157, ...): named after their
+    # modules, last:1 is exactly the last block and the head
+    assert not [t.name for t in result.tensors if t.name.startswith("onnx::")]
+    assert {t.name.split(".")[0] + "." + t.name.split(".")[1] for t in result.trainable} == {"blocks.2", "classifier.0",
+                                                                                            "classifier.2"}
+    assert len(result.trainable) == 14 and any("folded parameter" in note for note in result.notes)
     batch = {"pixel_values": _pixels(3, seed=1), "labels": np.array([2, 0, 1], dtype=np.int64)}
     trainer = PortableTrainer(manifest, threads=1)
     trainer.train_step(batch)
@@ -136,16 +143,37 @@ def test_a_depthwise_kernels_gradient_matches_pytorch_on_one_convolution(stride,
     np.testing.assert_allclose(found["d.x"].reshape(x.shape), image.grad.numpy(), rtol=1e-4, atol=1e-4)
 
 
-def test_deberta_v2_gradients_match_pytorch_autograd(tmp_path, export_cache):
+REL = "model.deberta.encoder.rel_embeddings.weight"
+
+
+@pytest.mark.parametrize("train", ["last:1", r"rel_embeddings|layer\.1\.|pooler|classifier"])
+def test_deberta_v2_gradients_match_pytorch_autograd(tmp_path, export_cache, train):
     """DeBERTa-v2 tiles its relative-position keys over the batch with run-time repeats, which
-    onnx-ad does not differentiate: the step graph writes the Tile as a broadcast instead."""
+    onnx-ad does not differentiate: the step graph writes the Tile as a broadcast instead. Its
+    relative-position embeddings, which the encoder reads without calling their module, are a
+    parameter like the others: frozen under last:1 (constants to the tail, outside the
+    per-example cache) and trainable by name."""
     import torch
     from transformers import AutoModelForSequenceClassification
 
     from conftest import text_batch
 
     folder = architectures.deberta_v2(tmp_path / "deberta")
-    result = export_cache(model=str(folder), train="last:1", dropout=False, formats=("portable",))
+    result = export_cache(model=str(folder), train=train, dropout=False, formats=("portable",))
+    trains = {t.name: t.trainable for t in result.tensors}
+    assert trains[REL] is (train != "last:1")
+    # every layer's attention reads the relative embeddings: trained, they leave no prefix to cache
+    assert result.manifest.data["cache"]["available"] is (train == "last:1")
+    _assert_text_gradients_match(folder, result)
+
+
+def _assert_text_gradients_match(folder, result) -> None:
+    """One portable step of a text classifier's artifacts against PyTorch autograd on the folder's model."""
+    import torch
+    from transformers import AutoModelForSequenceClassification
+
+    from conftest import text_batch
+
     batch = text_batch(result.folder, ["turn on the lights", "play some music please", "is it rain", "the door"])
     batch["labels"] = np.array([0, 1, 2, 1], dtype=np.int64)
     trainer = PortableTrainer(result.manifest, threads=1)
@@ -164,3 +192,18 @@ def test_deberta_v2_gradients_match_pytorch_autograd(tmp_path, export_cache):
     assert loss == pytest.approx(expected.item(), rel=1e-4)
     np.testing.assert_allclose(logits, out.detach().numpy(), rtol=1e-3, atol=1e-4)
     _assert_gradients_match(trainer.gradients(), {t.name: params[t.name].grad.numpy() for t in result.trainable})
+
+
+def test_albert_shared_layer_is_refused_for_last_n_and_trains_by_name(tmp_path, export_cache):
+    """ALBERT runs one layer's weights as all its layers: last:1 is refused with the reason, and
+    the regular expression the message gives trains the shared layer, whose gradient (the sum
+    over its four uses) matches PyTorch autograd."""
+    from edgeft.errors import EdgeftError
+
+    folder = architectures.albert(tmp_path / "albert")
+    with pytest.raises(EdgeftError, match="runs one set of layer weights") as caught:
+        export_cache(model=str(folder), train="last:1", dropout=False, formats=("portable",))
+    regex = caught.value.hint.split("--train '")[1].split("'")[0]
+    result = export_cache(model=str(folder), train=regex, dropout=False, formats=("portable",))
+    assert len(result.trainable) == 16 and all("albert_layer_groups.0.albert_layers.0." in t.name for t in result.trainable)
+    _assert_text_gradients_match(folder, result)

@@ -136,3 +136,15 @@ def test_empty_spec_is_refused_not_read_as_match_everything(spec):
         select_trainable(bert(2), spec)
     assert "'.*'" in info.value.hint
     assert select_trainable(bert(2), ".*") == bert(2)  # training everything stays possible, asked for explicitly
+
+
+def test_last_n_on_shared_layers_is_refused_with_the_reason_and_the_regex_that_trains_them():
+    names = ["emb.weight", "encoder.groups.0.layers.0.query.weight", "encoder.groups.0.layers.0.ffn.weight",
+             "classifier.weight"]
+    shared = names[1:3]
+    with pytest.raises(EdgeftError) as caught:
+        select_trainable(names, "last:1", shared)
+    assert "runs one set of layer weights (encoder.groups.0.layers.0) as each of its layers" in caught.value.what
+    regex = caught.value.hint.split("--train '")[1].split("'")[0]
+    assert select_trainable(names, regex) == shared
+    assert select_trainable(names, "head", shared) == ["classifier.weight"]

@@ -80,6 +80,8 @@ def _cell(model: Path, options: dict, train: str, fmt: str, out: Path) -> str:
     except EdgeftError as exc:
         if "has no head" in exc.what:
             return "n/a (no head: the encoder trains)"
+        if "runs one set of layer weights" in exc.what:
+            return "n/a (one layer shared by all: train it by name, `--train REGEX`)"
         reason = exc.what.replace("The portable training step cannot be built: ", "").split(" (node")[0]
         reason = reason.split(", which")[0].rstrip(".").replace("|", "/")
         return f"no: {reason if len(reason) <= 90 else reason[:89] + '...'}"

@@ -183,8 +183,9 @@ def _forward_graph(loaded: LoadedModel, spec: str, dropout: bool) -> tuple[onnx.
     if loaded.module is not None:
         from edgeft.exporting.torch_export import export_onnx, forward_order, set_export_modes
 
-        order = forward_order(loaded.module, loaded.sample)
-        trainable = select_trainable(order, spec)
+        shared: list[str] = []
+        order = forward_order(loaded.module, loaded.sample, shared)
+        trainable = select_trainable(order, spec, shared)
         set_export_modes(loaded.module, set(trainable), dropout, loaded.sample)
         axes = {i.name: {k: d for k, d in enumerate(i.shape) if isinstance(d, str)} for i in loaded.inputs}
         axes[loaded.output] = {0: "batch"}

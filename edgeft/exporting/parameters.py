@@ -21,10 +21,11 @@ def list_parameters(options: ExportOptions) -> dict[str, Any]:
     import numpy as np
 
     loaded, name = load_source(options)
+    shared: list[str] = []
     if loaded.module is not None:
         from edgeft.exporting.torch_export import forward_order
 
-        order = forward_order(loaded.module, loaded.sample)
+        order = forward_order(loaded.module, loaded.sample, shared)
         shapes = {n: list(p.shape) for n, p in loaded.module.named_parameters(remove_duplicate=False)}
     else:
         from edgeft.exporting.onnx_source import parameter_order
@@ -35,7 +36,7 @@ def list_parameters(options: ExportOptions) -> dict[str, Any]:
     head = set(head_names(order, blocks))
     problem = None
     try:
-        selected = set(select_trainable(order, options.train))
+        selected = set(select_trainable(order, options.train, shared))
     except EdgeftError as exc:
         selected, problem = set(), exc.what
     rows = [{"name": n, "shape": shapes.get(n, []), "parameters": int(np.prod(shapes.get(n, [])) if shapes.get(n) else 1),

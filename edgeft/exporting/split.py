@@ -1,8 +1,9 @@
 """Split a forward graph at the frozen boundary: a frozen *prefix* and a trainable *tail*.
 
 A node belongs to the tail when it depends on a trainable parameter, to the prefix when it
-depends on a frozen parameter and no trainable one; nodes that depend on neither (mask
-arithmetic, shapes, constants) are copied to whichever side reads them, so the tail rebuilds
+depends on a frozen parameter, no trainable one, and the example; nodes that depend on neither
+parameter kind or not on the example (mask arithmetic, shapes, constants, values of frozen
+parameters alone) are copied to whichever side reads them, so the tail rebuilds
 them from the raw inputs. The boundary is then only what the frozen parameters produced
 (hidden states, or the pooled vector for head-only training): the prefix runs once per example
 as plain inference and the tail trains on its cached outputs.
@@ -46,12 +47,18 @@ def split_forward(model: onnx.ModelProto, trainable: set[str], frozen: set[str])
     producer = {out: i for i, n in enumerate(nodes) for out in n.output if out}
     tainted_t: set[str] = set(trainable)
     tainted_p: set[str] = set(frozen)
+    data: set[str] = {i.name for i in graph.input}  # what varies with the example
     kind: list[str] = []
     for node in nodes:  # nodes are topologically sorted in a valid ONNX graph
         t = any(i in tainted_t for i in node.input)
         # a shape does not depend on the values behind it: rebuild it in the tail from the boundary
         p = any(i in tainted_p for i in node.input) and node.op_type not in _SHAPE_ONLY
-        kind.append("tail" if t else "prefix" if p else "free")
+        varies = any(i in data for i in node.input)
+        # frozen values the example does not change (DeBERTa's relative-position embeddings) are
+        # constants to the tail: rebuilt on the side that reads them, not cached per example
+        kind.append("tail" if t else "prefix" if p and varies else "free")
+        if varies:
+            data.update(node.output)
         if t:
             tainted_t.update(node.output)
         elif p:

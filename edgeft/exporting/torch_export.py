@@ -1,7 +1,8 @@
 """PyTorch module -> ONNX forward graph ready for ORT training.
 
 Three things matter for a training graph and are handled here:
-- the forward order of parameters (found with hooks) drives ``head`` / ``last:N`` selection;
+- the forward order of parameters (found with hooks and a torch function mode) drives ``head`` /
+  ``last:N`` selection;
 - module modes: the frozen part is exported as inference (no dropout, BatchNorm on running
   statistics) so it can later be cached; dropout stays live only in the trainable part;
 - the exporter runs with the root module in training mode (``TrainingMode.PRESERVE``), which
@@ -46,24 +47,44 @@ class PositionalModel(nn.Module):
         return out
 
 
-def forward_order(module: nn.Module, sample: Mapping[str, torch.Tensor]) -> list[str]:
-    """Parameter names in the order one forward pass first uses them; unused ones are left out."""
+def forward_order(module: nn.Module, sample: Mapping[str, torch.Tensor], shared: list[str] | None = None) -> list[str]:
+    """Parameter names in the order one forward pass first uses them; unused ones are left out.
+    ``shared``, when given, receives the parameters of modules the pass calls more than once
+    (ALBERT runs one layer's weights as every layer).
+
+    A module's own parameters count from its call (a forward pre-hook); a parameter a module
+    reads from another without calling it (DeBERTa's encoder reads ``rel_embeddings.weight``)
+    counts from the first torch operation it enters.
+    """
+    from torch.overrides import TorchFunctionMode
+
     seen: list[str] = []
+    calls: dict[str, int] = {}
     owners = {id(m): name for name, m in module.named_modules()}
+    by_identity = {id(p): n for n, p in module.named_parameters(remove_duplicate=False)}
     handles = []
 
     def record(mod: nn.Module, _args: object) -> None:
         prefix = owners[id(mod)]
+        calls[prefix] = calls.get(prefix, 0) + 1
         for pname, _ in mod.named_parameters(recurse=False):
             full = f"{prefix}.{pname}" if prefix else pname
             if full not in seen:
                 seen.append(full)
 
+    class Uses(TorchFunctionMode):
+        def __torch_function__(self, func, types, args=(), kwargs=None):  # noqa: ANN001, ANN204
+            for value in [*args, *(kwargs or {}).values()]:
+                name = by_identity.get(id(value)) if isinstance(value, nn.Parameter) else None
+                if name is not None and name not in seen:
+                    seen.append(name)
+            return func(*args, **(kwargs or {}))
+
     for mod in module.modules():
         if any(True for _ in mod.parameters(recurse=False)):
             handles.append(mod.register_forward_pre_hook(record))
     try:
-        with torch.no_grad():
+        with torch.no_grad(), Uses():
             module(*sample.values())
     finally:
         for handle in handles:
@@ -76,6 +97,9 @@ def forward_order(module: nn.Module, sample: Mapping[str, torch.Tensor]) -> list
         canon = canonical.get(id(param), name)
         if canon not in ordered:
             ordered.append(canon)
+    if shared is not None:
+        repeated = {name for name, count in calls.items() if count > 1}
+        shared += [n for n in ordered if n.rpartition(".")[0] in repeated]
     return ordered
 
 
