@@ -100,6 +100,64 @@ def deberta_v2(folder: Path) -> Path:
     return folder
 
 
+def _text_classifier(folder: Path, seed: int, config: "transformers.PretrainedConfig") -> Path:  # noqa: F821
+    """A random-weight sequence classifier of ``config``'s architecture, with the tests' WordPiece tokenizer."""
+    import torch
+    from transformers import AutoModelForSequenceClassification
+
+    torch.manual_seed(seed)
+    AutoModelForSequenceClassification.from_config(config).save_pretrained(folder)
+    _bert_tokenizer(folder)
+    return folder
+
+
+_TEXT = {"vocab_size": 128, "hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2,
+         "intermediate_size": 64, "max_position_embeddings": 64, "num_labels": 3}
+
+
+def distilbert(folder: Path) -> Path:
+    from transformers import DistilBertConfig
+
+    return _text_classifier(folder, 14, DistilBertConfig(vocab_size=128, dim=32, n_layers=2, n_heads=2, hidden_dim=64,
+                                                         max_position_embeddings=64, num_labels=3))
+
+
+def roberta(folder: Path) -> Path:
+    from transformers import RobertaConfig
+
+    return _text_classifier(folder, 15, RobertaConfig(pad_token_id=0, **_TEXT))
+
+
+def xlm_roberta(folder: Path) -> Path:
+    from transformers import XLMRobertaConfig
+
+    return _text_classifier(folder, 16, XLMRobertaConfig(pad_token_id=0, **_TEXT))
+
+
+def electra(folder: Path) -> Path:
+    from transformers import ElectraConfig
+
+    return _text_classifier(folder, 17, ElectraConfig(embedding_size=16, **_TEXT))
+
+
+def mobilebert(folder: Path) -> Path:
+    from transformers import MobileBertConfig
+
+    return _text_classifier(folder, 18, MobileBertConfig(
+        vocab_size=128, hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=32,
+        embedding_size=16, intra_bottleneck_size=16, true_hidden_size=16, num_feedforward_networks=2,
+        max_position_embeddings=64, num_labels=3))
+
+
+def efficientnet(folder: Path) -> Path:
+    """EfficientNet-B0's design at a quarter width: "same"-padded depthwise convolutions and a
+    ceil-mode pooling window larger than the map."""
+    from transformers import EfficientNetConfig
+
+    return _image_classifier(folder, 19, EfficientNetConfig(num_channels=3, image_size=IMAGE, width_coefficient=0.25,
+                                                            depth_coefficient=0.25, hidden_dim=320, num_labels=3), "vit")
+
+
 def albert(folder: Path) -> Path:
     """ALBERT: four layers that all run one shared layer's weights."""
     import torch
@@ -229,10 +287,13 @@ def audio_spectrogram_transformer(folder: Path) -> Path:
 
 
 BUILDERS: dict[str, Callable[[Path], Path]] = {
-    "ResNet": resnet, "ConvNeXt": convnext, "MobileNetV2": mobilenet_v2, "DeBERTa-v2": deberta_v2, "ALBERT": albert,
+    "DistilBERT": distilbert, "RoBERTa": roberta, "XLM-R": xlm_roberta, "ELECTRA": electra, "MobileBERT": mobilebert,
+    "DeBERTa-v2": deberta_v2, "ALBERT": albert,
+    "ResNet": resnet, "ConvNeXt": convnext, "MobileNetV2": mobilenet_v2, "EfficientNet": efficientnet,
     "MobileNetV3 (ONNX)": mobilenet_v3_onnx, "Wav2Vec2": wav2vec2, "HuBERT": hubert, "Whisper encoder": whisper,
     "AST": audio_spectrogram_transformer,
 }
-TASKS = {name: "text classification" if name in ("DeBERTa-v2", "ALBERT") else
+TEXT_MODELS = ("DistilBERT", "RoBERTa", "XLM-R", "ELECTRA", "MobileBERT", "DeBERTa-v2", "ALBERT")
+TASKS = {name: "text classification" if name in TEXT_MODELS else
          "audio classification" if name in ("Wav2Vec2", "HuBERT", "Whisper encoder", "AST") else "image classification"
          for name in BUILDERS}

@@ -17,7 +17,7 @@ import architectures
 from edgeft.backends.portable import PortableTrainer
 from test_portable import _assert_gradients_match, _forward_weights
 
-HF_MODELS = ["ResNet", "ConvNeXt", "MobileNetV2"]
+HF_MODELS = ["ResNet", "ConvNeXt", "MobileNetV2", "EfficientNet"]
 
 
 @pytest.fixture(scope="module")
@@ -153,11 +153,6 @@ def test_deberta_v2_gradients_match_pytorch_autograd(tmp_path, export_cache, tra
     relative-position embeddings, which the encoder reads without calling their module, are a
     parameter like the others: frozen under last:1 (constants to the tail, outside the
     per-example cache) and trainable by name."""
-    import torch
-    from transformers import AutoModelForSequenceClassification
-
-    from conftest import text_batch
-
     folder = architectures.deberta_v2(tmp_path / "deberta")
     result = export_cache(model=str(folder), train=train, dropout=False, formats=("portable",))
     trains = {t.name: t.trainable for t in result.tensors}
@@ -207,3 +202,39 @@ def test_albert_shared_layer_is_refused_for_last_n_and_trains_by_name(tmp_path, 
     result = export_cache(model=str(folder), train=regex, dropout=False, formats=("portable",))
     assert len(result.trainable) == 16 and all("albert_layer_groups.0.albert_layers.0." in t.name for t in result.trainable)
     _assert_text_gradients_match(folder, result)
+
+
+@pytest.mark.parametrize("mode", ["SAME_UPPER", "SAME_LOWER"])
+def test_same_padding_and_whole_map_pooling_rewrites_compute_what_the_operators_do(mode):
+    """The rewrites before differentiation (edgeft/exporting/rewrites.py) on shapes where they
+    matter: a stride-2 "same" convolution of an even map (odd total padding: its side is the
+    mode's), and ceil-mode pools whose window is larger than the map; a pool of many windows
+    is left alone."""
+    import onnx
+    import onnxruntime as ort
+    from onnx import TensorProto, helper, numpy_helper
+
+    from edgeft.exporting.graph_tools import Names
+    from edgeft.exporting.rewrites import explicit_conv_pads, global_average_pools
+
+    rng = np.random.default_rng(0)
+    weight = numpy_helper.from_array(rng.standard_normal((4, 1, 3, 3)).astype(np.float32), "w")
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c"], auto_pad=mode, strides=[2, 2], group=4),
+             helper.make_node("AveragePool", ["c"], ["whole"], kernel_shape=[7, 9], strides=[7, 9], ceil_mode=1),
+             helper.make_node("AveragePool", ["c"], ["many"], kernel_shape=[2, 2], strides=[1, 1], ceil_mode=1)]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 4, 10, 12])],
+                              [helper.make_tensor_value_info(n, TensorProto.FLOAT, None) for n in ("c", "whole", "many")],
+                              [weight])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    x = rng.standard_normal((2, 4, 10, 12)).astype(np.float32)
+
+    def run(m):
+        return ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})
+
+    expected = run(model)
+    rewritten = onnx.ModelProto()
+    rewritten.CopyFrom(model)
+    assert explicit_conv_pads(rewritten) == 1 and global_average_pools(rewritten, Names(rewritten)) == 1
+    assert [n.op_type for n in rewritten.graph.node] == ["Conv", "ReduceMean", "AveragePool"]
+    for found, wanted in zip(run(rewritten), expected):
+        np.testing.assert_allclose(found, wanted, rtol=1e-5, atol=1e-6)

@@ -9,7 +9,6 @@ knowledge retention, deploy, and predict (vectors, nearest corpus entries).
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -22,7 +21,7 @@ from edgeft.data.split import grouped_split
 from edgeft.errors import EdgeftError
 from edgeft.evaluation.metrics import contrastive_loss, retrieval
 from test_portable import _assert_gradients_match, _forward_weights
-from test_train import HELD_OUT, dataset, held_out_rows, write_csv
+from test_train import dataset, held_out_rows, write_csv
 
 TEXTS = ["turn on the lights", "lights on in the kitchen", "play some music", "stop the music",
          "what is the weather", "is it rain", "lights please"]

@@ -65,7 +65,7 @@ class ImageEncoder:
 
     def __init__(self, manifest: dict[str, Any]) -> None:
         settings = _preprocessing(manifest, "image")
-        self.name = manifest["inputs"][0]["name"]
+        self.name = manifest["inputs"][0]["name"] if manifest.get("inputs") else "pixel_values"
         self.size = (int(settings["width"]), int(settings["height"]))
         self.channels = int(settings["channels"])
         # artifacts written before these settings resize straight to the model's size, bilinear

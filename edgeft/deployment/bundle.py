@@ -164,7 +164,7 @@ class Bundle:
     def predict_npz(self, paths: list[str]) -> tuple[list[str], np.ndarray]:
         """Places (``file[i]``) and scores of every example in .npz files of input arrays (a
         labels array in them is ignored)."""
-        from edgeft.data.records import read_input_arrays
+        from edgeft.data.arrays import read_input_arrays
 
         places, rows = [], []
         for path in paths:

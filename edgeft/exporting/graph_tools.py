@@ -1,4 +1,4 @@
-"""Small helpers for writing ONNX graphs by hand: fresh names, constants, dead-node pruning."""
+"""Small helpers for writing ONNX graphs by hand: fresh names, constants, inferred shapes, dead-node pruning."""
 
 from __future__ import annotations
 
@@ -48,3 +48,14 @@ def prune(model: onnx.ModelProto) -> None:
     inits = [i for i in graph.initializer if i.name in needed]
     del graph.initializer[:]
     graph.initializer.extend(inits)
+
+
+def inferred_shapes(model: onnx.ModelProto) -> dict[str, list[int | None]]:
+    """Every tensor's inferred shape (None for a symbolic dimension), where its rank is known."""
+    inferred = onnx.shape_inference.infer_shapes(model, strict_mode=False)
+    shapes: dict[str, list[int | None]] = {i.name: list(i.dims) for i in model.graph.initializer}
+    for value in [*inferred.graph.input, *inferred.graph.value_info, *inferred.graph.output]:
+        kind = value.type.tensor_type
+        if kind.HasField("shape"):
+            shapes[value.name] = [d.dim_value if d.HasField("dim_value") else None for d in kind.shape.dim]
+    return shapes

@@ -43,10 +43,11 @@ from edgeft.backends.portable import ADAMW, CHECKPOINT, EVAL, GRAD_SUFFIX, OPTIM
 from edgeft.backends.state import write_state
 from edgeft.errors import EdgeftError
 from edgeft.exporting.conv_rules import convolution_rules
-from edgeft.exporting.graph_tools import Names, const, prune
+from edgeft.exporting.graph_tools import Names, const, inferred_shapes, prune
 from edgeft.exporting.l2sp import append_penalty
 from edgeft.exporting.losses import add_loss
 from edgeft.exporting.optimizers import build_optimizer
+from edgeft.exporting.rewrites import explicit_conv_pads, global_average_pools, tile_as_expand
 from edgeft.exporting.simplify import agree, simplify
 from edgeft.manifest import L2SP_INPUT
 
@@ -56,19 +57,8 @@ _ELEMENTWISE = {"Add", "Sub", "Mul", "Div", "Pow", "Max", "Min", "Sum", "Mean", 
 
 # --- the forward graph, prepared for differentiation ----------------------------------------
 
-def _shapes(model: onnx.ModelProto) -> dict[str, list[int | None]]:
-    """Every tensor's inferred shape (None for a symbolic dimension), where its rank is known."""
-    inferred = onnx.shape_inference.infer_shapes(model, strict_mode=False)
-    shapes: dict[str, list[int | None]] = {i.name: list(i.dims) for i in model.graph.initializer}
-    for value in [*inferred.graph.input, *inferred.graph.value_info, *inferred.graph.output]:
-        kind = value.type.tensor_type
-        if kind.HasField("shape"):
-            shapes[value.name] = [d.dim_value if d.HasField("dim_value") else None for d in kind.shape.dim]
-    return shapes
-
-
 def _ranks(model: onnx.ModelProto) -> dict[str, int]:
-    return {name: len(shape) for name, shape in _shapes(model).items()}
+    return {name: len(shape) for name, shape in inferred_shapes(model).items()}
 
 
 def _flatten_linear(model: onnx.ModelProto, names: Names) -> int:
@@ -140,46 +130,6 @@ def _masked_dropout(graph: onnx.GraphProto, names: Names, training: bool) -> int
     return count
 
 
-def _tile_as_expand(model: onnx.ModelProto, names: Names) -> int:
-    """Tile(x, repeats) with repeats computed at run time (DeBERTa tiles its relative-position
-    keys over the batch) -> the same copies as a broadcast: x gets a size-1 axis before each of
-    its axes, is expanded to (repeat, size) pairs and reshaped to the products. onnx-ad
-    differentiates Expand and Reshape at any shape, and Tile only with constant repeats."""
-    graph = model.graph
-    if not any(node.op_type == "Tile" for node in graph.node):
-        return 0  # spares the shape inference below
-    constant = {i.name for i in graph.initializer} | {o for n in graph.node if n.op_type == "Constant" for o in n.output}
-    shapes = _shapes(model)
-    nodes, count = [], 0
-    for node in graph.node:
-        counted = shapes.get(node.input[1]) if node.op_type == "Tile" else None  # repeats: one per axis of x
-        rank = counted[0] if counted and len(counted) == 1 else None
-        if rank is None or node.input[1] in constant:
-            nodes.append(node)
-            continue
-        x, repeats, y = node.input[0], node.input[1], node.output[0]
-        stem = y.replace("/", "_").strip("_") or "tile"
-        shape, spaced, pairs, pair_shape, target, sizes = (names(f"{stem}.{s}") for s in (
-            "shape", "spaced", "pairs", "pair_shape", "expanded", "sizes"))
-        columns = [names(f"{stem}.repeats_column"), names(f"{stem}.shape_column")]
-        axes = const(graph, names, f"{stem}.axes", np.arange(0, 2 * rank, 2, dtype=np.int64))
-        one = const(graph, names, f"{stem}.one", np.array([1], np.int64))
-        flat = const(graph, names, f"{stem}.flat", np.array([-1], np.int64))
-        nodes += [helper.make_node("Shape", [x], [shape]),
-                  helper.make_node("Unsqueeze", [x, axes], [spaced]),
-                  helper.make_node("Unsqueeze", [repeats, one], [columns[0]]),
-                  helper.make_node("Unsqueeze", [shape, one], [columns[1]]),
-                  helper.make_node("Concat", columns, [pairs], axis=1),
-                  helper.make_node("Reshape", [pairs, flat], [pair_shape]),
-                  helper.make_node("Expand", [spaced, pair_shape], [target]),
-                  helper.make_node("Mul", [repeats, shape], [sizes]),
-                  helper.make_node("Reshape", [target, sizes], [y], name=node.name)]
-        count += 1
-    del graph.node[:]
-    graph.node.extend(nodes)
-    return count
-
-
 def prepare(model: onnx.ModelProto, trainable: list[str], loss: str, output: str, num_outputs: int,
             training: bool, l2sp: list[str] | None = None) -> tuple[onnx.ModelProto, dict[str, np.ndarray]]:
     """Forward graph + loss (+ the L2-SP term over ``l2sp``, see :mod:`edgeft.exporting.l2sp`) with
@@ -205,7 +155,9 @@ def prepare(model: onnx.ModelProto, trainable: list[str], loss: str, output: str
     _masked_dropout(graph, names, training)
     if training:
         _flatten_linear(prepared, names)
-        _tile_as_expand(prepared, names)
+        tile_as_expand(prepared, names)
+        global_average_pools(prepared, names)
+        explicit_conv_pads(prepared)
     add_loss(graph, names, loss, output, num_outputs)
     if l2sp is not None:
         task = names("loss.task")
@@ -221,7 +173,7 @@ def _full_rank_scalars(model: onnx.ModelProto) -> int:
     """Give single-element operands of elementwise ops the rank of the node's output (exact; see
     the module docstring). Constants are reshaped in place, computed values through a Reshape."""
     graph = model.graph
-    shapes = _shapes(model)
+    shapes = inferred_shapes(model)
     inits = {i.name: i for i in graph.initializer}
     names = Names(model)
     reshaped: dict[tuple[str, int], str] = {}
