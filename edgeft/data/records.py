@@ -17,6 +17,7 @@ import codecs
 import csv
 import io
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -102,20 +103,12 @@ def read_records(path: Path | str, manifest: dict[str, Any], text_column: str = 
     pairs = label_column not in columns and PAIR_COLUMN in columns
     if pairs:
         label_column = PAIR_COLUMN
-    rows = _json_rows(path, text_column, label_column) if suffix == ".jsonl" else \
-        _table_rows(path, "\t" if suffix == ".tsv" else ",", text_column, label_column)
+    rows = _rows(path, text_column, label_column)
     texts: list[str] = []
     values: list[Any] = []
     places: list[str] = []
     skipped: list[str] = []
-    for place, text, label, problem in rows:
-        if problem:
-            _skip(place, problem[0], skipped, strict, fix=problem[1])
-            continue
-        missing = [name for name, value in (("text", text), ("label", label)) if _is_missing(value)]
-        if missing:
-            _skip(place, "missing " + " and ".join(missing), skipped, strict)
-            continue
+    for place, text, label in _complete_rows(rows, "text", skipped, strict):
         for value, column in [(text, text_column)] + ([(label, label_column)] if pairs else []):
             if not isinstance(value, str):
                 raise EdgeftError(f"The text in {place} is {type(value).__name__}, not a string.", where=place,
@@ -162,8 +155,7 @@ def read_texts(path: Path | str, text_column: str = "text", skipped: list[str] |
     if suffix == ".txt":
         return [line.strip() for line in _read_text(path).splitlines() if line.strip()]
     notes = skipped if skipped is not None else []
-    rows = _json_rows(path, text_column, None) if suffix == ".jsonl" else \
-        _table_rows(path, "\t" if suffix == ".tsv" else ",", text_column, None)
+    rows = _rows(path, text_column, None)
     texts = []
     for place, text, _, problem in rows:
         if problem:
@@ -186,8 +178,7 @@ def read_column(path: Path | str, column: str, option: str = "--by") -> dict[str
     if suffix not in TEXT_SUFFIXES:
         raise EdgeftError(f"{option} reads a column of a .csv, .tsv or .jsonl file, and {path} is not one.",
                           where=option, hint=f"leave out {option}, or give the data as a table with that column.")
-    rows = _json_rows(path, column, None, option) if suffix == ".jsonl" else \
-        _table_rows(path, "\t" if suffix == ".tsv" else ",", column, None, option)
+    rows = _rows(path, column, None, option)
     return {place: "" if _is_missing(value) else str(value) for place, value, _, _ in rows}
 
 
@@ -278,6 +269,28 @@ def _missing_column(path: Path, column: str, option: str, present: list[str],
 
 
 Row = tuple[str, Any, Any, "tuple[str, str] | None"]  # place, text, label, (problem, what to do) or None
+
+
+def _rows(path: Path, column: str, label_column: str | None, option: str = "--text-column") -> list[Row]:
+    """(place, value, label, problem) of each row of a .jsonl, .tsv or .csv file (by its suffix)."""
+    suffix = path.suffix.lower()
+    if suffix == ".jsonl":
+        return _json_rows(path, column, label_column, option)
+    return _table_rows(path, "\t" if suffix == ".tsv" else ",", column, label_column, option)
+
+
+def _complete_rows(rows: list[Row], what: str, skipped: list[str], strict: bool) -> Iterator[tuple[str, Any, Any]]:
+    """(place, value, label) of the rows that have both; the others are skipped and listed (or
+    refused with ``strict``), a row with a problem with its fix."""
+    for place, value, label, problem in rows:
+        if problem:
+            _skip(place, problem[0], skipped, strict, fix=problem[1])
+            continue
+        missing = [name for name, given in ((what, value), ("label", label)) if _is_missing(given)]
+        if missing:
+            _skip(place, "missing " + " and ".join(missing), skipped, strict)
+            continue
+        yield place, value, label
 
 
 def _table_rows(path: Path, delimiter: str, text_column: str, label_column: str | None,
@@ -403,20 +416,12 @@ def _read_file_table(path: Path, labels: LabelReader, path_column: str, label_co
                           hint=f"give the {kind}s' paths (relative to the table) in a {PATH_COLUMN!r} column, or name "
                                "the column with --text-column; or give a folder with one subfolder per class.")
     option = "--text-column (the column of file paths)"
-    rows = _json_rows(path, path_column, label_column, option) if path.suffix.lower() == ".jsonl" else \
-        _table_rows(path, "\t" if path.suffix.lower() == ".tsv" else ",", path_column, label_column, option)
+    rows = _rows(path, path_column, label_column, option)
     files: list[Path] = []
     values: list[Any] = []
     places: list[str] = []
     skipped: list[str] = []
-    for place, name, label, problem in rows:
-        if problem:
-            _skip(place, problem[0], skipped, strict, fix=problem[1])
-            continue
-        missing = [what for what, value in ((path_column, name), ("label", label)) if _is_missing(value)]
-        if missing:
-            _skip(place, "missing " + " and ".join(missing), skipped, strict)
-            continue
+    for place, name, label in _complete_rows(rows, path_column, skipped, strict):
         if not isinstance(name, str):
             raise EdgeftError(f"The path in {place} is {type(name).__name__}, not a string.", where=place,
                               hint=f"write the {path_column!r} value as a JSON string.")

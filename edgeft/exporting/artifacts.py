@@ -181,12 +181,12 @@ def load_source(options: ExportOptions) -> tuple[LoadedModel, str]:
 def _forward_graph(loaded: LoadedModel, spec: str, dropout: bool) -> tuple[onnx.ModelProto, list[str], list[str]]:
     """The forward ONNX graph, the parameter names in forward order, and the trainable ones."""
     if loaded.module is not None:
-        from edgeft.exporting.torch_export import export_onnx, forward_order, set_export_modes
+        from edgeft.exporting.torch_export import export_onnx, set_export_modes, trace_forward
 
-        shared: list[str] = []
-        order = forward_order(loaded.module, loaded.sample, shared)
-        trainable = select_trainable(order, spec, shared)
-        set_export_modes(loaded.module, set(trainable), dropout, loaded.sample)
+        trace = trace_forward(loaded.module, loaded.sample)
+        order = trace.order
+        trainable = select_trainable(order, spec, trace.shared)
+        set_export_modes(loaded.module, set(trainable), dropout, trace)
         axes = {i.name: {k: d for k, d in enumerate(i.shape) if isinstance(d, str)} for i in loaded.inputs}
         axes[loaded.output] = {0: "batch"}
         model = export_onnx(loaded.module, loaded.sample, [loaded.output], axes)

@@ -23,9 +23,10 @@ def list_parameters(options: ExportOptions) -> dict[str, Any]:
     loaded, name = load_source(options)
     shared: list[str] = []
     if loaded.module is not None:
-        from edgeft.exporting.torch_export import forward_order
+        from edgeft.exporting.torch_export import trace_forward
 
-        order = forward_order(loaded.module, loaded.sample, shared)
+        trace = trace_forward(loaded.module, loaded.sample)
+        order, shared = trace.order, trace.shared
         shapes = {n: list(p.shape) for n, p in loaded.module.named_parameters(remove_duplicate=False)}
     else:
         from edgeft.exporting.onnx_source import parameter_order

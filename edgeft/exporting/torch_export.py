@@ -14,6 +14,7 @@ from __future__ import annotations
 import io
 import warnings
 from collections.abc import Mapping
+from dataclasses import dataclass
 
 import onnx
 import torch
@@ -47,10 +48,28 @@ class PositionalModel(nn.Module):
         return out
 
 
-def forward_order(module: nn.Module, sample: Mapping[str, torch.Tensor], shared: list[str] | None = None) -> list[str]:
-    """Parameter names in the order one forward pass first uses them; unused ones are left out.
-    ``shared``, when given, receives the parameters of modules the pass calls more than once
-    (ALBERT runs one layer's weights as every layer).
+@dataclass
+class ForwardTrace:
+    """What one forward pass of the sample shows about a module.
+
+    ``order``: the parameters in the order the pass first uses them (unused ones are left out);
+    ``shared``: those of modules it calls more than once (ALBERT runs one layer's weights as
+    every layer); ``used_before``: for each module it calls, how many parameters of ``order``
+    it had used by that module's first call (its own included).
+    """
+
+    order: list[str]
+    shared: list[str]
+    used_before: dict[str, int]
+
+    def called_after(self, trainable: set[str]) -> set[str]:
+        """The modules first called once the pass has used a trainable parameter."""
+        first = next((index for index, name in enumerate(self.order) if name in trainable), None)
+        return set() if first is None else {name for name, used in self.used_before.items() if used > first}
+
+
+def trace_forward(module: nn.Module, sample: Mapping[str, torch.Tensor]) -> ForwardTrace:
+    """Run ``module`` on ``sample`` once and record its :class:`ForwardTrace`.
 
     A module's own parameters count from its call (a forward pre-hook); a parameter a module
     reads from another without calling it (DeBERTa's encoder reads ``rel_embeddings.weight``)
@@ -58,65 +77,55 @@ def forward_order(module: nn.Module, sample: Mapping[str, torch.Tensor], shared:
     """
     from torch.overrides import TorchFunctionMode
 
+    canonical = {id(p): n for n, p in module.named_parameters()}
+    owners = {id(m): name for name, m in module.named_modules()}
     seen: list[str] = []
     calls: dict[str, int] = {}
-    owners = {id(m): name for name, m in module.named_modules()}
-    by_identity = {id(p): n for n, p in module.named_parameters(remove_duplicate=False)}
-    handles = []
+    used_before: dict[str, int] = {}
+
+    def use(param: nn.Parameter) -> None:
+        name = canonical[id(param)]
+        if name not in seen:
+            seen.append(name)
 
     def record(mod: nn.Module, _args: object) -> None:
-        prefix = owners[id(mod)]
-        calls[prefix] = calls.get(prefix, 0) + 1
-        for pname, _ in mod.named_parameters(recurse=False):
-            full = f"{prefix}.{pname}" if prefix else pname
-            if full not in seen:
-                seen.append(full)
+        name = owners[id(mod)]
+        calls[name] = calls.get(name, 0) + 1
+        for param in mod.parameters(recurse=False):
+            use(param)
+        used_before.setdefault(name, len(seen))
 
     class Uses(TorchFunctionMode):
         def __torch_function__(self, func, types, args=(), kwargs=None):  # noqa: ANN001, ANN204
             for value in [*args, *(kwargs or {}).values()]:
-                name = by_identity.get(id(value)) if isinstance(value, nn.Parameter) else None
-                if name is not None and name not in seen:
-                    seen.append(name)
+                if isinstance(value, nn.Parameter) and id(value) in canonical:
+                    use(value)
             return func(*args, **(kwargs or {}))
 
-    for mod in module.modules():
-        if any(True for _ in mod.parameters(recurse=False)):
-            handles.append(mod.register_forward_pre_hook(record))
+    handles = [mod.register_forward_pre_hook(record) for mod in module.modules()]
     try:
         with torch.no_grad(), Uses():
             module(*sample.values())
     finally:
         for handle in handles:
             handle.remove()
-    canonical = {id(p): n for n, p in module.named_parameters()}
-    by_id = dict(module.named_parameters(remove_duplicate=False))
-    ordered = []
-    for name in seen:
-        param = by_id.get(name)
-        canon = canonical.get(id(param), name)
-        if canon not in ordered:
-            ordered.append(canon)
-    if shared is not None:
-        repeated = {name for name, count in calls.items() if count > 1}
-        shared += [n for n in ordered if n.rpartition(".")[0] in repeated]
-    return ordered
+    repeated = {name for name, count in calls.items() if count > 1}
+    return ForwardTrace(order=seen, shared=[n for n in seen if n.rpartition(".")[0] in repeated], used_before=used_before)
 
 
-def set_export_modes(module: nn.Module, trainable: set[str], dropout: bool,
-                     sample: Mapping[str, torch.Tensor] | None = None) -> None:
+def set_export_modes(module: nn.Module, trainable: set[str], dropout: bool, trace: ForwardTrace | None = None) -> None:
     """Eval mode everywhere except the trainable part, whose dropout stays live if asked.
 
     A module without parameters (a Dropout) is live when its parent holds trainable parameters
-    and, given ``sample``, it first runs after the forward pass has used a trainable parameter:
-    Wav2Vec2's encoder applies a dropout before all its layers, which belongs to the frozen
-    prefix even when the encoder's last layer trains.
+    and, given the forward ``trace``, it first runs after the pass has used a trainable
+    parameter: Wav2Vec2's encoder applies a dropout before all its layers, which belongs to the
+    frozen prefix even when the encoder's last layer trains.
     """
     module.eval()
     module.training = True  # root flag only: the exporter then keeps parameters distinct
     if not dropout:
         return
-    downstream = _called_after(module, sample, trainable) if sample is not None else None
+    downstream = trace.called_after(trainable) if trace is not None else None
     names = dict(module.named_modules())
     for name, mod in names.items():
         if not name or isinstance(mod, nn.modules.batchnorm._BatchNorm):
@@ -131,33 +140,6 @@ def set_export_modes(module: nn.Module, trainable: set[str], dropout: bool,
                 (downstream is None or name in downstream)
         if live:
             mod.training = True
-
-
-def _called_after(module: nn.Module, sample: Mapping[str, torch.Tensor], trainable: set[str]) -> set[str]:
-    """Names of the modules a forward pass first calls once it has used a trainable parameter."""
-    owners = {id(m): name for name, m in module.named_modules()}
-    called: set[str] = set()
-    after: set[str] = set()
-    started = False
-
-    def record(mod: nn.Module, _args: object) -> None:
-        nonlocal started
-        name = owners[id(mod)]
-        own = [f"{name}.{p}" if name else p for p, _ in mod.named_parameters(recurse=False)]
-        started = started or any(p in trainable for p in own)
-        if name not in called:
-            called.add(name)
-            if started:
-                after.add(name)
-
-    handles = [mod.register_forward_pre_hook(record) for mod in module.modules()]
-    try:
-        with torch.no_grad():
-            module(*sample.values())
-    finally:
-        for handle in handles:
-            handle.remove()
-    return after
 
 
 def export_onnx(module: nn.Module, sample: Mapping[str, torch.Tensor], output_names: list[str],
