@@ -260,6 +260,41 @@ def test_checkpoint_resumes_in_the_other_backend(bert_artifacts, text_data, tmp_
     assert [line["epoch"] for line in lines] == [0, 1, 2, 3]
 
 
+@pytest.mark.ort_training
+def test_ort_checkpoints_read_through_the_generated_bindings_and_damage_is_refused(bert_artifacts, tmp_path):
+    """ONNX Runtime's own checkpoint holds the artifacts' starting weights; what edgeft writes in
+    that format loads back equal; truncated or garbled copies raise only EdgeftError."""
+    import random
+
+    from edgeft.backends.ort_checkpoint import write_ort_checkpoint
+    from edgeft.errors import EdgeftError
+
+    ort_file = bert_artifacts.folder / "checkpoint"
+    state = read_state(ort_file)
+    start = read_state(bert_artifacts.manifest.path("portable_checkpoint"))
+    assert list(state.params) == list(start.params) and state.step == 0 and not state.moments
+    for name, value in start.params.items():
+        np.testing.assert_array_equal(state.params[name].reshape(value.shape), value, err_msg=name)
+    moments = {n: [v + 1, v * v] for n, v in state.params.items()}
+    written = tmp_path / "written"
+    write_ort_checkpoint(written, ort_file, {n: v * 2 for n, v in state.params.items()}, moments, 7)
+    back = read_state(written)
+    assert back.step == 7 and back.optimizer == "adamw"
+    for name, value in state.params.items():
+        np.testing.assert_array_equal(back.params[name], value * 2)
+        np.testing.assert_array_equal(back.moments[name][1], value * value)
+    source, rng, damaged = written.read_bytes(), random.Random(0), tmp_path / "damaged"
+    for case in range(200):
+        data = bytearray(source[: rng.randrange(8, len(source))] if case < 60 else source)
+        for _ in range(0 if case < 60 else rng.randrange(1, 6)):
+            data[rng.randrange(8, min(len(data), 4000))] = rng.randrange(256)
+        damaged.write_bytes(bytes(data))
+        try:
+            read_state(damaged)
+        except EdgeftError:
+            pass
+
+
 def test_portable_graphs_are_standard_onnx_and_in_the_manifest(bert_artifacts):
     manifest = bert_artifacts.manifest
     section = manifest.data["portable"]

@@ -12,8 +12,9 @@ from pathlib import Path
 
 import numpy as np
 
-from edgeft.backends.state import (ORT_FILE, STATE_FILE, TrainableState, read_ort_checkpoint, read_state,
-                                   resolve_checkpoint, verify_checkpoint, write_ort_checkpoint, write_state)
+from edgeft.backends.ort_checkpoint import is_ort_checkpoint, write_ort_checkpoint
+from edgeft.backends.state import (ORT_FILE, STATE_FILE, TrainableState, read_state, resolve_checkpoint,
+                                   verify_checkpoint, write_state)
 from edgeft.errors import EdgeftError
 from edgeft.fsutil import atomic_write_bytes
 from edgeft.manifest import L2SP_INPUT, Manifest
@@ -89,7 +90,7 @@ class OrtTrainer:
         api = training_api()
         with tempfile.TemporaryDirectory(prefix="edgeft-ckpt-") as tmp:
             path = Path(tmp) / ORT_FILE
-            write_ort_checkpoint(path, initial, state)
+            write_ort_checkpoint(path, initial, state.params, state.moments, state.step)
             self.state = api.CheckpointState.load_checkpoint(str(path))
             self.module = api.Module(self._paths[0], self.state, self._paths[1], device="cpu",
                                      session_options=self._options)
@@ -148,7 +149,7 @@ class OrtTrainer:
         with tempfile.TemporaryDirectory(prefix="edgeft-ckpt-") as tmp:
             path = Path(tmp) / ORT_FILE
             training_api().CheckpointState.save_checkpoint(self.state, str(path), include_optimizer_state=True)
-            state = read_ort_checkpoint(path)
+            state = read_state(path)
         names = list(state.params)
         write_state(Path(folder) / STATE_FILE, names, [state.params[n] for n in names],
                     str(self.manifest.data.get("optimizer", state.optimizer)), state.step,
@@ -158,7 +159,7 @@ class OrtTrainer:
 def _is_ort_checkpoint(path: Path) -> bool:
     try:
         with open(path, "rb") as handle:
-            return handle.read(8)[4:8] == b"ODTC"
+            return is_ort_checkpoint(handle.read(8))
     except OSError:
         return False
 

@@ -5,17 +5,14 @@ artifact folder) is a plain ``.npz`` read with ``allow_pickle=False``: ``names``
 trainable tensors in order), ``optimizer``, ``step`` (optimizer updates done), ``param.<i>``
 and, once the optimizer has run, its moments ``m1.<i>`` / ``m2.<i>`` (AdamW).
 
-ONNX Runtime's training checkpoint is a flatbuffer (schema ``ort_training_checkpoint.fbs``
-of onnxruntime 1.19: parameters, and per parameter the optimizer's momentums and step). It
-is read here in pure Python, so a checkpoint written by the ORT training backend resumes in
-the portable backend, moments included, on a device whose onnxruntime has no training API.
+ONNX Runtime's training checkpoint (a flatbuffer) is read and written by
+:mod:`edgeft.backends.ort_checkpoint`; :func:`read_state` takes either kind.
 """
 
 from __future__ import annotations
 
 import io
 import json
-import struct
 import sys
 import zipfile
 from dataclasses import dataclass, field
@@ -23,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from edgeft.backends.ort_checkpoint import is_ort_checkpoint, read_ort_checkpoint
 from edgeft.errors import EdgeftError
 from edgeft.fsutil import sha256_file
 
@@ -151,8 +149,10 @@ def read_state(path: Path) -> TrainableState:
     except OSError as exc:
         raise EdgeftError(f"The checkpoint {path} cannot be read: {exc.strerror or exc}.", where=str(path),
                           hint="give a checkpoint written by edgeft train.") from exc
-    if head[4:8] == b"ODTC":
-        return read_ort_checkpoint(path)
+    if is_ort_checkpoint(head):
+        params, moments, step = read_ort_checkpoint(path)
+        optimizer = "adamw" if any(len(m) == 2 for m in moments.values()) else ("sgd" if moments else "")
+        return TrainableState(params, moments, step, optimizer)
     try:
         with np.load(path, allow_pickle=False) as data:
             if str(data["format"]) != FORMAT:
@@ -168,179 +168,3 @@ def read_state(path: Path) -> TrainableState:
     except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:
         raise EdgeftError(f"{path} is not an edgeft checkpoint ({exc}).", where=str(path),
                           hint="give a checkpoint written by edgeft train (or re-export the artifacts).") from exc
-
-
-# --- ONNX Runtime's checkpoint flatbuffer ----------------------------------------------------
-
-_NUMPY = {1: np.float32, 2: np.uint8, 3: np.int8, 5: np.int16, 6: np.int32, 7: np.int64, 9: np.bool_,
-          10: np.float16, 11: np.float64}
-
-
-class _Table:
-    """A flatbuffer table: fields by slot (vtable index)."""
-
-    def __init__(self, buf: bytes, pos: int) -> None:
-        self.buf, self.pos = buf, pos
-        vtable = pos - struct.unpack_from("<i", buf, pos)[0]
-        size = struct.unpack_from("<H", buf, vtable)[0]
-        self.slots = [struct.unpack_from("<H", buf, vtable + 4 + 2 * i)[0] for i in range((size - 4) // 2)]
-
-    def _at(self, slot: int) -> int | None:
-        off = self.slots[slot] if slot < len(self.slots) else 0
-        return self.pos + off if off else None
-
-    def scalar(self, slot: int, fmt: str, default=0):
-        at = self._at(slot)
-        return default if at is None else struct.unpack_from("<" + fmt, self.buf, at)[0]
-
-    def _ref(self, slot: int) -> int | None:
-        at = self._at(slot)
-        return None if at is None else at + struct.unpack_from("<I", self.buf, at)[0]
-
-    def table(self, slot: int) -> _Table | None:
-        ref = self._ref(slot)
-        return None if ref is None else _Table(self.buf, ref)
-
-    def string(self, slot: int) -> str:
-        ref = self._ref(slot)
-        if ref is None:
-            return ""
-        length = struct.unpack_from("<I", self.buf, ref)[0]
-        return self.buf[ref + 4 : ref + 4 + length].decode("utf-8")
-
-    def vector(self, slot: int) -> tuple[int, int]:
-        """(start of the elements, count)."""
-        ref = self._ref(slot)
-        return (0, 0) if ref is None else (ref + 4, struct.unpack_from("<I", self.buf, ref)[0])
-
-    def tables(self, slot: int) -> list[_Table]:
-        start, count = self.vector(slot)
-        out = []
-        for i in range(count):
-            at = start + 4 * i
-            out.append(_Table(self.buf, at + struct.unpack_from("<I", self.buf, at)[0]))
-        return out
-
-
-def _tensor(table: _Table) -> tuple[str, np.ndarray]:
-    # Tensor: name 0, doc_string 1, dims 2, data_type 3, raw_data 4, string_data 5, external_data_offset 6
-    name = table.string(0)
-    start, count = table.vector(2)
-    dims = list(struct.unpack_from(f"<{count}q", table.buf, start)) if count else []
-    dtype = _NUMPY.get(table.scalar(3, "i"))
-    if dtype is None or table.scalar(6, "q", -1) != -1:
-        raise ValueError(f"tensor {name}: unsupported data type or external data")
-    start, size = table.vector(4)
-    return name, np.frombuffer(table.buf, dtype=dtype, count=size // np.dtype(dtype).itemsize,
-                               offset=start).reshape(dims).copy()
-
-
-def read_ort_checkpoint(path: Path) -> TrainableState:
-    """Trainable parameters, momentums and step of an ONNX Runtime 1.19 training checkpoint."""
-    buf = Path(path).read_bytes()
-    try:
-        if buf[4:8] != b"ODTC":
-            raise ValueError("no ODTC identifier")
-        root = _Table(buf, struct.unpack_from("<I", buf, 0)[0])
-        # Checkpoint: version 0, module_state 1, optimizer_groups 2, property_bag 3
-        module = root.table(1)
-        if module is None:
-            raise ValueError("no module state")
-        if module.scalar(3, "?", False):  # has_external_data
-            raise ValueError("parameters stored in an external data file")
-        params = dict(_tensor(t) for t in module.tables(0))  # requires_grad_params
-        moments: dict[str, list[np.ndarray]] = {}
-        step = 0
-        for group in root.tables(2):  # OptimizerGroup: group_name 0, step 1, initial_learning_rate 2, states 3
-            step = int(group.scalar(1, "q", 0))
-            for state in group.tables(3):  # ParameterOptimizerState: param_name 0, momentums 1
-                moments[state.string(0)] = [_tensor(t)[1] for t in state.tables(1)]
-    except (ValueError, struct.error, IndexError, UnicodeDecodeError) as exc:
-        raise EdgeftError(f"{path} is not a readable ONNX Runtime checkpoint ({exc}).", where=str(path),
-                          hint="give a checkpoint written by edgeft train.") from exc
-    optimizer = "adamw" if any(len(m) == 2 for m in moments.values()) else ("sgd" if moments else "")
-    return TrainableState(params, {k: v for k, v in moments.items() if v}, step, optimizer)
-
-
-def _module_tensors(path: Path) -> tuple[int, list[tuple[str, np.ndarray]], list[tuple[str, np.ndarray]]]:
-    buf = Path(path).read_bytes()
-    root = _Table(buf, struct.unpack_from("<I", buf, 0)[0])
-    module = root.table(1)
-    if module is None or module.scalar(3, "?", False):
-        raise EdgeftError(f"{path} cannot be used as a template checkpoint.", where=str(path),
-                          hint="re-export the artifacts with this edgeft version.")
-    return (root.scalar(0, "i", 1), [_tensor(t) for t in module.tables(0)], [_tensor(t) for t in module.tables(1)])
-
-
-def write_ort_checkpoint(path: Path, template: Path, state: TrainableState) -> None:
-    """An ONNX Runtime checkpoint holding ``state`` (parameters, AdamW momentums, step), with the
-    frozen tensors of ``template`` (the artifacts' own checkpoint): how edgeft's .npz state
-    resumes in the ORT training backend exactly. Needs the ``flatbuffers`` package, which the
-    onnxruntime training build depends on."""
-    import flatbuffers
-
-    version, trainable, frozen = _module_tensors(template)
-    builder = flatbuffers.Builder(1 << 20)
-    inverse = {np.dtype(v): k for k, v in _NUMPY.items()}
-
-    def tensor(name: str, value: np.ndarray) -> int:
-        value = np.ascontiguousarray(value)
-        raw = builder.CreateByteVector(value.tobytes())
-        builder.StartVector(8, value.ndim, 8)
-        for dim in reversed(value.shape):
-            builder.PrependInt64(int(dim))
-        dims = builder.EndVector()
-        label = builder.CreateString(name)
-        builder.StartObject(7)
-        builder.PrependUOffsetTRelativeSlot(0, label, 0)
-        builder.PrependUOffsetTRelativeSlot(2, dims, 0)
-        builder.PrependInt32Slot(3, inverse[value.dtype], 0)
-        builder.PrependUOffsetTRelativeSlot(4, raw, 0)
-        return builder.EndObject()
-
-    def vector(offsets: list[int]) -> int:
-        builder.StartVector(4, len(offsets), 4)
-        for offset in reversed(offsets):
-            builder.PrependUOffsetTRelative(offset)
-        return builder.EndVector()
-
-    params = [tensor(name, np.asarray(state.params.get(name, value), dtype=value.dtype).reshape(value.shape))
-              for name, value in trainable]
-    frozen_offsets = [tensor(name, value) for name, value in frozen]
-    requires_grad, frozen_vector = vector(params), vector(frozen_offsets)
-    builder.StartObject(4)
-    builder.PrependUOffsetTRelativeSlot(0, requires_grad, 0)
-    builder.PrependUOffsetTRelativeSlot(1, frozen_vector, 0)
-    module = builder.EndObject()
-    groups = []
-    if state.moments:
-        states = []
-        for name, value in trainable:
-            moments = state.moments.get(name)
-            if not moments:
-                continue
-            tensors = [tensor(f"momentum{k}", np.asarray(m, dtype=np.float32).reshape(value.shape))
-                       for k, m in enumerate(moments)]
-            momentums = vector(tensors)
-            label = builder.CreateString(name)
-            builder.StartObject(2)
-            builder.PrependUOffsetTRelativeSlot(0, label, 0)
-            builder.PrependUOffsetTRelativeSlot(1, momentums, 0)
-            states.append(builder.EndObject())
-        state_vector = vector(states)
-        group_name = builder.CreateString("group0")
-        builder.StartObject(4)
-        builder.PrependUOffsetTRelativeSlot(0, group_name, 0)
-        builder.PrependInt64Slot(1, int(state.step), 0)
-        builder.PrependFloat32Slot(2, 1e-3, 0.0)
-        builder.PrependUOffsetTRelativeSlot(3, state_vector, 0)
-        groups.append(builder.EndObject())
-    group_vector = vector(groups) if groups else None
-    builder.StartObject(4)
-    builder.PrependInt32Slot(0, version, 0)
-    builder.PrependUOffsetTRelativeSlot(1, module, 0)
-    if group_vector is not None:
-        builder.PrependUOffsetTRelativeSlot(2, group_vector, 0)
-    root = builder.EndObject()
-    builder.Finish(root, file_identifier=b"ODTC")
-    Path(path).write_bytes(bytes(builder.Output()))
