@@ -9,14 +9,14 @@ byte-identical ONNX files and checkpoints.
 
 from __future__ import annotations
 
-import difflib
 import hashlib
 import json
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Optional
+
+from pydantic import Field, model_validator
 
 from edgeft import __version__
 from edgeft.errors import EdgeftError
@@ -24,6 +24,7 @@ from edgeft.fsutil import sha256_file
 from edgeft.manifest import load_manifest, verify_files
 from edgeft.ortcompat import runtime_versions
 from edgeft.run.record import content_sha256
+from edgeft.validation import Strings, Table, Text, check, rule
 
 try:
     import tomllib
@@ -36,42 +37,41 @@ BUNDLES_DIR = "artifacts/build/bundles"
 PACKAGES_DIR = "artifacts/build/packages"
 
 
-@dataclass
-class BuildEntry:
-    """One ``[[build]]`` table; paths are relative to the build file's folder."""
+class BuildEntry(Table):
+    """One ``[[build]]`` table; paths are relative to the build file's folder. The export,
+    package and deploy steps check the values themselves; this model checks their types."""
 
-    name: str
-    model: str = "minilm"
-    labels: str | None = None
-    num_labels: int | None = None
-    train: str = "last:1"
-    task: str | None = None  # None: the loss's (classification by default); "embedding"
-    loss: str | None = None  # None: the task's default loss
-    optimizer: str = "adamw"
-    max_length: int = 128
-    seed: int = 0
+    name: Annotated[Text, Field(examples=["intents"])]
+    model: Annotated[str, Field(examples=["minilm"])] = "minilm"
+    labels: Annotated[Optional[str], Field(examples=["labels.txt"])] = None
+    num_labels: Optional[int] = None
+    train: Annotated[str, Field(examples=["last:1"])] = "last:1"
+    task: Optional[str] = None  # None: the loss's (classification by default); "embedding"
+    loss: Optional[str] = None  # None: the task's default loss
+    optimizer: Annotated[str, Field(examples=["adamw"])] = "adamw"
+    max_length: Annotated[int, Field(examples=[128])] = 128
+    seed: Annotated[int, Field(examples=[0])] = 0
     dropout: bool = True
-    l2sp: float | None = None
-    inputs: list[str] = field(default_factory=list)
-    modality: str | None = None
-    clip_seconds: float | None = None
-    formats: list[str] = field(default_factory=lambda: ["portable"])
-    packages: list[str] = field(default_factory=list)  # device packages (profile names or .toml paths)
-    guard_data: str | None = None  # labelled examples that check the packages' quantized prefixes
-    devices: list[str] = field(default_factory=list)
-    val: str | None = None
+    l2sp: Annotated[Optional[float], Field(examples=[0.01])] = None
+    inputs: Annotated[Strings, Field(examples=[["input_ids", "attention_mask"]])] = ()
+    modality: Optional[str] = None
+    clip_seconds: Annotated[Optional[float], Field(examples=[1.0])] = None
+    formats: Annotated[Strings, Field(examples=[["portable"]])] = ("portable",)
+    # device packages (profile names or .toml paths)
+    packages: Annotated[Strings, Field(examples=[["raspberry-pi-5"]])] = ()
+    guard_data: Optional[str] = None  # labelled examples that check the packages' quantized prefixes
+    devices: Annotated[Strings, Field(examples=[["raspberry-pi-5"]])] = ()
+    val: Annotated[Optional[str], Field(examples=["val.csv"])] = None
     text_column: str = "text"
     label_column: str = "label"
-    output: str | None = None
+    output: Optional[str] = None
 
-
-_TYPES: dict[str, tuple[type, ...]] = {
-    "name": (str,), "model": (str,), "labels": (str,), "num_labels": (int,), "train": (str,), "task": (str,), "loss": (str,),
-    "optimizer": (str,), "max_length": (int,), "seed": (int,), "dropout": (bool,), "l2sp": (float, int),
-    "inputs": (list,), "modality": (str,), "clip_seconds": (float, int), "formats": (list,), "packages": (list,), "guard_data": (str,),
-    "devices": (list,), "val": (str,), "text_column": (str,),
-    "label_column": (str,), "output": (str,),
-}
+    @model_validator(mode="after")
+    def _bundles_have_data(self) -> BuildEntry:
+        if self.devices and not self.val:
+            raise rule("Bundles need validation data for the accuracy check.",
+                       'add val = "path/to/val.csv" or remove devices.', at="val")
+        return self
 
 
 def read_build_file(path: Path) -> list[BuildEntry]:
@@ -91,30 +91,15 @@ def read_build_file(path: Path) -> list[BuildEntry]:
     if not isinstance(builds, list) or not builds:
         raise EdgeftError("The build file has no [[build]] entries.", where=str(path),
                           hint="add at least one [[build]] table with a name.")
-    entries, names = [], set()
+    entries: list[BuildEntry] = []
     for index, raw in enumerate(builds, start=1):
-        label = f"build #{index}" + (f" ({raw.get('name')})" if isinstance(raw.get("name"), str) else "")
-        where = f"{path}: {label}"
-        for key, value in raw.items():
-            if key not in _TYPES:
-                close = difflib.get_close_matches(key, list(_TYPES), n=1)
-                raise EdgeftError(f"Unknown field {key!r}.", where=where,
-                                  hint=f"did you mean {close[0]!r}?" if close else f"fields: {', '.join(_TYPES)}.")
-            if not isinstance(value, _TYPES[key]) or (isinstance(value, bool) and bool not in _TYPES[key]):
-                raise EdgeftError(f"Field {key!r} must be {_TYPES[key][0].__name__}, not {type(value).__name__}.",
-                                  where=f"{where}, field {key}", hint="fix the value's type.")
-            if key in ("inputs", "formats", "packages", "devices") and not all(isinstance(v, str) for v in value):
-                raise EdgeftError(f"Field {key!r} must be a list of strings.", where=f"{where}, field {key}",
-                                  hint="write e.g. [\"raspberry-pi-5\"].")
-        if "name" not in raw:
-            raise EdgeftError("The build has no name.", where=where, hint="add name = \"...\".")
-        if raw["name"] in names:
-            raise EdgeftError(f"Two builds are named {raw['name']!r}.", where=where, hint="give each build its own name.")
-        names.add(raw["name"])
-        entry = BuildEntry(**raw)
-        if entry.devices and not entry.val:
-            raise EdgeftError("Bundles need validation data for the accuracy check.", where=f"{where}, field val",
-                              hint="add val = \"path/to/val.csv\" or remove devices.")
+        if not isinstance(raw, dict):
+            raise EdgeftError(f"build #{index} is not a table.", where=f"{path}: build #{index}",
+                              hint="write each build as a [[build]] table.")
+        label = f"{path}: build #{index}" + (f" ({raw['name']})" if isinstance(raw.get("name"), str) else "")
+        entry = check(BuildEntry, raw, lambda field: f"{label}, field {field}", table="[[build]]")
+        if any(entry.name == other.name for other in entries):
+            raise EdgeftError(f"Two builds are named {entry.name!r}.", where=label, hint="give each build its own name.")
         entries.append(entry)
     return entries
 
@@ -169,7 +154,7 @@ def build_key(entry: BuildEntry, base: Path) -> str:
     """sha256 over the inputs of a build; equal keys give identical artifacts."""
     digest = hashlib.sha256()
     # an unset clip_seconds (newer than the build file format) leaves earlier builds' keys as they were
-    fields = {k: v for k, v in asdict(entry).items() if not (k == "clip_seconds" and v is None)}
+    fields = {k: v for k, v in entry.model_dump().items() if not (k == "clip_seconds" and v is None)}
     digest.update(json.dumps(fields, sort_keys=True).encode())
     model_files_digest(entry.model, base, digest)
     for extra in (entry.labels, entry.val, entry.guard_data):
@@ -220,7 +205,7 @@ def run_builds(path: Path, force: bool = False, only: list[str] | None = None,
                 model=model_ref(entry.model, base),
                 output=output, train=entry.train, task=entry.task, loss=entry.loss, optimizer=entry.optimizer,
                 label_names=read_label_file(base / entry.labels) if entry.labels else [],
-                num_labels=entry.num_labels, max_length=entry.max_length, inputs=entry.inputs,
+                num_labels=entry.num_labels, max_length=entry.max_length, inputs=list(entry.inputs),
                 modality=entry.modality, clip_seconds=entry.clip_seconds, seed=entry.seed, dropout=entry.dropout, l2sp=entry.l2sp,
                 formats=tuple(entry.formats), force=True,
                 name=entry.name,

@@ -4,30 +4,29 @@ A profile is a TOML file (``devices/NAME.toml`` for the built-in ones, or any pa
 gives) with four tables: ``[hardware]`` (architecture, ISA features, cores and the thread count
 to run with, memory and storage budget), ``[quantization]`` (the recipe deploy applies first),
 ``[runtime]`` (graph optimization) and ``[targets]`` (allowed accuracy drop, latency and size
-goals). Every field is checked; each problem is one :class:`EdgeftError` naming the file, the
-dotted field, what was found and what is allowed.
+goals). The tables are pydantic models (:mod:`edgeft.validation`): every field is checked, and
+each problem is one :class:`EdgeftError` naming the file, the dotted field, what was found and
+what is allowed. A new profile field is one annotated line in its table here; its error
+messages come from its type, its bounds and its example.
 
-Only the standard library is used (``tomllib``, or ``tomli`` on Python < 3.11), so listing and
-validating profiles works on any device. The module is long (over 400 lines) because the
-schema (the field table), its checker and the dataclasses it fills are kept together: a new
-profile field is one entry here, and its error messages come with it.
+The files are read with ``tomllib`` (``tomli`` on Python < 3.11).
 """
 
 from __future__ import annotations
 
-import dataclasses
 import difflib
-import math
 import os
-import sys
 import re
+import sys
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal, Optional
+
+from pydantic import AfterValidator, Field, field_validator, model_validator
 
 from edgeft.errors import EdgeftError
 from edgeft.ortcompat import GRAPH_OPTIMIZATIONS
+from edgeft.validation import Strings, Table, Text, check, number, rule, show, strings
 
 try:
     import tomllib
@@ -56,32 +55,67 @@ NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 OP_PATTERN = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
 
 
-@dataclass(frozen=True)
-class Hardware:
+Arch = Literal[ARCHES]  # type: ignore[valid-type]
+
+
+class Hardware(Table):
     """The device: architecture, ISA features, cores, threads to use, memory and storage budget."""
 
-    arch: str
-    isa: tuple[str, ...]
-    cores: int
-    threads: int
-    memory_mb: int
-    storage_mb: int
+    arch: Arch
+    isa: Annotated[strings(KNOWN_ISA), Field(examples=[["neon", "dotprod"]])]
+    cores: Annotated[int, Field(ge=1, le=1024, examples=[4])]
+    threads: Annotated[int, Field(ge=1, le=1024, examples=[4])]
+    memory_mb: Annotated[int, Field(ge=16, le=16 * 2**20, examples=[2048])]
+    storage_mb: Annotated[int, Field(ge=1, le=1024 * 2**20, examples=[8192])]
+
+    @model_validator(mode="after")
+    def _fits_arch(self) -> Hardware:
+        foreign = [f for f in self.isa if f not in ISA_BY_ARCH[self.arch]]
+        if foreign:
+            raise rule(f"{{field}} lists {show(foreign[0])}, which is not an {self.arch} feature.",
+                       f"for arch = \"{self.arch}\" use: {', '.join(ISA_BY_ARCH[self.arch])}.", at="isa")
+        if self.threads > self.cores:
+            raise rule(f"{{field}} is {self.threads}, more than hardware.cores ({self.cores}).",
+                       f"use at most {self.cores} threads (or raise cores if the device has more).", at="threads")
+        return self
 
 
-@dataclass(frozen=True)
-class Quantization:
+class Quantization(Table):
     """The recipe deploy tries first (the accuracy guard falls back from it to safer ones)."""
 
-    mode: str
-    format: str
-    weight_type: str
-    activation_type: str
+    mode: Literal[MODES]  # type: ignore[valid-type]
+    format: Literal[FORMATS]  # type: ignore[valid-type]
+    weight_type: Literal[WEIGHT_TYPES]  # type: ignore[valid-type]
+    activation_type: Literal[ACTIVATION_TYPES]  # type: ignore[valid-type]
     per_channel: bool
     reduce_range: bool
     quantize_embeddings: bool
-    op_types: tuple[str, ...]
-    exclude_nodes: tuple[str, ...]
-    calibration_examples: int
+    op_types: Annotated[Strings, Field(examples=[["MatMul", "Gemm"]])]
+    exclude_nodes: Annotated[Strings, Field(examples=[["^/classifier/"]])]
+    calibration_examples: Annotated[int, Field(ge=1, le=100_000, examples=[128])]
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Quantization:
+        if self.weight_type == "int4" and self.mode != "weight-only":
+            raise rule(f"{{field}} is \"int4\", which needs mode \"weight-only\" (mode is {show(self.mode)}).",
+                       'set mode = "weight-only", or weight_type = "int8".', at="weight_type")
+        for index, op in enumerate(self.op_types):
+            at = f"op_types[{index}]"
+            if not OP_PATTERN.match(op):
+                raise rule(f"{{field}} is {show(op)}, not an ONNX operator name.",
+                           'write operator types like "MatMul" or "Gemm".', at=at)
+            close = [k for k in KNOWN_OP_TYPES if k.lower() == op.lower() and k != op]
+            if close:
+                raise rule(f"{{field}} is {show(op)}; did you mean {show(close[0])}?",
+                           f"operator types are case-sensitive: write {show(close[0])}.", at=at)
+        for index, pattern in enumerate(self.exclude_nodes):
+            try:
+                re.compile(pattern)
+            except re.error as exc:
+                raise rule(f"{{field}} is {show(pattern)}, not a valid regular expression: {exc}.",
+                           "fix the pattern (escape special characters with \\\\ in TOML strings).",
+                           at=f"exclude_nodes[{index}]") from exc
+        return self
 
     def summary(self) -> str:
         """One line for people, e.g. ``dynamic int8 QOperator, reduce-range``."""
@@ -109,58 +143,73 @@ class Quantization:
         return ", ".join([text, *extras])
 
 
-@dataclass(frozen=True)
-class Runtime:
+class Runtime(Table):
     """How ONNX Runtime prepares the graph."""
 
-    graph_optimization: str
+    graph_optimization: Literal[GRAPH_OPTIMIZATIONS]  # type: ignore[valid-type]
     fuse_transformer: bool
 
 
-@dataclass(frozen=True)
-class Targets:
-    """Goals: the accuracy drop deploy accepts, and optional latency and size targets."""
-
-    max_accuracy_drop: float
-    latency_ms_p50: float | None
-    max_model_mb: float | None
+Target = Annotated[Optional[float], Field(ge=0, allow_inf_nan=False)]
 
 
-@dataclass(frozen=True)
-class DeviceProfile:
-    """A validated device profile."""
+class Targets(Table):
+    """Goals: the accuracy drop deploy accepts, and optional latency and size targets (0 or left
+    out: none)."""
 
-    name: str
-    description: str
-    path: Path
+    max_accuracy_drop: Annotated[float, Field(ge=0, le=100, allow_inf_nan=False, examples=[1.0])]
+    latency_ms_p50: Annotated[Target, Field(examples=[10.0])] = None
+    max_model_mb: Annotated[Target, Field(examples=[100])] = None
+
+    @field_validator("latency_ms_p50", "max_model_mb")
+    @classmethod
+    def _zero_is_none(cls, value: float | None) -> float | None:
+        return None if value == 0 else value
+
+
+def _profile_name(name: str) -> str:
+    if not NAME_PATTERN.match(name):
+        raise rule(f"{{field}} is {show(name)}: it must be 1 to 64 letters, digits, '.', '-' or '_', starting "
+                   "with a letter or digit.", 'use a name like "my-board" (it becomes part of bundle folder names).')
+    return name
+
+
+class DeviceProfile(Table):
+    """A validated device profile: the TOML file's tables, and the file it was read from."""
+
+    format_version: Annotated[int, Field(ge=1, examples=[FORMAT_VERSION])]
+    name: Annotated[str, AfterValidator(_profile_name), Field(examples=["my-board"])]
+    description: Annotated[Text, Field(examples=["My board: 4x Cortex-A55, 2 GB"])]
+    path: Annotated[Path, Field(exclude=True)]  # not in the file: where it was read from
     hardware: Hardware
     quantization: Quantization
     runtime: Runtime
     targets: Targets
 
+    @model_validator(mode="before")
+    @classmethod
+    def _readable_version(cls, data: Any) -> Any:
+        """A newer format is refused before anything else: it may add fields this edgeft does not know."""
+        version = data.get("format_version") if isinstance(data, Mapping) else None
+        if isinstance(version, int) and not isinstance(version, bool) and version > FORMAT_VERSION:
+            raise rule(f"{{field}} is {number(version)}, newer than this edgeft reads ({FORMAT_VERSION}).",
+                       "upgrade edgeft (pip install -U edgeft) to use this profile.", at="format_version")
+        return data
+
     def as_dict(self) -> dict[str, Any]:
         """JSON-able, with the same structure as the TOML file (plus ``path``)."""
-        def plain(part: Any) -> dict[str, Any]:
-            return {key: list(value) if isinstance(value, tuple) else value
-                    for key, value in dataclasses.asdict(part).items()}
-
-        return {
-            "format_version": FORMAT_VERSION, "name": self.name, "description": self.description,
-            "path": str(self.path), "hardware": plain(self.hardware), "quantization": plain(self.quantization),
-            "runtime": plain(self.runtime), "targets": plain(self.targets),
-        }
+        data = self.model_dump(mode="json")
+        return {"format_version": FORMAT_VERSION, "name": self.name, "description": self.description,
+                "path": str(self.path), **{k: data[k] for k in ("hardware", "quantization", "runtime", "targets")}}
 
     def with_quantization(self, **changes: Any) -> DeviceProfile:
         """A copy with parts of the recipe changed (checked like a profile file)."""
-        for key in ("op_types", "exclude_nodes"):
-            if key in changes and isinstance(changes[key], list):
-                changes[key] = tuple(changes[key])
-        unknown = sorted(set(changes) - {f.name for f in dataclasses.fields(Quantization)})
+        unknown = sorted(set(changes) - set(Quantization.model_fields))
         if unknown:
             raise TypeError(f"unknown quantization field(s): {', '.join(unknown)}")
-        recipe = dataclasses.replace(self.quantization, **changes)
-        _Checker(self.path).quantization(dataclasses.asdict(recipe))  # same rules as the file
-        return dataclasses.replace(self, quantization=recipe)
+        recipe = check(Quantization, {**self.quantization.model_dump(), **changes},
+                       lambda field: f"{self.path}, field {field}", ("quantization",))
+        return self.model_copy(update={"quantization": recipe})
 
 
 def _format_name(fmt: str) -> str:
@@ -301,274 +350,11 @@ def profile_from_dict(data: Mapping[str, Any], path: Path, check_name: bool = Fa
 
     ``check_name`` requires ``name`` to equal the file stem (for built-in profiles).
     """
-    data = dict(data)
-    data.pop("path", None)  # as_dict() adds it; a TOML file has no such field
-    return _Checker(Path(path)).profile(data, check_name)
-
-
-# ---------------------------------------------------------------------------------------------
-# validation
-
-
-def _toml_type(value: Any) -> str:
-    if isinstance(value, bool):
-        return "boolean"
-    if isinstance(value, int):
-        return "integer"
-    if isinstance(value, float):
-        return "float"
-    if isinstance(value, str):
-        return "string"
-    if isinstance(value, (list, tuple)):
-        return "array"
-    if isinstance(value, Mapping):
-        return "table"
-    return "date/time" if type(value).__module__ == "datetime" else type(value).__name__
-
-
-def _show(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, str):
-        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
-    if isinstance(value, Mapping):
-        return "a table"
-    return repr(value) if not isinstance(value, (list, tuple)) else "[" + ", ".join(_show(v) for v in value) + "]"
-
-
-@dataclass(frozen=True)
-class _Field:
-    kind: str  # "int", "float", "bool", "str", "strings"
-    required: bool = True
-    choices: tuple[str, ...] = ()
-    minimum: float | None = None
-    maximum: float | None = None
-    example: str = ""
-
-
-_TOP = {
-    "format_version": _Field("int", minimum=1, example="format_version = 1"),
-    "name": _Field("str", example='name = "my-board"'),
-    "description": _Field("str", example='description = "My board: 4x Cortex-A55, 2 GB"'),
-}
-_SECTIONS: dict[str, dict[str, _Field]] = {
-    "hardware": {
-        "arch": _Field("str", choices=ARCHES),
-        "isa": _Field("strings", choices=KNOWN_ISA, example='isa = ["neon", "dotprod"]'),
-        "cores": _Field("int", minimum=1, maximum=1024, example="cores = 4"),
-        "threads": _Field("int", minimum=1, maximum=1024, example="threads = 4"),
-        "memory_mb": _Field("int", minimum=16, maximum=16 * 2**20, example="memory_mb = 2048"),
-        "storage_mb": _Field("int", minimum=1, maximum=1024 * 2**20, example="storage_mb = 8192"),
-    },
-    "quantization": {
-        "mode": _Field("str", choices=MODES),
-        "format": _Field("str", choices=FORMATS),
-        "weight_type": _Field("str", choices=WEIGHT_TYPES),
-        "activation_type": _Field("str", choices=ACTIVATION_TYPES),
-        "per_channel": _Field("bool"),
-        "reduce_range": _Field("bool"),
-        "quantize_embeddings": _Field("bool"),
-        "op_types": _Field("strings", example='op_types = ["MatMul", "Gemm"]'),
-        "exclude_nodes": _Field("strings", example='exclude_nodes = ["^/classifier/"]'),
-        "calibration_examples": _Field("int", minimum=1, maximum=100_000, example="calibration_examples = 128"),
-    },
-    "runtime": {
-        "graph_optimization": _Field("str", choices=GRAPH_OPTIMIZATIONS),
-        "fuse_transformer": _Field("bool"),
-    },
-    "targets": {
-        "max_accuracy_drop": _Field("float", minimum=0, maximum=100, example="max_accuracy_drop = 1.0"),
-        "latency_ms_p50": _Field("float", required=False, minimum=0, example="latency_ms_p50 = 10.0"),
-        "max_model_mb": _Field("float", required=False, minimum=0, example="max_model_mb = 100"),
-    },
-}
-_KIND_TEXT = {"int": "an integer", "float": "a number", "bool": "a boolean (true or false)", "str": "a string",
-              "strings": "an array of strings"}
-
-
-class _Checker:
-    """Checks one profile's data; every problem raises an EdgeftError naming file and field."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-
-    def fail(self, field: str, what: str, hint: str) -> EdgeftError:
-        return EdgeftError(what, where=f"{self.path}, field {field}", hint=hint)
-
-    def unknown(self, table: str, keys: Mapping[str, Any], allowed: list[str]) -> None:
-        for key in keys:
-            if key not in allowed:
-                dotted = f"{table}.{key}" if table else key
-                close = difflib.get_close_matches(key, allowed, n=1, cutoff=0.6)
-                kind = "table" if isinstance(keys[key], Mapping) else "field"
-                hint = f"did you mean {close[0]}?" if close else f"allowed here: {', '.join(allowed)}."
-                what = f"Unknown {kind} {dotted}" + (f"; did you mean {close[0]}?" if close else ".")
-                raise self.fail(dotted, what, hint)
-
-    def value(self, dotted: str, spec: _Field, value: Any) -> Any:
-        if spec.kind == "int":
-            ok = isinstance(value, int) and not isinstance(value, bool)
-        elif spec.kind == "float":
-            ok = isinstance(value, (int, float)) and not isinstance(value, bool)
-        elif spec.kind == "bool":
-            ok = isinstance(value, bool)
-        elif spec.kind == "str":
-            ok = isinstance(value, str)
-        else:
-            ok = isinstance(value, (list, tuple))
-        if not ok:
-            example = _example(dotted.rpartition(".")[2], spec)
-            raise self.fail(dotted, f"{dotted} must be {_KIND_TEXT[spec.kind]}, "
-                                    f"found {_toml_type(value)} {_show(value)}.", f"write e.g. {example}")
-        if spec.kind == "strings":
-            for index, item in enumerate(value):
-                if not isinstance(item, str):
-                    raise self.fail(f"{dotted}[{index}]", f"{dotted} must be an array of strings, item {index} "
-                                                          f"is {_toml_type(item)} {_show(item)}.",
-                                    f"write e.g. {spec.example}")
-                if spec.choices and item not in spec.choices:
-                    raise self.not_allowed(f"{dotted}[{index}]", item, spec.choices)
-            duplicates = sorted({item for item in value if list(value).count(item) > 1})
-            if duplicates:
-                raise self.fail(dotted, f"{dotted} lists {_show(duplicates[0])} more than once.",
-                                "list each entry once.")
-            return tuple(value)
-        if spec.kind == "float":
-            try:
-                number = float(value)
-            except OverflowError:  # an integer too large for any float
-                number = math.inf
-            if not math.isfinite(number):
-                raise self.fail(dotted, f"{dotted} must be a finite number, found {_num(value)}.", "write a plain number.")
-            value = number
-        if spec.choices and value not in spec.choices:
-            raise self.not_allowed(dotted, value, spec.choices)
-        if spec.kind in ("int", "float"):
-            low, high = spec.minimum, spec.maximum
-            if (low is not None and value < low) or (high is not None and value > high):
-                bounds = (f"between {_num(low)} and {_num(high)}" if low is not None and high is not None
-                          else f"at least {_num(low)}" if low is not None else f"at most {_num(high)}")
-                raise self.fail(dotted, f"{dotted} is {_num(value)}, out of range: it must be {bounds}.",
-                                f"use a number {bounds}." if high is not None and low is not None
-                                else f"use a number of {bounds}.")
-        if spec.kind == "str" and not spec.choices and not value.strip():
-            raise self.fail(dotted, f"{dotted} is empty.", "write a non-empty string.")
-        return value
-
-    def not_allowed(self, dotted: str, value: Any, choices: tuple[str, ...]) -> EdgeftError:
-        close = difflib.get_close_matches(str(value), list(choices), n=1)
-        guess = f"did you mean {_show(close[0])}? " if close else ""
-        return self.fail(dotted, f"{dotted} is {_show(value)}, which is not allowed; "
-                                 f"allowed: {', '.join(choices)}.", f"{guess}use one of: {', '.join(choices)}.")
-
-    def table(self, name: str, raw: Any) -> dict[str, Any]:
-        specs = _SECTIONS[name]
-        if raw is None:
-            raise self.fail(name, f"The table [{name}] is missing.",
-                            f"add a [{name}] table with: {', '.join(k for k, s in specs.items() if s.required)}.")
-        if not isinstance(raw, Mapping):
-            raise self.fail(name, f"{name} must be a table ([{name}]), found {_toml_type(raw)} {_show(raw)}.",
-                            f"write [{name}] on its own line followed by its fields.")
-        self.unknown(name, raw, list(specs))
-        out: dict[str, Any] = {}
-        for key, spec in specs.items():
-            dotted = f"{name}.{key}"
-            if key not in raw or (raw[key] is None and not spec.required):
-                if spec.required:
-                    raise self.fail(dotted, f"The required field {dotted} is missing.",
-                                    f"add {_example(key, spec)} to the [{name}] table"
-                                    + (f" (one of: {', '.join(spec.choices)})." if spec.choices else "."))
-                out[key] = None
-                continue
-            out[key] = self.value(dotted, spec, raw[key])
-        return out
-
-    def hardware(self, raw: Any) -> Hardware:
-        hw = self.table("hardware", raw)
-        foreign = [f for f in hw["isa"] if f not in ISA_BY_ARCH[hw["arch"]]]
-        if foreign:
-            raise self.fail("hardware.isa", f"hardware.isa lists {_show(foreign[0])}, which is not an "
-                                            f"{hw['arch']} feature.",
-                            f"for arch = \"{hw['arch']}\" use: {', '.join(ISA_BY_ARCH[hw['arch']])}.")
-        if hw["threads"] > hw["cores"]:
-            raise self.fail("hardware.threads", f"hardware.threads is {hw['threads']}, more than "
-                                                f"hardware.cores ({hw['cores']}).",
-                            f"use at most {hw['cores']} threads (or raise cores if the device has more).")
-        return Hardware(**hw)
-
-    def quantization(self, raw: Any) -> Quantization:
-        q = self.table("quantization", raw)
-        if q["weight_type"] == "int4" and q["mode"] != "weight-only":
-            raise self.fail("quantization.weight_type", f"quantization.weight_type is \"int4\", which needs "
-                                                        f"mode \"weight-only\" (mode is {_show(q['mode'])}).",
-                            'set mode = "weight-only", or weight_type = "int8".')
-        for index, op in enumerate(q["op_types"]):
-            dotted = f"quantization.op_types[{index}]"
-            if not OP_PATTERN.match(op):
-                raise self.fail(dotted, f"{dotted} is {_show(op)}, not an ONNX operator name.",
-                                'write operator types like "MatMul" or "Gemm".')
-            if op not in KNOWN_OP_TYPES:
-                close = [k for k in KNOWN_OP_TYPES if k.lower() == op.lower()]
-                if close:
-                    raise self.fail(dotted, f"{dotted} is {_show(op)}; did you mean {_show(close[0])}?",
-                                    f"operator types are case-sensitive: write {_show(close[0])}.")
-        for index, pattern in enumerate(q["exclude_nodes"]):
-            try:
-                re.compile(pattern)
-            except re.error as exc:
-                dotted = f"quantization.exclude_nodes[{index}]"
-                raise self.fail(dotted, f"{dotted} is {_show(pattern)}, not a valid regular expression: {exc}.",
-                                "fix the pattern (escape special characters with \\\\ in TOML strings).") from exc
-        return Quantization(**q)
-
-    def profile(self, data: dict[str, Any], check_name: bool) -> DeviceProfile:
-        if "format_version" not in data:
-            raise self.fail("format_version", "The required field format_version is missing.",
-                            f"add format_version = {FORMAT_VERSION} at the top of the file.")
-        version = self.value("format_version", _TOP["format_version"], data["format_version"])
-        if version > FORMAT_VERSION:
-            raise self.fail("format_version", f"format_version is {version}, newer than this edgeft reads "
-                                              f"({FORMAT_VERSION}).",
-                            "upgrade edgeft (pip install -U edgeft) to use this profile.")
-        self.unknown("", data, [*_TOP, *_SECTIONS])  # after the version: newer formats may add fields
-        top = {}
-        for key in ("name", "description"):
-            if key not in data:
-                raise self.fail(key, f"The required field {key} is missing.", f"add {_TOP[key].example}")
-            top[key] = self.value(key, _TOP[key], data[key])
-        if not NAME_PATTERN.match(top["name"]):
-            raise self.fail("name", f"name is {_show(top['name'])}: it must be 1 to 64 letters, digits, '.', "
-                                    "'-' or '_', starting with a letter or digit.",
-                            "use a name like \"my-board\" (it becomes part of bundle folder names).")
-        if check_name and top["name"] != self.path.stem:
-            raise self.fail("name", f"name is {_show(top['name'])} but the file is {self.path.name}: "
-                                    "a built-in profile's name must equal its file name.",
-                            f'set name = "{self.path.stem}", or rename the file to {top["name"]}.toml.')
-        hardware = self.hardware(data.get("hardware"))
-        quantization = self.quantization(data.get("quantization"))
-        runtime = Runtime(**self.table("runtime", data.get("runtime")))
-        targets = self.table("targets", data.get("targets"))
-        for key in ("latency_ms_p50", "max_model_mb"):
-            if targets[key] == 0:
-                targets[key] = None  # 0 means "no target", like leaving it out
-        return DeviceProfile(name=top["name"], description=top["description"], path=self.path, hardware=hardware,
-                             quantization=quantization, runtime=runtime, targets=Targets(**targets))
-
-
-def _example(key: str, spec: _Field) -> str:
-    if spec.example:
-        return spec.example
-    if spec.kind == "str":
-        return f'{key} = "{spec.choices[0]}"' if spec.choices else f'{key} = "..."'
-    return f"{key} = " + {"int": "1", "float": "1.0", "bool": "true"}.get(spec.kind, "[]")
-
-
-def _num(value: float | None) -> str:
-    if value is None:
-        return "?"
-    if isinstance(value, int):  # also integers far beyond float range
-        text = str(value)
-        return text if len(text) <= 24 else f"{text[:6]}...({len(text.lstrip('-'))} digits)"
-    if not math.isfinite(value):
-        return repr(value)
-    return str(int(value)) if float(value).is_integer() else f"{value:g}"
+    data = {key: value for key, value in data.items() if key != "path"}  # as_dict() adds it; a file has none
+    path = Path(path)
+    profile = check(DeviceProfile, {**data, "path": path}, lambda field: f"{path}, field {field}")
+    if check_name and profile.name != path.stem:
+        raise EdgeftError(f"name is {show(profile.name)} but the file is {path.name}: a built-in profile's name "
+                          "must equal its file name.", where=f"{path}, field name",
+                          hint=f'set name = "{path.stem}", or rename the file to {profile.name}.toml.')
+    return profile

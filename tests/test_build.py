@@ -94,9 +94,12 @@ def test_verify_catches_a_changed_byte_in_any_file(project, tmp_path):
 
 def test_build_file_errors_name_build_and_field(tmp_path):
     cases = {
-        '[[build]]\nname = "x"\ntrian = "head"\n': ("Unknown field 'trian'", "did you mean 'train'"),
-        '[[build]]\nname = "x"\nseed = "1"\n': ("Field 'seed' must be int", "field seed"),
-        '[[build]]\nmodel = "minilm"\n': ("has no name", "build #1"),
+        '[[build]]\nname = "x"\ntrian = "head"\n': ("Unknown field trian; did you mean train?", "field trian"),
+        '[[build]]\nname = "x"\nseed = "1"\n': ('seed must be an integer, found string "1"', "build #1 (x), field seed"),
+        '[[build]]\nname = "x"\nformats = ["portable", 2]\n': ("formats must be an array of strings, item 1 is integer 2",
+                                                            'formats = ["portable"]'),
+        '[[build]]\nmodel = "minilm"\n': ("The required field name is missing", 'add name = "intents" to the [[build]]'),
+        'build = [1]\n': ("build #1 is not a table", "build #1"),
         '[[build]]\nname = "x"\n[[build]]\nname = "x"\n': ("Two builds are named 'x'", "build #2"),
         '[[build]]\nname = "x"\ndevices = ["raspberry-pi-5"]\n': ("need validation data", "field val"),
         'name = "x"\n': ("Unknown top-level key", "edgeft.toml"),

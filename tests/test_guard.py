@@ -12,7 +12,6 @@ The models are built so that the outcome of every recipe is known in advance, by
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -33,7 +32,7 @@ HEAD_PATTERNS = ["^/head/"]
 
 
 def _recipe(**changes):
-    return dataclasses.replace(load_profile("raspberry-pi-5").quantization, **changes)  # dynamic, per-tensor
+    return load_profile("raspberry-pi-5").quantization.model_copy(update=changes)  # dynamic, per-tensor
 
 
 @pytest.mark.parametrize("changes, patterns, steps", [
@@ -60,7 +59,7 @@ def test_ladder_order_per_mode(changes, patterns, steps):
             assert step.quantize_embeddings <= previous.quantize_embeddings
     by_step = dict(found)
     if PER_CHANNEL in by_step:
-        assert by_step[PER_CHANNEL] == dataclasses.replace(recipe, per_channel=True)
+        assert by_step[PER_CHANNEL] == recipe.model_copy(update={"per_channel": True})
     if HEAD in by_step:
         assert tuple(by_step[HEAD].exclude_nodes) == tuple(recipe.exclude_nodes) + tuple(patterns)
         assert by_step[HEAD].mode == recipe.mode
@@ -127,7 +126,7 @@ def test_the_guard_chooses_the_first_step_within_a_non_zero_tolerance(export_cac
     assert report["validation_examples"] == 600 and report["max_accuracy_drop"] == tolerance
     recipe = dict(ladder(load_profile(device).quantization, head))[chosen]
     written = Bundle(Path(report["bundle"])).manifest.data["quantization"]  # the bundle holds the chosen recipe
-    assert written == {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(recipe).items()}
+    assert written == {k: list(v) if isinstance(v, tuple) else v for k, v in recipe.model_dump().items()}
 
 
 def test_a_small_validation_set_is_topped_up_and_the_guard_judges_the_pooled_examples(export_cache, tmp_path):

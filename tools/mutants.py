@@ -50,6 +50,8 @@ AREAS = {
               "tests/test_deploy.py::test_quantized_bundle_is_smaller_and_accurate",
               "tests/test_deploy.py::test_every_profile_deploys_and_predicts"],
     "embedding": ["tests/test_embedding.py"],
+    "profiles": ["tests/test_devices.py", "tests/test_build.py::test_build_file_errors_name_build_and_field",
+                 "tests/test_guard.py"],
     "gradients": ["tests/test_architecture_gradients.py"],
 }
 
@@ -69,6 +71,7 @@ GUARD, PIPELINE = "edgeft/deployment/guard.py", "edgeft/deployment/pipeline.py"
 LOSSES, BATCHING, METRICS = "edgeft/exporting/losses.py", "edgeft/data/batching.py", "edgeft/evaluation/metrics.py"
 RECORDS, SPLIT = "edgeft/data/records.py", "edgeft/data/split.py"
 CONV_RULES, PORTABLE = "edgeft/exporting/conv_rules.py", "edgeft/exporting/portable.py"
+VALIDATION, DEVICES = "edgeft/validation.py", "edgeft/devices.py"
 RESUME_LINE = "    latest = checkpoints.latest(run_dir) if resume else None\n"
 STEP_CHECKPOINT = "                    checkpoint(checkpoints.step_folder(run_dir, state.step))\n"
 
@@ -124,21 +127,21 @@ MUTANTS = [
     Mutant("guard", "the ladder jumps straight to fp32", GUARD,
            '    yield "the profile\'s recipe", recipe\n',
            '    yield "the profile\'s recipe", recipe\n    if recipe.mode != "none":\n'
-           '        yield "no quantization (fp32)", dataclasses.replace(recipe, mode="none")\n    return\n'),
+           '        yield "no quantization (fp32)", recipe.model_copy(update=dict(mode="none"))\n    return\n'),
     Mutant("guard", "the ladder skips per-channel scales", GUARD,
            '    if recipe.mode in ("dynamic", "static") and not recipe.per_channel:',
            '    if recipe.mode in ("dynamic", "static") and not recipe.per_channel and False:'),
     Mutant("guard", "the head step drops the per-channel scales", GUARD,
-           "        recipe = dataclasses.replace(recipe, exclude_nodes=tuple(recipe.exclude_nodes) + tuple(head_patterns))",
-           "        recipe = dataclasses.replace(recipe, per_channel=False, exclude_nodes=tuple(recipe.exclude_nodes)"
-           " + tuple(head_patterns))"),
+           "        recipe = recipe.model_copy(update=dict(exclude_nodes=tuple(recipe.exclude_nodes) + tuple(head_patterns)))",
+           "        recipe = recipe.model_copy(update=dict(per_channel=False, exclude_nodes=tuple(recipe.exclude_nodes)"
+           " + tuple(head_patterns)))"),
     Mutant("guard", "weight-only int8 forgets the nodes kept in fp32", GUARD,
-           '        recipe = dataclasses.replace(recipe, mode="weight-only", weight_type="int8")',
-           '        recipe = dataclasses.replace(recipe, mode="weight-only", weight_type="int8", exclude_nodes=())'),
+           '        recipe = recipe.model_copy(update=dict(mode="weight-only", weight_type="int8"))',
+           '        recipe = recipe.model_copy(update=dict(mode="weight-only", weight_type="int8", exclude_nodes=()))'),
     Mutant("guard", "the embeddings step comes before the head step", GUARD,
            '    if recipe.mode in ("dynamic", "static", "weight-only") and head_patterns:',
            '    if recipe.mode != "none" and recipe.quantize_embeddings:\n'
-           '        recipe = dataclasses.replace(recipe, quantize_embeddings=False)\n'
+           '        recipe = recipe.model_copy(update=dict(quantize_embeddings=False))\n'
            '        yield "embedding table kept in fp32", recipe\n'
            '    if recipe.mode in ("dynamic", "static", "weight-only") and head_patterns:'),
     Mutant("guard", "no head is found to keep in fp32", GUARD,
@@ -193,6 +196,25 @@ MUTANTS = [
     Mutant("gradients", "a run-time Tile's copies are interleaved instead of concatenated", PORTABLE,
            '                  helper.make_node("Concat", columns, [pairs], axis=1),',
            '                  helper.make_node("Concat", columns[::-1], [pairs], axis=1),'),
+    # --- device profiles and build files checked by their models ------------------------------------------
+    Mutant("profiles", "TOML's types are converted instead of refused", VALIDATION,
+           'model_config = ConfigDict(extra="forbid", strict=True, frozen=True)',
+           'model_config = ConfigDict(extra="forbid", strict=False, frozen=True)'),
+    Mutant("profiles", "unknown keys are allowed", VALIDATION,
+           'model_config = ConfigDict(extra="forbid", strict=True, frozen=True)',
+           'model_config = ConfigDict(extra="ignore", strict=True, frozen=True)'),
+    Mutant("profiles", "a misspelt table is reported as the missing one", VALIDATION,
+           'key=lambda e: (e["type"] != "extra_forbidden", len(e["loc"]))', 'key=lambda e: 0'),
+    Mutant("profiles", "an array may list an entry twice", VALIDATION,
+           "    if repeated:\n        raise rule(", "    if False:\n        raise rule("),
+    Mutant("profiles", "a range names only its lower bound", VALIDATION,
+           'low, high = spot.bound("ge"), spot.bound("le")', 'low, high = spot.bound("ge"), None'),
+    Mutant("profiles", "more threads than cores pass", DEVICES,
+           "        if self.threads > self.cores:", "        if self.threads > self.cores * 2:"),
+    Mutant("profiles", "int4 passes outside weight-only", DEVICES,
+           'if self.weight_type == "int4" and self.mode != "weight-only":', 'if False:'),
+    Mutant("profiles", "a zero target is kept as a target", DEVICES,
+           "        return None if value == 0 else value", "        return value"),
 ]
 
 

@@ -7,11 +7,11 @@ and finally no quantization at all, which always fits.
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from collections.abc import Iterator
 from typing import Any
 
+from edgeft.devices import Quantization
 from edgeft.selection import find_blocks, head_names
 
 
@@ -21,23 +21,23 @@ def head_node_patterns(trainable: list[str]) -> list[str]:
     return sorted("^/" + module.replace(".", "/") + "/" for module in modules if module)
 
 
-def ladder(recipe: Any, head_patterns: list[str]) -> Iterator[tuple[str, Any]]:
+def ladder(recipe: Quantization, head_patterns: list[str]) -> Iterator[tuple[str, Quantization]]:
     """(why, recipe) pairs, the profile's own recipe first."""
     yield "the profile's recipe", recipe
     if recipe.mode in ("dynamic", "static") and not recipe.per_channel:
-        recipe = dataclasses.replace(recipe, per_channel=True)
+        recipe = recipe.model_copy(update=dict(per_channel=True))
         yield "per-channel weight scales", recipe
     if recipe.mode in ("dynamic", "static", "weight-only") and head_patterns:
-        recipe = dataclasses.replace(recipe, exclude_nodes=tuple(recipe.exclude_nodes) + tuple(head_patterns))
+        recipe = recipe.model_copy(update=dict(exclude_nodes=tuple(recipe.exclude_nodes) + tuple(head_patterns)))
         yield "classifier head kept in fp32", recipe
     if recipe.mode != "none" and recipe.quantize_embeddings:
-        recipe = dataclasses.replace(recipe, quantize_embeddings=False)
+        recipe = recipe.model_copy(update=dict(quantize_embeddings=False))
         yield "embedding table kept in fp32", recipe
     if recipe.mode in ("dynamic", "static") or (recipe.mode == "weight-only" and recipe.weight_type == "int4"):
-        recipe = dataclasses.replace(recipe, mode="weight-only", weight_type="int8")
+        recipe = recipe.model_copy(update=dict(mode="weight-only", weight_type="int8"))
         yield "weight-only int8 (fp32 compute)", recipe
     if recipe.mode != "none":
-        yield "no quantization (fp32)", dataclasses.replace(recipe, mode="none")
+        yield "no quantization (fp32)", recipe.model_copy(update=dict(mode="none"))
 
 
 def guarded_metric(task: str) -> str:

@@ -257,7 +257,7 @@ def deploy(options: DeployOptions, progress: Callable[[str], None] | None = None
                 size = model.bundle_mb(candidate)
                 fits = budget is None or size <= budget  # over the profile's size: fall back as for accuracy
                 accepted = drop <= max_drop + 1e-9 and fits
-                attempts.append({"step": why, "recipe": dataclasses.asdict(recipe), "notes": notes,
+                attempts.append({"step": why, "recipe": recipe.model_dump(), "notes": notes,
                                  "metrics": _public(quant_metrics), "drop": round(drop, 4), "size_mb": round(size, 3),
                                  "within_size": fits, "accepted": accepted})
                 if accepted:
@@ -310,7 +310,7 @@ def deploy(options: DeployOptions, progress: Callable[[str], None] | None = None
         data = {key: manifest.data[key] for key in ("task", "modality", "loss", "inputs", "output", "preprocessing")}
         data.update({"kind": "bundle", "name": name, "labels": {"names": manifest.data["labels"]["names"]},
                      "device": profile.name, "threads": threads, "graph_optimization": level, "session_config": config,
-                     "quantization": dataclasses.asdict(chosen[1]), "artifacts": manifest.data["name"],
+                     "quantization": chosen[1].model_dump(), "artifacts": manifest.data["name"],
                      **({"prefix_quantization": manifest.data["prefix"]["recipe"]} if package else {}),
                      "tool": {"edgeft": __version__, **runtime_versions()}, **options.extra})
         write_manifest(stage, data, files)

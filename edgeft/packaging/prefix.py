@@ -11,7 +11,6 @@ unchecked, and the package says so.
 
 from __future__ import annotations
 
-import dataclasses
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -120,7 +119,7 @@ def prepare_prefix(manifest: Manifest, profile: DeviceProfile, work: Path, guard
         else:
             recipe_notes = quantize(reference, candidate, recipe, calibration)
         config = session_config(recipe.mode)
-        attempt: dict[str, Any] = {"step": why, "recipe": dataclasses.asdict(recipe), "notes": recipe_notes,
+        attempt: dict[str, Any] = {"step": why, "recipe": recipe.model_dump(), "notes": recipe_notes,
                                    "size_mb": round(candidate.stat().st_size / 2**20, 3)}
         if checked:
             found = probe.metrics(features(candidate, config))

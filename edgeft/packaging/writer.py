@@ -16,7 +16,7 @@ from __future__ import annotations
 import shutil
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -93,7 +93,7 @@ def make_package(artifacts: Path | str, device: str = "auto", output: Path | str
             shutil.copyfile(prepared.path, stage / "prefix.onnx")
             files["prefix_model"] = "prefix.onnx"
             notes += prepared.notes
-            prefix_section = {"chosen": prepared.chosen, "recipe": asdict(prepared.recipe),
+            prefix_section = {"chosen": prepared.chosen, "recipe": prepared.recipe.model_dump(),
                               "recipe_summary": prepared.recipe.summary(), "attempts": prepared.attempts,
                               "guard": prepared.guard, "session_config": prepared.session_config,
                               "graph_optimization": profile.runtime.graph_optimization,

@@ -1,0 +1,266 @@
+"""edgeft's TOML files (device profiles, ``edgeft.toml``) checked by their pydantic models, each
+problem reported in edgeft's style: one :class:`EdgeftError` naming the file, the dotted field,
+what was found and what is allowed, with the close match of a misspelling and a line to write.
+
+The models are the schema. Types, choices (``Literal``), bounds (``Field(ge=..., le=...)``) and
+the example a message suggests (``Field(examples=[value])``, written out as TOML) are declared
+on the fields; rules across fields are validators that raise :func:`rule`. This module only puts
+pydantic's errors into words, so a new field is one annotated line in its model.
+
+Tables (:class:`Table`) are strict: TOML's integers, floats, booleans and strings are told apart
+(``cores = true`` or ``threads = "4"`` is an error, not a conversion), and an unknown key is an
+error. Arrays of strings (:data:`Strings`) are kept as tuples, so the models are hashable.
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+import typing
+from collections.abc import Callable, Mapping
+from typing import Annotated, Any, TypeVar
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
+from pydantic_core import PydanticCustomError
+
+from edgeft.errors import EdgeftError
+
+M = TypeVar("M", bound=BaseModel)
+RULE = "edgeft_rule"  # the error type of rule()
+
+
+class Table(BaseModel):
+    """A TOML table: strict types, no unknown keys, immutable."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+def rule(what: str, hint: str, at: str = "") -> PydanticCustomError:
+    """The error a validator raises for a rule of its own. ``{field}`` in ``what`` and ``hint``
+    becomes the dotted field; ``at`` names a field below the validated one (a model validator's
+    ``"threads"``, ``"op_types[0]"``)."""
+    return PydanticCustomError(RULE, "{what}", {"what": what, "hint": hint, "at": at})
+
+
+def distinct(values: tuple[str, ...]) -> tuple[str, ...]:
+    repeated = sorted({v for v in values if values.count(v) > 1})
+    if repeated:
+        raise rule(f"{{field}} lists {show(repeated[0])} more than once.", "list each entry once.")
+    return values
+
+
+def _filled(value: str) -> str:
+    if not value.strip():
+        raise rule("{field} is empty.", "write a non-empty string.")
+    return value
+
+
+# an array of strings, each listed once (TOML gives lists: the tuple itself is not strict)
+Strings = Annotated[tuple[str, ...], Field(strict=False), AfterValidator(distinct)]
+
+
+def strings(choices: tuple[str, ...]) -> Any:
+    """:data:`Strings` whose elements are ``choices``."""
+    return Annotated[tuple[typing.Literal[choices], ...], Field(strict=False), AfterValidator(distinct)]
+
+Text = Annotated[str, AfterValidator(_filled)]  # a string that is not blank
+
+
+def check(model: type[M], data: Any, where: Callable[[str], str], prefix: tuple[str, ...] = (),
+          table: str = "") -> M:
+    """``data`` validated into ``model``; the first problem raised as an EdgeftError whose
+    ``where`` is ``where(dotted field)``. ``prefix``: the dotted position of ``model`` in its file;
+    ``table``: how the file writes ``model``'s own table (``[[build]]``), if it is not the top level."""
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        # unknown keys first (a misspelt table also leaves the real one missing), the outermost first
+        errors = sorted(exc.errors(include_url=False), key=lambda e: (e["type"] != "extra_forbidden", len(e["loc"])))
+        raise _explain(model, errors[0], where, prefix, table) from None
+
+
+def toml_type(value: Any) -> str:
+    """TOML's name for the type of a parsed value."""
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, int):
+        return "integer"
+    if isinstance(value, float):
+        return "float"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, (list, tuple)):
+        return "array"
+    if isinstance(value, Mapping):
+        return "table"
+    return "date/time" if type(value).__module__ == "datetime" else type(value).__name__
+
+
+def show(value: Any) -> str:
+    """A value as it is written in TOML."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    if isinstance(value, Mapping):
+        return "a table"
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(show(v) for v in value) + "]"
+    return number(value) if isinstance(value, int) else repr(value)
+
+
+def number(value: float | None) -> str:
+    """A number for a message (integers far beyond float range are shortened)."""
+    if value is None:
+        return "?"
+    if isinstance(value, int):
+        text = str(value)
+        return text if len(text) <= 24 else f"{text[:6]}...({len(text.lstrip('-'))} digits)"
+    if not math.isfinite(value):
+        return repr(value)
+    return str(int(value)) if float(value).is_integer() else f"{value:g}"
+
+
+# --- the wording of pydantic's errors --------------------------------------------------------
+
+_KIND = {int: "an integer", float: "a number", bool: "a boolean (true or false)", str: "a string"}
+_TYPE_ERRORS = {"int_type", "int_from_float", "float_type", "bool_type", "string_type", "tuple_type", "list_type",
+                "literal_error"}
+
+
+def _strip(annotation: Any) -> Any:
+    """The type under Optional and Annotated."""
+    while True:
+        origin = typing.get_origin(annotation)
+        if origin is Annotated:
+            annotation = typing.get_args(annotation)[0]
+        elif origin is typing.Union or type(annotation).__name__ == "UnionType":
+            options = [a for a in typing.get_args(annotation) if a is not type(None)]
+            annotation = options[0]
+        else:
+            return annotation
+
+
+def _is_table(annotation: Any) -> bool:
+    return isinstance(annotation, type) and issubclass(annotation, BaseModel)
+
+
+class _Spot:
+    """Where an error is: the dotted field, its annotation, its FieldInfo and its table."""
+
+    def __init__(self, model: type[BaseModel], loc: tuple[Any, ...], prefix: tuple[str, ...]) -> None:
+        self.table, self.info, self.annotation = model, None, model
+        self.item = False  # an element of an array
+        parts = list(prefix)
+        for part in loc:
+            if isinstance(part, int):
+                parts[-1] = f"{parts[-1]}[{part}]"
+                args = typing.get_args(self.annotation)
+                self.annotation, self.item = (_strip(args[0]) if args else Any), True
+                continue
+            parts.append(str(part))
+            if _is_table(self.annotation) and part in self.annotation.model_fields:
+                self.table = self.annotation
+                self.info = self.annotation.model_fields[part]
+                self.annotation = _strip(self.info.annotation)
+            else:
+                self.annotation, self.info = Any, None
+        self.dotted = ".".join(parts)
+        self.key = parts[-1] if parts else ""
+        self.array = self.dotted.rpartition("[")[0] if self.item else self.dotted
+
+    def bound(self, name: str) -> float | None:
+        for meta in self.info.metadata if self.info else ():
+            if hasattr(meta, name):
+                return getattr(meta, name)
+        return None
+
+    def choices(self) -> tuple[Any, ...]:
+        """The values allowed here, or in each element of an array."""
+        if typing.get_origin(self.annotation) is typing.Literal:
+            return typing.get_args(self.annotation)
+        return typing.get_args(_element(self.info)) if typing.get_origin(self.annotation) is tuple else ()
+
+    def example(self) -> str:
+        """A line to write, e.g. ``cores = 4``."""
+        key = self.array.rpartition(".")[2]
+        if self.info is not None and self.info.examples:
+            return f"{key} = {show(self.info.examples[0])}"
+        choices = self.choices()
+        if typing.get_origin(self.annotation) is tuple:
+            return f"{key} = [{show(choices[0])}]" if choices else f'{key} = ["..."]'
+        if choices:
+            return f"{key} = {show(choices[0])}"
+        return f"{key} = " + {int: "1", float: "1.0", bool: "true"}.get(self.annotation, '"..."')
+
+    def kind(self) -> str:
+        if typing.get_origin(self.annotation) is tuple:
+            return "an array of strings"
+        if typing.get_origin(self.annotation) is typing.Literal:
+            return "a string"
+        return _KIND.get(self.annotation, "a value of another type")
+
+
+def _element(info: Any) -> Any:
+    """The Literal of an array's elements, if it has one."""
+    if info is None:
+        return None
+    args = typing.get_args(_strip(info.annotation))
+    return _strip(args[0]) if args else None
+
+
+def _explain(model: type[BaseModel], error: Mapping[str, Any], where: Callable[[str], str],
+             prefix: tuple[str, ...], top: str) -> EdgeftError:
+    kind, value, ctx = error["type"], error.get("input"), error.get("ctx") or {}
+    spot = _Spot(model, tuple(error["loc"]), prefix)
+    if kind == RULE:
+        dotted = spot.dotted + (("." if not ctx["at"].startswith("[") else "") + ctx["at"] if ctx["at"] else "")
+        dotted = dotted.lstrip(".")
+        return EdgeftError(ctx["what"].format(field=dotted), where=where(dotted), hint=ctx["hint"].format(field=dotted))
+    dotted = spot.dotted
+
+    def fail(what: str, hint: str) -> EdgeftError:
+        return EdgeftError(what, where=where(dotted), hint=hint)
+
+    if kind == "extra_forbidden":
+        parent = model
+        for part in error["loc"][:-1]:  # the table the unknown key is in
+            parent = _strip(parent.model_fields[part].annotation) if _is_table(parent) else parent
+        allowed = [name for name, info in parent.model_fields.items() if not info.exclude]
+        close = difflib.get_close_matches(str(error["loc"][-1]), allowed, n=1, cutoff=0.6)
+        noun = "table" if isinstance(value, Mapping) else "field"
+        return fail(f"Unknown {noun} {dotted}" + (f"; did you mean {close[0]}?" if close else "."),
+                    f"did you mean {close[0]}?" if close else f"allowed here: {', '.join(allowed)}.")
+    if kind == "missing":
+        if _is_table(spot.annotation):
+            fields = [name for name, info in spot.annotation.model_fields.items() if info.is_required()]
+            return fail(f"The table [{dotted}] is missing.", f"add a [{dotted}] table with: {', '.join(fields)}.")
+        table, _, _ = dotted.rpartition(".")
+        choices = spot.choices()
+        place = f" to the [{table}] table" if table else f" to the {top} table" if top else " at the top of the file"
+        return fail(f"The required field {dotted} is missing.", f"add {spot.example()}{place}"
+                    + (f" (one of: {', '.join(choices)})." if choices else "."))
+    if kind in ("model_type", "model_attributes_type", "dict_type"):
+        return fail(f"{dotted} must be a table ([{dotted}]), found {toml_type(value)} {show(value)}.",
+                    f"write [{dotted}] on its own line followed by its fields.")
+    if kind == "float_type" and isinstance(value, int) and not isinstance(value, bool) or kind == "finite_number":
+        return fail(f"{dotted} must be a finite number, found {number(value)}.", "write a plain number.")
+    if kind in _TYPE_ERRORS and not (kind == "literal_error" and isinstance(value, str)):
+        if spot.item:
+            return fail(f"{spot.array} must be an array of strings, item {dotted.rpartition('[')[2][:-1]} is "
+                        f"{toml_type(value)} {show(value)}.", f"write e.g. {spot.example()}")
+        return fail(f"{dotted} must be {spot.kind()}, found {toml_type(value)} {show(value)}.",
+                    f"write e.g. {spot.example()}")
+    if kind == "literal_error":
+        choices = [str(c) for c in spot.choices()]
+        close = difflib.get_close_matches(str(value), choices, n=1)
+        guess = f"did you mean {show(close[0])}? " if close else ""
+        return fail(f"{dotted} is {show(value)}, which is not allowed; allowed: {', '.join(choices)}.",
+                    f"{guess}use one of: {', '.join(choices)}.")
+    if kind in ("greater_than_equal", "less_than_equal", "greater_than", "less_than"):
+        low, high = spot.bound("ge"), spot.bound("le")
+        bounds = (f"between {number(low)} and {number(high)}" if low is not None and high is not None
+                  else f"at least {number(low)}" if low is not None else f"at most {number(high)}")
+        return fail(f"{dotted} is {number(value)}, out of range: it must be {bounds}.",
+                    f"use a number {bounds}." if low is not None and high is not None else f"use a number of {bounds}.")
+    return fail(f"{dotted}: {error['msg']}.", "fix the value.")
