@@ -15,9 +15,11 @@ error. Arrays of strings (:data:`Strings`) are kept as tuples, so the models are
 from __future__ import annotations
 
 import difflib
+import json
 import math
 import typing
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Annotated, Any, TypeVar
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
@@ -67,16 +69,17 @@ Text = Annotated[str, AfterValidator(_filled)]  # a string that is not blank
 
 
 def check(model: type[M], data: Any, where: Callable[[str], str], prefix: tuple[str, ...] = (),
-          table: str = "") -> M:
+          table: str = "", style: Style | None = None) -> M:
     """``data`` validated into ``model``; the first problem raised as an EdgeftError whose
     ``where`` is ``where(dotted field)``. ``prefix``: the dotted position of ``model`` in its file;
-    ``table``: how the file writes ``model``'s own table (``[[build]]``), if it is not the top level."""
+    ``table``: how the file writes ``model``'s own table (``[[build]]``), if it is not the top level;
+    ``style``: :data:`TOML` (the default) or :data:`MANIFEST`."""
     try:
         return model.model_validate(data)
     except ValidationError as exc:
         # unknown keys first (a misspelt table also leaves the real one missing), the outermost first
         errors = sorted(exc.errors(include_url=False), key=lambda e: (e["type"] != "extra_forbidden", len(e["loc"])))
-        raise _explain(model, errors[0], where, prefix, table) from None
+        raise _explain(model, errors[0], where, prefix, table, style or TOML) from None
 
 
 def toml_type(value: Any) -> str:
@@ -121,9 +124,49 @@ def number(value: float | None) -> str:
     return str(int(value)) if float(value).is_integer() else f"{value:g}"
 
 
+@dataclass(frozen=True)
+class Style:
+    """How a file's problems are worded: TOML files people write (types as TOML names them, a line
+    to write as the fix) or JSON files edgeft writes (one fix: re-create the folder)."""
+
+    toml: bool
+    subject: Callable[[str], str]  # the dotted field as a message's subject
+    type_name: Callable[[Any], str]
+    show: Callable[[Any], str]
+    fix: str = ""  # the hint of every problem, if the file is not to be edited by hand
+
+
+def json_type(value: Any) -> str:
+    """JSON's name for the type of a parsed value."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, (int, float)):
+        return "number"
+    return {str: "string", list: "array", dict: "object"}.get(type(value), type(value).__name__)
+
+
+def show_json(value: Any) -> str:
+    try:
+        text = json.dumps(value)
+    except (TypeError, ValueError):
+        text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+TOML = Style(True, lambda dotted: dotted, toml_type, show)
+# the manifest: edgeft writes it, and a reader finding a problem says to re-create the folder
+MANIFEST = Style(False, lambda dotted: f"The manifest field {dotted}", json_type, show_json,
+                 "re-create the folder with edgeft; do not edit the manifest by hand.")
+
+
 # --- the wording of pydantic's errors --------------------------------------------------------
 
-_KIND = {int: "an integer", float: "a number", bool: "a boolean (true or false)", str: "a string"}
+_KIND = {int: "an integer", float: "a number", bool: "a boolean (true or false)", str: "a string", list: "an array",
+         dict: "a table"}
+_JSON_KIND = {int: "a whole number", float: "a finite number", bool: "true or false", str: "a string", list: "a list",
+              dict: "an object"}
 _TYPE_ERRORS = {"int_type", "int_from_float", "float_type", "bool_type", "string_type", "tuple_type", "list_type",
                 "literal_error"}
 
@@ -139,6 +182,20 @@ def _strip(annotation: Any) -> Any:
             annotation = options[0]
         else:
             return annotation
+
+
+def _metadata(annotation: Any) -> list[Any]:
+    """The constraint objects (``Ge``, ``Le``, ...) of ``Annotated`` types anywhere in ``annotation``."""
+    found: list[Any] = []
+    if typing.get_origin(annotation) is Annotated:
+        inner, *extras = typing.get_args(annotation)
+        for extra in extras:
+            found.extend(getattr(extra, "metadata", None) or [extra])
+        return found + _metadata(inner)
+    if typing.get_origin(annotation) is typing.Union or type(annotation).__name__ == "UnionType":
+        for option in typing.get_args(annotation):
+            found.extend(_metadata(option))
+    return found
 
 
 def _is_table(annotation: Any) -> bool:
@@ -170,8 +227,9 @@ class _Spot:
         self.array = self.dotted.rpartition("[")[0] if self.item else self.dotted
 
     def bound(self, name: str) -> float | None:
-        for meta in self.info.metadata if self.info else ():
-            if hasattr(meta, name):
+        """The field's ``ge`` or ``le``, also from under an Optional."""
+        for meta in [*self.info.metadata, *_metadata(self.info.annotation)] if self.info else ():
+            if getattr(meta, name, None) is not None:
                 return getattr(meta, name)
         return None
 
@@ -193,12 +251,15 @@ class _Spot:
             return f"{key} = {show(choices[0])}"
         return f"{key} = " + {int: "1", float: "1.0", bool: "true"}.get(self.annotation, '"..."')
 
-    def kind(self) -> str:
-        if typing.get_origin(self.annotation) is tuple:
+    def kind(self, toml: bool) -> str:
+        origin = typing.get_origin(self.annotation)
+        if origin is tuple:
             return "an array of strings"
-        if typing.get_origin(self.annotation) is typing.Literal:
-            return "a string"
-        return _KIND.get(self.annotation, "a value of another type")
+        if origin is typing.Literal:
+            return "a string" if all(isinstance(c, str) for c in self.choices()) else "one of the values listed"
+        if _is_table(self.annotation):
+            return "a table" if toml else "an object"
+        return (_KIND if toml else _JSON_KIND).get(origin or self.annotation, "a value of another type")
 
 
 def _element(info: Any) -> Any:
@@ -210,17 +271,22 @@ def _element(info: Any) -> Any:
 
 
 def _explain(model: type[BaseModel], error: Mapping[str, Any], where: Callable[[str], str],
-             prefix: tuple[str, ...], top: str) -> EdgeftError:
+             prefix: tuple[str, ...], top: str, style: Style) -> EdgeftError:
     kind, value, ctx = error["type"], error.get("input"), error.get("ctx") or {}
     spot = _Spot(model, tuple(error["loc"]), prefix)
     if kind == RULE:
         dotted = spot.dotted + (("." if not ctx["at"].startswith("[") else "") + ctx["at"] if ctx["at"] else "")
         dotted = dotted.lstrip(".")
-        return EdgeftError(ctx["what"].format(field=dotted), where=where(dotted), hint=ctx["hint"].format(field=dotted))
-    dotted = spot.dotted
+        what = ctx["what"].replace("{field}", dotted)
+        if not style.toml and what.startswith(dotted):
+            what = style.subject(dotted) + what[len(dotted):]
+        return EdgeftError(what, where=where(dotted), hint=style.fix or ctx["hint"].replace("{field}", dotted))
+    dotted, subject = spot.dotted, style.subject(spot.dotted)
+    shown = style.show(value)
+    found = style.type_name(value) if value is None else f"{style.type_name(value)} {shown}"  # not "null null"
 
     def fail(what: str, hint: str) -> EdgeftError:
-        return EdgeftError(what, where=where(dotted), hint=hint)
+        return EdgeftError(what, where=where(dotted), hint=style.fix or hint)
 
     if kind == "extra_forbidden":
         parent = model
@@ -229,9 +295,13 @@ def _explain(model: type[BaseModel], error: Mapping[str, Any], where: Callable[[
         allowed = [name for name, info in parent.model_fields.items() if not info.exclude]
         close = difflib.get_close_matches(str(error["loc"][-1]), allowed, n=1, cutoff=0.6)
         noun = "table" if isinstance(value, Mapping) else "field"
+        if not style.toml:
+            return fail(f"{subject} is not a field edgeft knows.", "")
         return fail(f"Unknown {noun} {dotted}" + (f"; did you mean {close[0]}?" if close else "."),
                     f"did you mean {close[0]}?" if close else f"allowed here: {', '.join(allowed)}.")
     if kind == "missing":
+        if not style.toml:
+            return fail(f"{subject} is missing.", "")
         if _is_table(spot.annotation):
             fields = [name for name, info in spot.annotation.model_fields.items() if info.is_required()]
             return fail(f"The table [{dotted}] is missing.", f"add a [{dotted}] table with: {', '.join(fields)}.")
@@ -240,27 +310,30 @@ def _explain(model: type[BaseModel], error: Mapping[str, Any], where: Callable[[
         place = f" to the [{table}] table" if table else f" to the {top} table" if top else " at the top of the file"
         return fail(f"The required field {dotted} is missing.", f"add {spot.example()}{place}"
                     + (f" (one of: {', '.join(choices)})." if choices else "."))
-    if kind in ("model_type", "model_attributes_type", "dict_type"):
-        return fail(f"{dotted} must be a table ([{dotted}]), found {toml_type(value)} {show(value)}.",
+    if kind in ("model_type", "model_attributes_type", "dict_type") and style.toml:
+        return fail(f"{dotted} must be a table ([{dotted}]), found {found}.",
                     f"write [{dotted}] on its own line followed by its fields.")
     if kind == "float_type" and isinstance(value, int) and not isinstance(value, bool) or kind == "finite_number":
-        return fail(f"{dotted} must be a finite number, found {number(value)}.", "write a plain number.")
-    if kind in _TYPE_ERRORS and not (kind == "literal_error" and isinstance(value, str)):
-        if spot.item:
-            return fail(f"{spot.array} must be an array of strings, item {dotted.rpartition('[')[2][:-1]} is "
-                        f"{toml_type(value)} {show(value)}.", f"write e.g. {spot.example()}")
-        return fail(f"{dotted} must be {spot.kind()}, found {toml_type(value)} {show(value)}.",
+        return fail(f"{subject} must be a finite number, found {number(value)}.", "write a plain number.")
+    if kind in _TYPE_ERRORS | {"model_type", "model_attributes_type", "dict_type"} \
+            and not (kind == "literal_error" and type(value) in {type(c) for c in spot.choices()}):
+        if spot.item and spot.kind(style.toml) == "a string":
+            return fail(f"{style.subject(spot.array)} must be an array of strings, item {dotted.rpartition('[')[2][:-1]} "
+                        f"is {found}.", f"write e.g. {spot.example()}")
+        return fail(f"{subject} must be {spot.kind(style.toml)}, found {found}.",
                     f"write e.g. {spot.example()}")
     if kind == "literal_error":
         choices = [str(c) for c in spot.choices()]
         close = difflib.get_close_matches(str(value), choices, n=1)
-        guess = f"did you mean {show(close[0])}? " if close else ""
-        return fail(f"{dotted} is {show(value)}, which is not allowed; allowed: {', '.join(choices)}.",
+        guess = f"did you mean {style.show(close[0])}? " if close else ""
+        return fail(f"{subject} is {shown}, which is not allowed; allowed: {', '.join(choices)}.",
                     f"{guess}use one of: {', '.join(choices)}.")
     if kind in ("greater_than_equal", "less_than_equal", "greater_than", "less_than"):
         low, high = spot.bound("ge"), spot.bound("le")
         bounds = (f"between {number(low)} and {number(high)}" if low is not None and high is not None
                   else f"at least {number(low)}" if low is not None else f"at most {number(high)}")
-        return fail(f"{dotted} is {number(value)}, out of range: it must be {bounds}.",
+        return fail(f"{subject} is {number(value)}, out of range: it must be {bounds}.",
                     f"use a number {bounds}." if low is not None and high is not None else f"use a number of {bounds}.")
-    return fail(f"{dotted}: {error['msg']}.", "fix the value.")
+    if kind in ("too_short", "string_too_short"):
+        return fail(f"{subject} is empty.", "write at least one entry.")
+    return fail(f"{subject}: {error['msg']}.", "fix the value.")

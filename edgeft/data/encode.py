@@ -16,7 +16,7 @@ from tokenizers import Tokenizer
 from edgeft.data.spectrogram import kaldi_fbank, normalised_waveform, whisper_log_mel
 from edgeft.data.wav import read_wav, resample
 from edgeft.errors import EdgeftError
-from edgeft.manifest import IMAGE_RESAMPLING
+from edgeft.manifest_fields import IMAGE_RESAMPLING
 
 
 def _preprocessing(manifest: dict[str, Any], kind: str) -> dict[str, Any]:

@@ -22,7 +22,7 @@ from torch import nn
 from edgeft.errors import EdgeftError
 from edgeft.exporting.source import InputSpec, LoadedModel, Preprocessing
 from edgeft.exporting.torch_export import PositionalModel
-from edgeft.manifest import IMAGE_RESAMPLING
+from edgeft.manifest_fields import IMAGE_RESAMPLING
 
 
 class MeanPoolClassifier(nn.Module):
