@@ -196,7 +196,7 @@ def test_a_damaged_run_record_or_checkpoint_state_is_a_clear_error(job, referenc
     (("files", "labels", "path"), "/etc/passwd", "invalid file path"),
     (("preprocessing", "file"), "../tokenizer.json", "not a file listed in the manifest"),
     (("format_version",), 2, "newer than this edgeft reads"),
-    (("task",), "ranking", "field task is 'ranking'"),
+    (("task",), "ranking", 'field task is "ranking", which is not allowed'),
     (("inputs",), [{"name": "input_ids"}], "field inputs[0].dtype is missing"),
     (("labels", "input", "dtype"), "float32", "the cross-entropy loss needs 'int64'"),
 ])
