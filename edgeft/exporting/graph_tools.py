@@ -8,10 +8,10 @@ from onnx import numpy_helper
 
 
 class Names:
-    """Fresh tensor names that cannot collide with the graph's own."""
+    """Fresh tensor names that cannot collide with the graph's own (of a model or a graph)."""
 
-    def __init__(self, model: onnx.ModelProto) -> None:
-        g = model.graph
+    def __init__(self, model: onnx.ModelProto | onnx.GraphProto) -> None:
+        g = model.graph if isinstance(model, onnx.ModelProto) else model
         self.taken = {i.name for i in g.input} | {i.name for i in g.initializer} | {o.name for o in g.output}
         self.taken |= {o for n in g.node for o in n.output} | {i for n in g.node for i in n.input}
 

@@ -21,23 +21,8 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
+from edgeft.exporting.graph_tools import Names
 from edgeft.manifest import L2SP_INPUT
-
-
-def fresh_names(graph: onnx.GraphProto) -> Callable[[str], str]:
-    """A function giving names (from a stem) that no tensor of ``graph`` uses yet."""
-    taken = {i.name for i in graph.input} | {i.name for i in graph.initializer} | {o.name for o in graph.output}
-    taken |= {o for n in graph.node for o in n.output} | {i for n in graph.node for i in n.input}
-
-    def fresh(stem: str) -> str:
-        name, count = stem, 0
-        while name in taken:
-            count += 1
-            name = f"{stem}_{count}"
-        taken.add(name)
-        return name
-
-    return fresh
 
 
 def append_penalty(graph: onnx.GraphProto, task_loss: str, tensors: list[str], values: Mapping[str, np.ndarray],
@@ -77,7 +62,7 @@ def ort_loss_block(task_block, tensors: list[str]):  # -> onnxruntime.training.o
             task = task_block(*loss_inputs)
             graph = self.base.graph
             values = {i.name: numpy_helper.to_array(i) for i in graph.initializer if i.name in set(tensors)}
-            fresh = fresh_names(graph)
+            fresh = Names(graph)
             output = fresh("loss")
             append_penalty(graph, task, tensors, values, output, fresh)
             return output

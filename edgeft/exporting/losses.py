@@ -83,12 +83,10 @@ def ort_contrastive_block():  # -> onnxruntime.training.onnxblock.Block
     """:func:`add_contrastive` as an ``onnxblock`` loss, for ONNX Runtime's artifact generator."""
     from onnxruntime.training import onnxblock
 
-    from edgeft.exporting.l2sp import fresh_names
-
     class ContrastiveLoss(onnxblock.Block):
         def build(self, output: str) -> str:
             graph = self.base.graph
-            fresh = fresh_names(graph)
+            fresh = Names(graph)
             loss = fresh("loss")
             add_contrastive(graph, fresh, output, loss)
             return loss
