@@ -38,7 +38,8 @@ def _export(model: str, folder: Path) -> Path:
     import edgeft
 
     source = None if model == "minilm" else str(_tiny(folder))
-    return Path(edgeft.export(source, labels=["a", "b", "c"], train="last:1", output=folder / "art"))
+    return Path(edgeft.export(source, labels=["a", "b", "c"], train="last:1", dropout=False,
+                              output=folder / "art"))
 
 
 def _tiny(folder: Path) -> Path:
@@ -83,7 +84,7 @@ def main() -> None:
         def feeds(size: dict[str, int]) -> dict[str, np.ndarray]:
             batch, length = size["batch"], size["*"]
             rng = np.random.default_rng(batch * 100 + length)
-            return {n: (rng.integers(1, 100, (batch, length)) if n == "input_ids" else
+            return {n: (rng.integers(5, 80, (batch, length)) if n == "input_ids" else
                         np.ones((batch, length))).astype(np.int64) for n in names}
 
         raw, values = build_step(forward, trainable, loss, output, width, forward.ir_version)

@@ -4,6 +4,14 @@ onnx-ad emits general broadcasting machinery (ReduceSum, Expand, Reshape to a te
 shape; Transposes that only move axes of size 1). Where every sample batch shows such a node
 changes nothing, it becomes an Identity (or a Squeeze / Unsqueeze); the caller keeps the result
 only when it agrees with the original on batches of other sizes (:func:`agree`).
+
+Maintained graph libraries do not do this job: they prove shapes symbolically, and a dynamic
+batch or sequence axis hides exactly what the sample batches show. Measured with
+``tools/bench_graph_cleanup.py`` (MiniLM, last:1, full-graph step, batch 16 x 32 tokens, 2
+threads): onnx-ad's step 5.37 steps/s; these passes 6.14; onnxslim instead 5.21 (0.85x of these
+passes), onnxscript's optimizer 4.60 (0.75x); onnxslim after these passes 6.09 (0.99x, 646
+nodes instead of 1,031: ONNX Runtime's own optimizations at session load already remove what it
+removes). So edgeft keeps these passes and takes no graph library as a dependency.
 """
 
 from __future__ import annotations
