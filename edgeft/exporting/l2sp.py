@@ -7,8 +7,8 @@ layers forget what pretraining taught them; L2-SP keeps them near the starting p
 Only pretrained tensors are pulled: a newly initialised head has no meaningful start and is
 left to weight decay.
 
-The block is the same in ONNX Runtime's training graphs (as a custom ``onnxblock`` loss) and in
-the portable step graphs (before onnx-ad differentiates them). Its strength is a scalar graph
+The term is the same in ONNX Runtime's training graphs and in the portable step graphs
+(:class:`edgeft.exporting.losses.WithL2SP` adds it to a task's loss block). Its strength is a scalar graph
 input, ``l2sp_strength``, so ``edgeft train --l2sp`` chooses it without a re-export and
 evaluation feeds 0: validation losses and metrics are the task's alone.
 """
@@ -21,7 +21,6 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from edgeft.exporting.graph_tools import Names
 from edgeft.manifest import L2SP_INPUT
 
 
@@ -50,21 +49,3 @@ def append_penalty(graph: onnx.GraphProto, task_loss: str, tensors: list[str], v
                        helper.make_node("Mul", [strength, half], [scale]),
                        helper.make_node("Mul", [scale, total], [penalty]),
                        helper.make_node("Add", [task_loss, penalty], [output])])
-
-
-def ort_loss_block(task_block, tensors: list[str]):  # -> onnxruntime.training.onnxblock.Block
-    """``task_block`` (one of onnxblock's losses) followed by the L2-SP term over ``tensors``,
-    whose pretrained values are read from the base model's initializers."""
-    from onnxruntime.training import onnxblock
-
-    class L2SPLoss(onnxblock.Block):
-        def build(self, *loss_inputs: str) -> str:
-            task = task_block(*loss_inputs)
-            graph = self.base.graph
-            values = {i.name: numpy_helper.to_array(i) for i in graph.initializer if i.name in set(tensors)}
-            fresh = Names(graph)
-            output = fresh("loss")
-            append_penalty(graph, task, tensors, values, output, fresh)
-            return output
-
-    return L2SPLoss()

@@ -39,26 +39,33 @@ def _gradient_failed(model: onnx.ModelProto, exc: Exception, log: str) -> Edgeft
                        hint="try a smaller trainable set (--train head).")
 
 
+def _width(model: onnx.ModelProto, output: str) -> int:
+    """The size of the last axis of the graph output ``output`` (the labels' width of a per-output loss)."""
+    for value in model.graph.output:
+        if value.name == output:
+            dims = value.type.tensor_type.shape.dim
+            if dims and dims[-1].HasField("dim_value"):
+                return dims[-1].dim_value
+    raise EdgeftError(f"The model output {output!r} has no fixed last dimension.", where="forward graph",
+                      hint="export a model whose output has a fixed number of values per example.")
+
+
 def generate(model: onnx.ModelProto, trainable: list[str], frozen: list[str], loss_name: str, optimizer: str,
              output: str, stage: Path, prefix: str = "", l2sp: list[str] | None = None) -> list[str]:
     """Repair ``model``, build its ORT training artifacts in ``stage``; returns the repairs made.
 
     ``l2sp`` names the tensors the L2-SP term pulls toward their values in ``model`` (None: no term)."""
-    from onnxruntime.training import artifacts, onnxblock
+    from onnxruntime.training import artifacts
     from onnxruntime.training.onnxblock import _graph_utils
 
-    from edgeft.exporting.l2sp import ort_loss_block
-    from edgeft.exporting.losses import ort_contrastive_block
+    from edgeft.exporting.losses import WithL2SP, as_onnxblock, loss_block
 
     # onnxblock numbers the names it generates with a process-wide counter; restart it so the
     # same model always gives the same bytes, however many exports ran before in this process
     _graph_utils._GRAPH_TOKEN = 0
 
-    loss = {"cross-entropy": onnxblock.loss.CrossEntropyLoss, "bce": onnxblock.loss.BCEWithLogitsLoss,
-            "mse": onnxblock.loss.MSELoss, "l1": onnxblock.loss.L1Loss,
-            "contrastive": ort_contrastive_block}[loss_name]()
-    if l2sp is not None:
-        loss = ort_loss_block(loss, l2sp)
+    block = loss_block(loss_name, _width(model, output))
+    loss = as_onnxblock(block if l2sp is None else WithL2SP(block, l2sp))  # the portable graphs' own loss
     optim = {"adamw": artifacts.OptimType.AdamW, "sgd": artifacts.OptimType.SGD}[optimizer]
     graph = onnx.ModelProto()
     graph.CopyFrom(model)

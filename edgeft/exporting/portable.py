@@ -44,8 +44,7 @@ from edgeft.backends.state import write_state
 from edgeft.errors import EdgeftError
 from edgeft.exporting.conv_rules import convolution_rules
 from edgeft.exporting.graph_tools import Names, const, inferred_shapes, prune
-from edgeft.exporting.l2sp import append_penalty
-from edgeft.exporting.losses import add_loss
+from edgeft.exporting.losses import WithL2SP, add_loss, loss_block
 from edgeft.exporting.optimizers import build_optimizer
 from edgeft.exporting.rewrites import explicit_conv_pads, global_average_pools, tile_as_expand
 from edgeft.exporting.simplify import agree, simplify
@@ -158,12 +157,8 @@ def prepare(model: onnx.ModelProto, trainable: list[str], loss: str, output: str
         tile_as_expand(prepared, names)
         global_average_pools(prepared, names)
         explicit_conv_pads(prepared)
-    add_loss(graph, names, loss, output, num_outputs)
-    if l2sp is not None:
-        task = names("loss.task")
-        for node in graph.node:
-            node.output[:] = [task if o == "loss" else o for o in node.output]
-        append_penalty(graph, task, l2sp, values, "loss", names)
+    block = loss_block(loss, num_outputs)
+    add_loss(graph, names, block if l2sp is None else WithL2SP(block, l2sp, values), output)
     return prepared, values
 
 
