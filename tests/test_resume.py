@@ -73,7 +73,7 @@ def test_resume_continues_from_the_newest_checkpoint_and_runs_only_the_remaining
     run = tmp_path / "run"
     _killed_run(artifacts, options, run, backend)
     name, step = at = resumed_at(run)
-    before, epoch = checkpoint_marks(run), checkpoints.load_state(checkpoints.latest(run))["epoch"]
+    before, epoch = checkpoint_marks(run), checkpoints.load_state(checkpoints.latest(run)).epoch
     assert step >= KILL_AFTER * CONFIG.checkpoint_every and name == f"step-{step:08d}"
 
     recorder = Recorder()

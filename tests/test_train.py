@@ -327,7 +327,18 @@ def test_damaged_checkpoints_are_refused(bert_artifacts, text_data, tmp_path):
             train(bert_artifacts, DataOptions(train=train_csv, val=val_csv), run, TrainConfig(epochs=2, batch_size=8),
                   threads=1, resume=True)
         assert "remove this checkpoint folder" in info.value.hint
+    from edgeft.backends.state import write_hashes
+
+    for edit, field in (({"epoch": "2"}, "epoch"), ({"unknown": 0}, "unknown"), ({"history": {}}, "history")):
+        # the same edits with the hash record rewritten to match: the state's own model refuses them
+        (latest / "state.json").write_text(json.dumps({**json.loads(original), **edit}))
+        write_hashes(latest)
+        with pytest.raises(EdgeftError, match=f"checkpoint state field {field}") as info:
+            train(bert_artifacts, DataOptions(train=train_csv, val=val_csv), run, TrainConfig(epochs=2, batch_size=8),
+                  threads=1, resume=True)
+        assert info.value.where.endswith(f"state.json, field {field}") and "remove this checkpoint" in info.value.hint
     (latest / "state.json").write_text(original)
+    write_hashes(latest)
     (latest / "trainable.npz").unlink()  # recorded, gone: refused, not read as an empty or older state
     with pytest.raises(EdgeftError, match="checkpoint file trainable.npz is missing"):
         checkpoint_parameters(latest)
@@ -349,7 +360,7 @@ def test_a_checkpoint_without_its_hash_record_is_refused_unless_it_predates_it(b
     train(bert_artifacts, options, run, config, threads=1)
     best, latest = run / "best", checkpoints.latest(run)
     assert json.loads((latest / "state.json").read_text())[FORMAT_KEY] == 2
-    assert FORMAT_KEY not in checkpoints.load_state(latest)  # the loop sees its own fields only
+    assert FORMAT_KEY not in checkpoints.load_state(latest).model_dump()  # the loop sees its own fields only
     expected = checkpoint_parameters(best)
     (best / "sha256.json").unlink()
     with pytest.raises(EdgeftError, match="hash record sha256.json is missing") as info:
@@ -379,7 +390,7 @@ def test_a_checkpoint_without_its_hash_record_is_refused_unless_it_predates_it(b
     assert note.count("older than checkpoint hash records") == 1 and str(best) in note  # said once per folder
     assert got.keys() == expected.keys() and all(np.array_equal(got[k], expected[k]) for k in got)
     summary = train(bert_artifacts, options, run, config, threads=1, resume=True)
-    assert summary["steps"] == checkpoints.load_state(latest)["step"]  # nothing left to do: it resumed at the end
+    assert summary["steps"] == checkpoints.load_state(latest).step  # nothing left to do: it resumed at the end
     assert str(latest) in capsys.readouterr().err
 
 

@@ -15,26 +15,52 @@ import json
 import os
 import shutil
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
+
+from pydantic import BaseModel, ConfigDict, Field
 
 from edgeft.backends.state import (CHECKPOINT_FORMAT, FORMAT_KEY, LOOP_FILE, ORT_FILE, STATE_FILE,
                                   verify_checkpoint, write_hashes)
 from edgeft.backends.trainer import Trainer
 from edgeft.errors import EdgeftError
 from edgeft.fsutil import staged_folder
+from edgeft.validation import Style, check, json_type, show_json
 
 CHECKPOINTS = "checkpoints"
 BEST = "best"
 STATE = LOOP_FILE
 ORT_CHECKPOINT = ORT_FILE
 STATE_NPZ = STATE_FILE
+_OLDER = "remove this checkpoint folder to resume from the one before it."
 
 
-def save(folder: Path, trainer: Trainer, state: dict[str, Any], force: bool = False) -> Path:
+class LoopState(BaseModel):
+    """The loop position saved with every checkpoint (``state.json``), checked when it is read."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    epoch: int = Field(0, ge=0)  # epochs completed
+    batch: int = Field(0, ge=0)  # next batch within the current epoch
+    step: int = Field(0, ge=0)  # optimizer steps done
+    micro: int = Field(0, ge=0)  # train steps (micro-batches) done; seeds dropout
+    best: Optional[float] = None
+    best_epoch: Optional[int] = None
+    bad_epochs: int = Field(0, ge=0)
+    history: list[dict[str, Any]] = Field(default_factory=list)
+    seconds: float = 0.0
+    examples_seen: int = Field(0, ge=0)
+    loss_sum: float = 0.0  # training loss of the current epoch so far, so a resumed epoch reports the same mean
+    loss_count: int = Field(0, ge=0)
+
+
+_STATE_STYLE = Style(False, lambda dotted: f"The checkpoint state field {dotted}", json_type, show_json, _OLDER)
+
+
+def save(folder: Path, trainer: Trainer, state: LoopState, force: bool = False) -> Path:
     """Write ``folder`` (the trainer's state with optimizer moments, state.json, then the hashes) atomically."""
     with staged_folder(folder, force=force) as stage:
         trainer.save_checkpoint(stage)
-        marked = {**state, FORMAT_KEY: CHECKPOINT_FORMAT}  # "written with a hash record" (see verify_checkpoint)
+        marked = {**state.model_dump(), FORMAT_KEY: CHECKPOINT_FORMAT}  # "written with a hash record" (see verify_checkpoint)
         (stage / STATE).write_text(json.dumps(marked, indent=1, sort_keys=True), encoding="utf-8")
         write_hashes(stage)
     return folder
@@ -57,7 +83,7 @@ def latest(run_dir: Path) -> Path | None:
     return found[-1] if found else None
 
 
-def load_state(folder: Path) -> dict[str, Any]:
+def load_state(folder: Path) -> LoopState:
     """The loop state saved with a checkpoint (its files verified first, the format marker left out);
     a damaged file is a clear error."""
     verify_checkpoint(folder)
@@ -65,12 +91,11 @@ def load_state(folder: Path) -> dict[str, Any]:
         state = json.loads((folder / STATE).read_text(encoding="utf-8"))
     except (OSError, ValueError, RecursionError) as exc:  # ValueError: bad JSON, bad UTF-8, huge numbers
         raise EdgeftError(f"The checkpoint state cannot be read: {str(exc)[:200]}.", where=str(folder / STATE),
-                          hint="remove this checkpoint folder to resume from the one before it.") from exc
+                          hint=_OLDER) from exc
     if not isinstance(state, dict):
-        raise EdgeftError("The checkpoint state is not a JSON object.", where=str(folder / STATE),
-                          hint="remove this checkpoint folder to resume from the one before it.")
+        raise EdgeftError("The checkpoint state is not a JSON object.", where=str(folder / STATE), hint=_OLDER)
     state.pop(FORMAT_KEY, None)
-    return state
+    return check(LoopState, state, lambda field: f"{folder / STATE}, field {field}", style=_STATE_STYLE)
 
 
 def prune(run_dir: Path, keep: int) -> None:

@@ -12,7 +12,7 @@ import json
 import math
 import shutil
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -63,24 +63,6 @@ class TrainConfig:
     micro_batch_tokens: int = 768  # a batch padded beyond this runs in pieces (same update, less memory; 0: never)
     keep: int = 2
     val_fraction: float = 0.1
-
-
-@dataclass
-class RunState:
-    """The loop position saved with every checkpoint."""
-
-    epoch: int = 0  # epochs completed
-    batch: int = 0  # next batch within the current epoch
-    step: int = 0  # optimizer steps done
-    micro: int = 0  # train steps (micro-batches) done; seeds dropout
-    best: float | None = None
-    best_epoch: int | None = None
-    bad_epochs: int = 0
-    history: list[dict[str, Any]] = field(default_factory=list)
-    seconds: float = 0.0
-    examples_seen: int = 0
-    loss_sum: float = 0.0  # training loss of the current epoch so far, so a resumed epoch reports the same mean
-    loss_count: int = 0
 
 
 def _run_record(manifest: Manifest, data: DataOptions, config: TrainConfig, run_dir: Path) -> RunRecord:
@@ -183,7 +165,7 @@ def train(artifacts: Path, data: DataOptions, run_dir: Path, config: TrainConfig
     if data.keep_in_run and not resume:
         _keep_data(data, run_dir)
     latest = checkpoints.latest(run_dir) if resume else None
-    state = RunState(**checkpoints.load_state(latest)) if latest else RunState()
+    state = checkpoints.load_state(latest) if latest else checkpoints.LoopState()
     use_cache = config.cache and bool(manifest.data.get("cache", {}).get("available"))
     trainer = _open_trainer(manifest, config, run_dir, threads, latest, TAIL_PREFIX if use_cache else "", chosen)
     if initial is not None and latest is None:
@@ -235,7 +217,7 @@ def train(artifacts: Path, data: DataOptions, run_dir: Path, config: TrainConfig
         _check_run_dir(run_dir)
         if not all(np.isfinite(value).all() for value in trainer.parameters().values()):
             raise diverged("the weights became infinite or NaN")
-        checkpoints.save(folder, trainer, asdict(state), force=force_replace)
+        checkpoints.save(folder, trainer, state, force=force_replace)
 
     if not state.history and val_examples is not None:
         before = evaluate(trainer, val_examples, task, num_labels, config.batch_size)
