@@ -334,6 +334,8 @@ def _explain(model: type[BaseModel], error: Mapping[str, Any], where: Callable[[
                   else f"at least {number(low)}" if low is not None else f"at most {number(high)}")
         return fail(f"{subject} is {number(value)}, out of range: it must be {bounds}.",
                     f"use a number {bounds}." if low is not None and high is not None else f"use a number of {bounds}.")
+    if kind == "string_pattern_mismatch":
+        return fail(f"{subject} is {shown}, which is not of the form it must have.", "write it as edgeft does.")
     if kind in ("too_short", "string_too_short"):
         return fail(f"{subject} is empty.", "write at least one entry.")
     return fail(f"{subject}: {error['msg']}.", "fix the value.")

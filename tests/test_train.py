@@ -339,6 +339,14 @@ def test_damaged_checkpoints_are_refused(bert_artifacts, text_data, tmp_path):
         assert info.value.where.endswith(f"state.json, field {field}") and "remove this checkpoint" in info.value.hint
     (latest / "state.json").write_text(original)
     write_hashes(latest)
+    record = (run / "run.json").read_text()
+    for edit, field in (({"artifacts": {"path": 3}}, "artifacts.path"), ({"data": {"train": None, "val": []}}, "data.val")):
+        (run / "run.json").write_text(json.dumps({**json.loads(record), **edit}))
+        with pytest.raises(EdgeftError, match=f"run record field {field}") as info:
+            train(bert_artifacts, DataOptions(train=train_csv, val=val_csv), run, TrainConfig(epochs=2, batch_size=8),
+                  threads=1, resume=True)
+        assert info.value.where.endswith(f"run.json, field {field}")
+    (run / "run.json").write_text(record)
     (latest / "trainable.npz").unlink()  # recorded, gone: refused, not read as an empty or older state
     with pytest.raises(EdgeftError, match="checkpoint file trainable.npz is missing"):
         checkpoint_parameters(latest)

@@ -15,13 +15,55 @@ import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, Optional
+
+from pydantic import BaseModel, ConfigDict, Field
 
 from edgeft.errors import EdgeftError
 from edgeft.fsutil import atomic_write_text, sha256_file
 from edgeft.manifest import RUN_FILE
+from edgeft.validation import Style, check, json_type, show_json
+
 RECORD_FORMAT = 2  # 1: paths as given on the command line (relative to the caller's directory)
 _UNREADABLE = "start a new --run-dir (or --force to start this one over)."
+_STYLE = Style(False, lambda dotted: f"The run record field {dotted}", json_type, show_json, _UNREADABLE)
+Digest = Field(pattern=r"^[0-9a-f]{64}$")
+
+
+class _Part(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
+class Place(_Part):
+    """Where a folder or file is: relative to the run folder, and absolute."""
+
+    path: str
+    absolute: str
+
+
+class ArtifactsPlace(Place):
+    manifest_sha256: str = Digest
+
+
+class DataFile(Place):
+    sha256: str = Digest
+
+
+class RunData(_Part):
+    train: Optional[DataFile]  # None: a federated run, whose training data stayed on the devices
+    val: Optional[DataFile]
+
+
+class RecordFields(BaseModel):
+    """``run.json`` of format 2, checked when a record is made and when it is read (the
+    record's other entries, e.g. the data's columns, are kept as they are)."""
+
+    model_config = ConfigDict(extra="allow", strict=True)
+
+    format: Literal[2]
+    artifacts: ArtifactsPlace
+    data: RunData
+    config: dict[str, Any]
 
 
 def content_sha256(path: Path) -> str:
@@ -77,6 +119,7 @@ class RunRecord:
                 "artifacts": {**_place(artifacts, run_dir), "manifest_sha256": manifest_sha256},
                 "data": {"train": entry(train, sources[0]), "val": entry(val, sources[1])},
                 **columns, "config": config}
+        check(RecordFields, data, lambda field: f"{Path(run_dir) / RUN_FILE}, field {field}", style=_STYLE)
         return RunRecord(Path(run_dir), data)
 
     @staticmethod
@@ -89,6 +132,8 @@ class RunRecord:
                               hint=_UNREADABLE) from exc
         if not isinstance(data, dict) or "artifacts" not in data:
             raise EdgeftError("The run record is not an edgeft run.json.", where=str(path), hint=_UNREADABLE)
+        if data.get("format") == RECORD_FORMAT:  # format 1 (paths as typed) is read as it is
+            check(RecordFields, data, lambda field: f"{path}, field {field}", style=_STYLE)
         return RunRecord(Path(run_dir), data)
 
     def write(self) -> None:
