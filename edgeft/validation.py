@@ -165,7 +165,7 @@ MANIFEST = Style(False, lambda dotted: f"The manifest field {dotted}", json_type
 
 _KIND = {int: "an integer", float: "a number", bool: "a boolean (true or false)", str: "a string", list: "an array",
          dict: "a table"}
-_JSON_KIND = {int: "a whole number", float: "a finite number", bool: "true or false", str: "a string", list: "a list",
+_JSON_KIND = {int: "a whole number", float: "a number", bool: "true or false", str: "a string", list: "a list",
               dict: "an object"}
 _TYPE_ERRORS = {"int_type", "int_from_float", "float_type", "bool_type", "string_type", "tuple_type", "list_type",
                 "literal_error"}
@@ -199,7 +199,9 @@ def _metadata(annotation: Any) -> list[Any]:
 
 
 def _is_table(annotation: Any) -> bool:
-    return isinstance(annotation, type) and issubclass(annotation, BaseModel)
+    # typing.get_origin: on Python 3.9 and 3.10 ``tuple[str, ...]`` is an instance of type, and
+    # issubclass raises on it
+    return isinstance(annotation, type) and typing.get_origin(annotation) is None and issubclass(annotation, BaseModel)
 
 
 class _Spot:
@@ -216,6 +218,7 @@ class _Spot:
                 self.annotation, self.item = (_strip(args[0]) if args else Any), True
                 continue
             parts.append(str(part))
+            self.item = False  # a field of an object inside an array
             if _is_table(self.annotation) and part in self.annotation.model_fields:
                 self.table = self.annotation
                 self.info = self.annotation.model_fields[part]
@@ -289,10 +292,8 @@ def _explain(model: type[BaseModel], error: Mapping[str, Any], where: Callable[[
         return EdgeftError(what, where=where(dotted), hint=style.fix or hint)
 
     if kind == "extra_forbidden":
-        parent = model
-        for part in error["loc"][:-1]:  # the table the unknown key is in
-            parent = _strip(parent.model_fields[part].annotation) if _is_table(parent) else parent
-        allowed = [name for name, info in parent.model_fields.items() if not info.exclude]
+        parent = _Spot(model, tuple(error["loc"][:-1]), ()).annotation  # the table the unknown key is in
+        allowed = [name for name, info in parent.model_fields.items() if not info.exclude] if _is_table(parent) else []
         close = difflib.get_close_matches(str(error["loc"][-1]), allowed, n=1, cutoff=0.6)
         noun = "table" if isinstance(value, Mapping) else "field"
         if not style.toml:

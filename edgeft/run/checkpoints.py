@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Optional
 
@@ -56,11 +57,13 @@ class LoopState(BaseModel):
 _STATE_STYLE = Style(False, lambda dotted: f"The checkpoint state field {dotted}", json_type, show_json, _OLDER)
 
 
-def save(folder: Path, trainer: Trainer, state: LoopState, force: bool = False) -> Path:
-    """Write ``folder`` (the trainer's state with optimizer moments, state.json, then the hashes) atomically."""
+def save(folder: Path, trainer: Trainer, state: LoopState | Mapping[str, Any], force: bool = False) -> Path:
+    """Write ``folder`` (the trainer's state with optimizer moments, state.json, then the hashes)
+    atomically. ``state``: the training loop's position, or a federated run's (its round)."""
     with staged_folder(folder, force=force) as stage:
         trainer.save_checkpoint(stage)
-        marked = {**state.model_dump(), FORMAT_KEY: CHECKPOINT_FORMAT}  # "written with a hash record" (see verify_checkpoint)
+        fields = state.model_dump() if isinstance(state, LoopState) else dict(state)
+        marked = {**fields, FORMAT_KEY: CHECKPOINT_FORMAT}  # "written with a hash record" (see verify_checkpoint)
         (stage / STATE).write_text(json.dumps(marked, indent=1, sort_keys=True), encoding="utf-8")
         write_hashes(stage)
     return folder
