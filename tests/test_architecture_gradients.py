@@ -10,6 +10,8 @@ user files come) against a central difference of its own loss. Then a short fine
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -160,6 +162,26 @@ def test_deberta_v2_gradients_match_pytorch_autograd(tmp_path, export_cache, tra
     # every layer's attention reads the relative embeddings: trained, they leave no prefix to cache
     assert result.manifest.data["cache"]["available"] is (train == "last:1")
     _assert_text_gradients_match(folder, result)
+
+
+def test_deberta_v2_relative_position_dropout_stays_live_and_exports_repeat(tmp_path):
+    """DeBERTa drops out its relative-position embeddings, which no example changes: onnx-ad's
+    constant folding used to evaluate that Dropout once, freezing one random mask into the step
+    graph (a different one in every export). Two exports are now byte-identical, and the step
+    keeps every live Dropout of the training graph (none became a constant)."""
+    import onnx
+
+    import edgeft
+
+    folder = architectures.deberta_v2(tmp_path / "deberta")
+    steps = [edgeft.export(str(folder), labels=["a", "b", "c"], train="last:1", formats=("portable",),
+                           output=tmp_path / name) for name in ("first", "second")]
+    graphs = [(Path(step) / "tail_portable_step.onnx").read_bytes() for step in steps]
+    assert graphs[0] == graphs[1]
+    step = onnx.ModelProto.FromString(graphs[0])
+    folded = [n for n in step.graph.node if n.op_type == "Constant" and n.attribute[0].t.data_type == onnx.TensorProto.FLOAT
+              and any("pos_key_proj" in o or "rel_embeddings" in o for o in n.output)]  # values, not shapes
+    assert not folded, [n.output[0] for n in folded]
 
 
 def _assert_text_gradients_match(folder, result) -> None:

@@ -94,9 +94,34 @@ def _flatten_linear(model: onnx.ModelProto, names: Names) -> int:
     return count
 
 
+def _constant_tensors(graph: onnx.GraphProto) -> set[str]:
+    """Tensors whose values follow from the initializers alone (no graph input reaches them)."""
+    known = {i.name for i in graph.initializer} - {i.name for i in graph.input}
+    for node in graph.node:
+        if all(name in known for name in node.input if name):
+            known.update(node.output)
+    return known
+
+
+def _run_time_mode(graph: onnx.GraphProto, names: Names, mode: str) -> tuple[str, list[onnx.NodeProto]]:
+    """``mode`` and-ed with a truth the graph only knows when it runs (the first input's size is
+    not 0; its batch axis is dynamic), so that onnx-ad's constant folding, which evaluates any node
+    whose inputs are all known, cannot fold a live Dropout into one fixed mask."""
+    size, zero, nonempty, live = names(f"{mode}.size"), names(f"{mode}.zero"), names(f"{mode}.nonempty"), names(f"{mode}.live")
+    graph.initializer.append(numpy_helper.from_array(np.array(0, np.int64), zero))
+    return live, [helper.make_node("Size", [graph.input[0].name], [size]),
+                  helper.make_node("Greater", [size, zero], [nonempty]),
+                  helper.make_node("And", [mode, nonempty], [live])]
+
+
 def _masked_dropout(graph: onnx.GraphProto, names: Names, training: bool) -> int:
     """Dropout(x) -> x * Dropout(ones like x): the same mask and scale, and a product onnx-ad
-    differentiates; without ``training`` the Dropout nodes become identities."""
+    differentiates; without ``training`` the Dropout nodes become identities.
+
+    A dropout on values the example does not change (DeBERTa's relative-position embeddings) reads
+    only constants, which onnx-ad would fold into one random mask kept for every step (and different
+    in every export); its mode is made a run-time value (:func:`_run_time_mode`)."""
+    constant = _constant_tensors(graph) if training else set()
     nodes, count = [], 0
     for node in graph.node:
         if node.op_type != "Dropout":
@@ -115,6 +140,9 @@ def _masked_dropout(graph: onnx.GraphProto, names: Names, training: bool) -> int
             continue
         ratio = node.input[1] if len(node.input) > 1 and node.input[1] else \
             const(graph, names, f"{y}.ratio", np.array(0.5, np.float32))
+        if x in constant and mode in constant:
+            mode, reads_input = _run_time_mode(graph, names, mode)
+            nodes += reads_input
         shape, ones, scale = names(f"{y}.shape"), names(f"{y}.ones"), names(f"{y}.scale")
         outputs = [scale] + ([node.output[1]] if len(node.output) > 1 and node.output[1] else [])
         seed = [a for a in node.attribute if a.name == "seed"]
