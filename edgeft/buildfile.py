@@ -24,7 +24,7 @@ from edgeft.fsutil import sha256_file
 from edgeft.manifest import load_manifest, verify_files
 from edgeft.ortcompat import runtime_versions
 from edgeft.run.record import content_sha256
-from edgeft.validation import Strings, Table, Text, check, rule
+from edgeft.validation import Strings, Table, Text, check, in_file, rule
 
 try:
     import tomllib
@@ -97,7 +97,7 @@ def read_build_file(path: Path) -> list[BuildEntry]:
             raise EdgeftError(f"build #{index} is not a table.", where=f"{path}: build #{index}",
                               hint="write each build as a [[build]] table.")
         label = f"{path}: build #{index}" + (f" ({raw['name']})" if isinstance(raw.get("name"), str) else "")
-        entry = check(BuildEntry, raw, lambda field: f"{label}, field {field}", table="[[build]]")
+        entry = check(BuildEntry, raw, in_file(label), table="[[build]]")
         if any(entry.name == other.name for other in entries):
             raise EdgeftError(f"Two builds are named {entry.name!r}.", where=label, hint="give each build its own name.")
         entries.append(entry)

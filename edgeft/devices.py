@@ -26,7 +26,7 @@ from pydantic import AfterValidator, Field, field_validator, model_validator
 
 from edgeft.errors import EdgeftError
 from edgeft.ortcompat import GRAPH_OPTIMIZATIONS
-from edgeft.validation import Strings, Table, Text, check, number, rule, show, strings
+from edgeft.validation import Strings, Table, Text, check, in_file, number, rule, show, strings
 
 try:
     import tomllib
@@ -208,7 +208,7 @@ class DeviceProfile(Table):
         if unknown:
             raise TypeError(f"unknown quantization field(s): {', '.join(unknown)}")
         recipe = check(Quantization, {**self.quantization.model_dump(), **changes},
-                       lambda field: f"{self.path}, field {field}", ("quantization",))
+                       in_file(self.path), ("quantization",))
         return self.model_copy(update={"quantization": recipe})
 
 
@@ -352,7 +352,7 @@ def profile_from_dict(data: Mapping[str, Any], path: Path, check_name: bool = Fa
     """
     data = {key: value for key, value in data.items() if key != "path"}  # as_dict() adds it; a file has none
     path = Path(path)
-    profile = check(DeviceProfile, {**data, "path": path}, lambda field: f"{path}, field {field}")
+    profile = check(DeviceProfile, {**data, "path": path}, in_file(path))
     if check_name and profile.name != path.stem:
         raise EdgeftError(f"name is {show(profile.name)} but the file is {path.name}: a built-in profile's name "
                           "must equal its file name.", where=f"{path}, field name",

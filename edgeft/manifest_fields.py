@@ -22,9 +22,10 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validat
 from edgeft.errors import EdgeftError
 from edgeft.ortcompat import GRAPH_OPTIMIZATIONS
 from edgeft.tasks import LOSSES, OPTIMIZERS, TASKS, label_input
-from edgeft.validation import MANIFEST, check, rule
+from edgeft.validation import check, in_file, json_style, rule
 
 RECREATE = "re-create the folder with edgeft; do not edit the manifest by hand."
+MANIFEST = json_style("manifest", RECREATE)
 MODALITIES = ("text", "image", "audio", "tensor")
 AUDIO_FEATURES = ("waveform", "whisper-log-mel", "kaldi-fbank")  # the recipes of edgeft.data.spectrogram
 IMAGE_RESAMPLING = ("nearest", "lanczos", "bilinear", "bicubic", "box", "hamming")  # pillow's filters
@@ -338,9 +339,7 @@ def check_folder(where: Path, kind: str, data: dict[str, Any]) -> None:
     """Check the manifest ``data`` (of the file ``where``) of a folder of ``kind``: the kind's
     model, then the preprocessing of its modality, then what the two must agree on."""
 
-    def at(field: str) -> str:
-        return f"{where}, field {field}"
-
+    at = in_file(where)
     folder = check(_folder_model(kind), data, at, style=MANIFEST)
     model = PREPROCESSING.get(folder.modality)
     if model is None:
@@ -349,11 +348,11 @@ def check_folder(where: Path, kind: str, data: dict[str, Any]) -> None:
     listed = [entry.get("path") for entry in folder.files.values() if isinstance(entry, Mapping)]
     file = getattr(settings, "file", None)
     if file is not None and file not in listed:
-        raise EdgeftError(f"The manifest field preprocessing.file names {file!r}, which is not a file listed in the "
-                          "manifest."[:300], where=at("preprocessing.file"), hint=RECREATE)
+        raise EdgeftError(f"{MANIFEST.subject('preprocessing.file')} names {file!r}, which is not a file listed in "
+                          "the manifest."[:300], where=at("preprocessing.file"), hint=RECREATE)
     if isinstance(settings, Audio):
         expected = settings.input_shapes()
         found = [spec.shape[1:] for spec in folder.inputs]
         if found != expected or settings.attention_mask and folder.inputs[1].name != "attention_mask":
-            raise EdgeftError(f"The manifest field inputs do not match the preprocessing's {settings.features} "
+            raise EdgeftError(f"{MANIFEST.subject('inputs')} do not match the preprocessing's {settings.features} "
                               f"features {expected}.", where=at("inputs"), hint=RECREATE)

@@ -1,6 +1,8 @@
-"""edgeft's TOML files (device profiles, ``edgeft.toml``) checked by their pydantic models, each
-problem reported in edgeft's style: one :class:`EdgeftError` naming the file, the dotted field,
-what was found and what is allowed, with the close match of a misspelling and a line to write.
+"""The files edgeft reads checked by their pydantic models, each problem reported in edgeft's
+style: one :class:`EdgeftError` naming the file, the dotted field, what was found and what is
+allowed. TOML files people write (device profiles, ``edgeft.toml``) also get the close match of a
+misspelling and a line to write; JSON files edgeft writes (manifest, run record, checkpoint state)
+get one fix, their own (:func:`json_style`).
 
 The models are the schema. Types, choices (``Literal``), bounds (``Field(ge=..., le=...)``) and
 the example a message suggests (``Field(examples=[value])``, written out as TOML) are declared
@@ -65,6 +67,7 @@ def strings(choices: tuple[str, ...]) -> Any:
     """:data:`Strings` whose elements are ``choices``."""
     return Annotated[tuple[typing.Literal[choices], ...], Field(strict=False), AfterValidator(distinct)]
 
+
 Text = Annotated[str, AfterValidator(_filled)]  # a string that is not blank
 
 
@@ -73,13 +76,18 @@ def check(model: type[M], data: Any, where: Callable[[str], str], prefix: tuple[
     """``data`` validated into ``model``; the first problem raised as an EdgeftError whose
     ``where`` is ``where(dotted field)``. ``prefix``: the dotted position of ``model`` in its file;
     ``table``: how the file writes ``model``'s own table (``[[build]]``), if it is not the top level;
-    ``style``: :data:`TOML` (the default) or :data:`MANIFEST`."""
+    ``style``: :data:`TOML` (the default) or a :func:`json_style`."""
     try:
         return model.model_validate(data)
     except ValidationError as exc:
         # unknown keys first (a misspelt table also leaves the real one missing), the outermost first
         errors = sorted(exc.errors(include_url=False), key=lambda e: (e["type"] != "extra_forbidden", len(e["loc"])))
         raise _explain(model, errors[0], where, prefix, table, style or TOML) from None
+
+
+def in_file(path: Any) -> Callable[[str], str]:
+    """``where`` for :func:`check`: the file, then the field."""
+    return lambda field: f"{path}, field {field}"
 
 
 def toml_type(value: Any) -> str:
@@ -156,9 +164,12 @@ def show_json(value: Any) -> str:
 
 
 TOML = Style(True, lambda dotted: dotted, toml_type, show)
-# the manifest: edgeft writes it, and a reader finding a problem says to re-create the folder
-MANIFEST = Style(False, lambda dotted: f"The manifest field {dotted}", json_type, show_json,
-                 "re-create the folder with edgeft; do not edit the manifest by hand.")
+
+
+def json_style(noun: str, fix: str) -> Style:
+    """The style of a JSON file edgeft writes: problems read "The ``noun`` field X ...", and every
+    one has ``fix`` as its hint (such a file is not edited by hand)."""
+    return Style(False, lambda dotted: f"The {noun} field {dotted}", json_type, show_json, fix)
 
 
 # --- the wording of pydantic's errors --------------------------------------------------------
@@ -171,13 +182,17 @@ _TYPE_ERRORS = {"int_type", "int_from_float", "float_type", "bool_type", "string
                 "literal_error"}
 
 
+def _is_union(annotation: Any) -> bool:
+    """``Optional[X]``, ``Union[...]`` or ``X | Y``."""
+    return typing.get_origin(annotation) is typing.Union or type(annotation).__name__ == "UnionType"
+
+
 def _strip(annotation: Any) -> Any:
     """The type under Optional and Annotated."""
     while True:
-        origin = typing.get_origin(annotation)
-        if origin is Annotated:
+        if typing.get_origin(annotation) is Annotated:
             annotation = typing.get_args(annotation)[0]
-        elif origin is typing.Union or type(annotation).__name__ == "UnionType":
+        elif _is_union(annotation):
             options = [a for a in typing.get_args(annotation) if a is not type(None)]
             annotation = options[0]
         else:
@@ -192,7 +207,7 @@ def _metadata(annotation: Any) -> list[Any]:
         for extra in extras:
             found.extend(getattr(extra, "metadata", None) or [extra])
         return found + _metadata(inner)
-    if typing.get_origin(annotation) is typing.Union or type(annotation).__name__ == "UnionType":
+    if _is_union(annotation):
         for option in typing.get_args(annotation):
             found.extend(_metadata(option))
     return found
@@ -205,10 +220,10 @@ def _is_table(annotation: Any) -> bool:
 
 
 class _Spot:
-    """Where an error is: the dotted field, its annotation, its FieldInfo and its table."""
+    """Where an error is: the dotted field, its annotation and its FieldInfo."""
 
     def __init__(self, model: type[BaseModel], loc: tuple[Any, ...], prefix: tuple[str, ...]) -> None:
-        self.table, self.info, self.annotation = model, None, model
+        self.info, self.annotation = None, model
         self.item = False  # an element of an array
         parts = list(prefix)
         for part in loc:
@@ -220,13 +235,11 @@ class _Spot:
             parts.append(str(part))
             self.item = False  # a field of an object inside an array
             if _is_table(self.annotation) and part in self.annotation.model_fields:
-                self.table = self.annotation
                 self.info = self.annotation.model_fields[part]
                 self.annotation = _strip(self.info.annotation)
             else:
                 self.annotation, self.info = Any, None
         self.dotted = ".".join(parts)
-        self.key = parts[-1] if parts else ""
         self.array = self.dotted.rpartition("[")[0] if self.item else self.dotted
 
     def bound(self, name: str) -> float | None:
@@ -292,12 +305,12 @@ def _explain(model: type[BaseModel], error: Mapping[str, Any], where: Callable[[
         return EdgeftError(what, where=where(dotted), hint=style.fix or hint)
 
     if kind == "extra_forbidden":
+        if not style.toml:
+            return fail(f"{subject} is not a field edgeft knows.", "")
         parent = _Spot(model, tuple(error["loc"][:-1]), ()).annotation  # the table the unknown key is in
         allowed = [name for name, info in parent.model_fields.items() if not info.exclude] if _is_table(parent) else []
         close = difflib.get_close_matches(str(error["loc"][-1]), allowed, n=1, cutoff=0.6)
         noun = "table" if isinstance(value, Mapping) else "field"
-        if not style.toml:
-            return fail(f"{subject} is not a field edgeft knows.", "")
         return fail(f"Unknown {noun} {dotted}" + (f"; did you mean {close[0]}?" if close else "."),
                     f"did you mean {close[0]}?" if close else f"allowed here: {', '.join(allowed)}.")
     if kind == "missing":

@@ -32,6 +32,8 @@ _NUMPY = {1: np.float32, 2: np.uint8, 3: np.int8, 5: np.int16, 6: np.int32, 7: n
           10: np.float16, 11: np.float64}
 _TYPE_CODES = {np.dtype(v): k for k, v in _NUMPY.items()}
 _HINT = "give a checkpoint written by edgeft train."
+# what the generated readers raise on truncated or garbled bytes
+_DAMAGED = (ValueError, TypeError, struct.error, IndexError, UnicodeDecodeError)
 
 
 def _schema() -> ModuleType:
@@ -64,7 +66,7 @@ def _tensor(tensor) -> tuple[str, np.ndarray]:
         raise ValueError(f"tensor {name}: unsupported data type or external data")
     dims = [int(d) for d in tensor.DimsAsNumpy()] if tensor.DimsLength() else []
     raw = tensor.RawDataAsNumpy() if tensor.RawDataLength() else np.zeros(0, np.uint8)
-    return name, np.frombuffer(raw.tobytes(), dtype=dtype).reshape(dims).copy()
+    return name, raw.view(dtype).reshape(dims).copy()  # one copy, out of the file's buffer
 
 
 def _root(buf: bytes):
@@ -99,7 +101,7 @@ def read_ort_checkpoint(path: Path) -> tuple[dict[str, np.ndarray], Moments, int
                 state = group.OptimizerStates(s)
                 moments[(state.ParamName() or b"").decode("utf-8")] = [
                     _tensor(state.Momentums(m))[1] for m in range(state.MomentumsLength())]
-    except (ValueError, TypeError, struct.error, IndexError, UnicodeDecodeError) as exc:
+    except _DAMAGED as exc:
         raise EdgeftError(f"{path} is not a readable ONNX Runtime checkpoint ({exc}).", where=str(path),
                           hint=_HINT) from exc
     return params, {k: v for k, v in moments.items() if v}, step
@@ -110,7 +112,7 @@ def _module_tensors(path: Path) -> tuple[int, list[tuple[str, np.ndarray]], list
         root, module = _root(Path(path).read_bytes())
         return (root.Version(), [_tensor(module.RequiresGradParams(i)) for i in range(module.RequiresGradParamsLength())],
                 [_tensor(module.FrozenParams(i)) for i in range(module.FrozenParamsLength())])
-    except (ValueError, TypeError, struct.error, IndexError, UnicodeDecodeError) as exc:
+    except _DAMAGED as exc:
         raise EdgeftError(f"{path} cannot be used as a template checkpoint ({exc}).", where=str(path),
                           hint="re-export the artifacts with this edgeft version.") from exc
 

@@ -25,7 +25,7 @@ from edgeft.backends.state import (CHECKPOINT_FORMAT, FORMAT_KEY, LOOP_FILE, ORT
 from edgeft.backends.trainer import Trainer
 from edgeft.errors import EdgeftError
 from edgeft.fsutil import staged_folder
-from edgeft.validation import Style, check, json_type, show_json
+from edgeft.validation import check, in_file, json_style
 
 CHECKPOINTS = "checkpoints"
 BEST = "best"
@@ -54,7 +54,7 @@ class LoopState(BaseModel):
     loss_count: int = Field(0, ge=0)
 
 
-_STATE_STYLE = Style(False, lambda dotted: f"The checkpoint state field {dotted}", json_type, show_json, _OLDER)
+_STATE_STYLE = json_style("checkpoint state", _OLDER)
 
 
 def save(folder: Path, trainer: Trainer, state: LoopState | Mapping[str, Any], force: bool = False) -> Path:
@@ -98,7 +98,7 @@ def load_state(folder: Path) -> LoopState:
     if not isinstance(state, dict):
         raise EdgeftError("The checkpoint state is not a JSON object.", where=str(folder / STATE), hint=_OLDER)
     state.pop(FORMAT_KEY, None)
-    return check(LoopState, state, lambda field: f"{folder / STATE}, field {field}", style=_STATE_STYLE)
+    return check(LoopState, state, in_file(folder / STATE), style=_STATE_STYLE)
 
 
 def prune(run_dir: Path, keep: int) -> None:

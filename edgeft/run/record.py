@@ -22,11 +22,11 @@ from pydantic import BaseModel, ConfigDict, Field
 from edgeft.errors import EdgeftError
 from edgeft.fsutil import atomic_write_text, sha256_file
 from edgeft.manifest import RUN_FILE
-from edgeft.validation import Style, check, json_type, show_json
+from edgeft.validation import check, in_file, json_style
 
 RECORD_FORMAT = 2  # 1: paths as given on the command line (relative to the caller's directory)
 _UNREADABLE = "start a new --run-dir (or --force to start this one over)."
-_STYLE = Style(False, lambda dotted: f"The run record field {dotted}", json_type, show_json, _UNREADABLE)
+_STYLE = json_style("run record", _UNREADABLE)
 Digest = Field(pattern=r"^[0-9a-f]{64}$")
 
 
@@ -119,7 +119,7 @@ class RunRecord:
                 "artifacts": {**_place(artifacts, run_dir), "manifest_sha256": manifest_sha256},
                 "data": {"train": entry(train, sources[0]), "val": entry(val, sources[1])},
                 **columns, "config": config}
-        check(RecordFields, data, lambda field: f"{Path(run_dir) / RUN_FILE}, field {field}", style=_STYLE)
+        check(RecordFields, data, in_file(Path(run_dir) / RUN_FILE), style=_STYLE)
         return RunRecord(Path(run_dir), data)
 
     @staticmethod
@@ -133,7 +133,7 @@ class RunRecord:
         if not isinstance(data, dict) or "artifacts" not in data:
             raise EdgeftError("The run record is not an edgeft run.json.", where=str(path), hint=_UNREADABLE)
         if data.get("format") == RECORD_FORMAT:  # format 1 (paths as typed) is read as it is
-            check(RecordFields, data, lambda field: f"{path}, field {field}", style=_STYLE)
+            check(RecordFields, data, in_file(path), style=_STYLE)
         return RunRecord(Path(run_dir), data)
 
     def write(self) -> None:
